@@ -1,0 +1,13 @@
+//! The pure core: stock ledger, pricing and quantities. No I/O, no async, no clocks (time
+//! comes in as an argument), so every rule here is tested in microseconds.
+
+pub mod ids;
+pub mod model;
+pub mod number;
+pub mod pricing;
+pub mod state;
+
+pub use ids::{OrderId, ProductId, ReservationId, StoreId};
+pub use model::*;
+pub use number::{Paise, Qty, Unit};
+pub use state::{Command, DomainError, Outcome, Shortage, StoreState};

@@ -1,0 +1,238 @@
+//! The nouns of a store: its configuration, products, holds, orders and stock movements,
+//! and the events that change them. Events are facts: applying one never fails and never
+//! needs a decision, which is what lets the write-ahead log replay them verbatim.
+
+use super::ids::{OrderId, ProductId, ReservationId, StoreId};
+use super::number::{Paise, Qty, Unit};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch (UTC). Every clock reading enters the core as one.
+pub type TimeMs = i64;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// Degrees × 10^6, so that a location is exact and comparable.
+    pub lat_micro: i64,
+    pub lon_micro: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    pub store_id: StoreId,
+    pub name: Box<str>,
+    /// Tax rate in hundredths of a percent (5 % = 500).
+    pub tax_rate_bp: u32,
+    pub delivery_fee: Paise,
+    pub free_delivery_above: Option<Paise>,
+    pub location: Option<Location>,
+    pub updated_ms: TimeMs,
+}
+
+/// The catalogue part of a product: everything but its stock counters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductInfo {
+    pub product_id: ProductId,
+    pub name: Box<str>,
+    pub unit: Unit,
+    pub unit_price: Paise,
+    pub low_stock_threshold: Qty,
+    pub category: Option<Box<str>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub info: ProductInfo,
+    /// Units physically in the store.
+    pub on_hand: Qty,
+    /// Units promised to open holds and unpaid orders; never above `on_hand`.
+    pub reserved: Qty,
+    pub updated_ms: TimeMs,
+}
+
+impl Product {
+    /// What can still be sold: `on_hand - reserved`.
+    pub fn current_stock(&self) -> Qty {
+        Qty(self.on_hand.0 - self.reserved.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReservationLine {
+    pub product_id: ProductId,
+    pub quantity: Qty,
+}
+
+/// A cart hold: units set aside until `expires_ms`, then released unless an order took them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub reservation_id: ReservationId,
+    pub lines: Vec<ReservationLine>,
+    pub created_ms: TimeMs,
+    pub expires_ms: TimeMs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReservationEnd {
+    Released,
+    Expired,
+    /// Turned into an order.
+    Consumed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PaymentMethod {
+    Cod,
+    Upi,
+    Card,
+}
+
+impl PaymentMethod {
+    pub fn parse(s: &str) -> Option<PaymentMethod> {
+        Some(match s {
+            "cod" => PaymentMethod::Cod,
+            "upi" => PaymentMethod::Upi,
+            "card" => PaymentMethod::Card,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Cod => "cod",
+            PaymentMethod::Upi => "upi",
+            PaymentMethod::Card => "card",
+        }
+    }
+
+    /// The status an order of this method starts in.
+    pub fn initial_status(self) -> OrderStatus {
+        match self {
+            PaymentMethod::Cod => OrderStatus::Confirmed,
+            PaymentMethod::Upi | PaymentMethod::Card => OrderStatus::PendingPayment,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OrderStatus {
+    PendingPayment,
+    Confirmed,
+    PaymentFailed,
+    Cancelled,
+    Expired,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::PaymentFailed => "payment_failed",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+        }
+    }
+
+    /// Whether the order still holds reserved units.
+    pub fn holds_stock(self) -> bool {
+        self == OrderStatus::PendingPayment
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub product_id: ProductId,
+    pub product_name: Box<str>,
+    pub quantity: Qty,
+    pub unit: Unit,
+    pub unit_price: Paise,
+    pub line_total: Paise,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub phone: Box<str>,
+    pub name: Box<str>,
+    pub delivery_address: Box<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: OrderId,
+    pub store_id: StoreId,
+    pub status: OrderStatus,
+    pub customer: Customer,
+    pub lines: Vec<OrderLine>,
+    pub subtotal: Paise,
+    pub tax: Paise,
+    pub delivery_fee: Paise,
+    pub total_amount: Paise,
+    pub payment_method: PaymentMethod,
+    pub reservation_id: Option<ReservationId>,
+    pub created_ms: TimeMs,
+    /// Set while payment is pending: when the order expires unpaid.
+    pub expires_ms: Option<TimeMs>,
+    pub updated_ms: TimeMs,
+    pub payment_reference: Option<Box<str>>,
+    pub cancel_reason: Option<Box<str>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MovementKind {
+    Initial,
+    Sale,
+    Reservation,
+    Release,
+    Adjustment,
+    Cancel,
+    TransferIn,
+    TransferOut,
+}
+
+impl MovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Initial => "initial",
+            MovementKind::Sale => "sale",
+            MovementKind::Reservation => "reservation",
+            MovementKind::Release => "release",
+            MovementKind::Adjustment => "adjustment",
+            MovementKind::Cancel => "cancel",
+            MovementKind::TransferIn => "transfer_in",
+            MovementKind::TransferOut => "transfer_out",
+        }
+    }
+}
+
+/// One change of one product's counters, with both values after it: the ledger's line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Movement {
+    /// Increasing within a store; the ledger's order.
+    pub movement_id: u64,
+    pub product_id: ProductId,
+    pub kind: MovementKind,
+    /// Change of `on_hand`, thousandths.
+    pub on_hand_change: i64,
+    /// Change of `reserved`, thousandths.
+    pub reserved_change: i64,
+    pub on_hand_after: Qty,
+    pub reserved_after: Qty,
+    /// The order or reservation id, or an adjustment's reason.
+    pub reference: Box<str>,
+    pub at_ms: TimeMs,
+}
+
+/// A fact about a store. `StoreState::apply_event` is the only code that changes state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    StoreSet(StoreConfig),
+    /// Catalogue fields of a product; creates it with zero stock if new.
+    ProductSet { info: ProductInfo, at_ms: TimeMs },
+    Moved(Movement),
+    ReservationOpened(Reservation),
+    ReservationClosed { reservation_id: ReservationId, end: ReservationEnd, at_ms: TimeMs },
+    /// The whole order after a change (created, paid, cancelled, expired).
+    OrderSet(Box<Order>),
+    /// A product's `current_stock` fell to or below its threshold.
+    LowStock { product_id: ProductId, current_stock: Qty, threshold: Qty, at_ms: TimeMs },
+}

@@ -1,0 +1,703 @@
+//! A store's state and the only rules that change it.
+//!
+//! `StoreState::execute` checks a command completely, and only then turns it into events;
+//! `StoreState::apply_event` is the single place where state changes. Replaying the events
+//! of the write-ahead log therefore rebuilds exactly the state the actor had.
+
+use super::ids::{OrderId, ProductId, ReservationId};
+use super::model::*;
+use super::number::{Paise, QTY_MILLI_MAX, Qty};
+use super::pricing;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Most lines in one order, hold or availability check: a big kirana basket is ~100 lines;
+/// 500 keeps one command's work (and one WAL record) small and bounded.
+pub const ITEMS_MAX: usize = 500;
+/// Most open holds per store: bounds the actor's memory against abandoned carts.
+pub const OPEN_RESERVATIONS_MAX: usize = 100_000;
+
+/// One item that cannot be had in the quantity asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shortage {
+    pub product_id: ProductId,
+    pub product_name: Box<str>,
+    pub unit: super::number::Unit,
+    pub requested: Qty,
+    pub available: Qty,
+}
+
+/// Why a command was refused. Nothing changed when one of these is returned.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DomainError {
+    #[error("product {0} not found")]
+    ProductNotFound(ProductId),
+    #[error("product {0} appears twice")]
+    DuplicateProduct(ProductId),
+    #[error("the quantity of {0} is not valid")]
+    InvalidQuantity(ProductId),
+    #[error("too many items")]
+    TooManyItems,
+    #[error("no items")]
+    NoItems,
+    #[error("price of {product_id} changed")]
+    PriceChanged { product_id: ProductId, unit_price: Paise },
+    #[error("insufficient stock")]
+    InsufficientStock(Vec<Shortage>),
+    #[error("order total too large")]
+    TotalTooLarge,
+    #[error("reservation not found")]
+    ReservationNotFound,
+    #[error("reservation expired")]
+    ReservationExpired,
+    #[error("too many open reservations")]
+    TooManyReservations,
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("order not payable")]
+    OrderNotPayable(OrderStatus),
+    #[error("order not cancellable")]
+    OrderNotCancellable(OrderStatus),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DraftItem {
+    pub product_id: ProductId,
+    pub quantity: Qty,
+    /// The price the client saw; refused if it differs from the catalogue.
+    pub unit_price: Option<Paise>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderDraft {
+    pub order_id: OrderId,
+    pub customer: Customer,
+    pub items: Vec<DraftItem>,
+    pub payment_method: PaymentMethod,
+    pub reservation_id: Option<ReservationId>,
+    /// How long an unpaid `upi`/`card` order holds its stock.
+    pub payment_ttl_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    SetStore(StoreConfig),
+    SetProduct { info: ProductInfo, stock: Option<Qty> },
+    Adjust { product_id: ProductId, change_milli: i64, reason: Box<str> },
+    Reserve { reservation_id: ReservationId, lines: Vec<ReservationLine>, ttl_ms: i64 },
+    Release { reservation_id: ReservationId },
+    PlaceOrder(Box<OrderDraft>),
+    Pay { order_id: OrderId, succeeded: bool, reference: Option<Box<str>> },
+    Cancel { order_id: OrderId, reason: Option<Box<str>> },
+    ExpireDue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    StoreSet,
+    ProductSet(ProductId),
+    Adjusted { previous: Qty, new: Qty, movement_id: u64 },
+    Reserved(Reservation),
+    Released(ReservationId),
+    Order(OrderId),
+    Expired { count: usize },
+}
+
+/// Something with a deadline: a hold, or an order waiting for payment.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Hold(ReservationId),
+    Order(OrderId),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoreState {
+    pub config: StoreConfig,
+    products: BTreeMap<ProductId, Product>,
+    reservations: HashMap<ReservationId, Reservation>,
+    /// Open orders (always) and recently touched ones (until the actor evicts them).
+    orders: HashMap<OrderId, Order>,
+    next_movement_id: u64,
+    /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
+    #[serde(skip)]
+    deadlines: BTreeSet<(TimeMs, Deadline)>,
+}
+
+impl StoreState {
+    pub fn new(config: StoreConfig) -> StoreState {
+        StoreState {
+            config,
+            products: BTreeMap::new(),
+            reservations: HashMap::new(),
+            orders: HashMap::new(),
+            next_movement_id: 1,
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    pub fn product(&self, id: &ProductId) -> Option<&Product> {
+        self.products.get(id)
+    }
+
+    /// Products in id order, strictly after `after`.
+    pub fn products_after<'a>(&'a self, after: Option<&ProductId>) -> impl Iterator<Item = &'a Product> + 'a {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.clone()),
+            None => Bound::Unbounded,
+        };
+        self.products.range((lower, Bound::Unbounded)).map(|(_, p)| p)
+    }
+
+    pub fn products(&self) -> impl Iterator<Item = &Product> {
+        self.products.values()
+    }
+
+    pub fn product_count(&self) -> usize {
+        self.products.len()
+    }
+
+    pub fn order(&self, id: OrderId) -> Option<&Order> {
+        self.orders.get(&id)
+    }
+
+    pub fn orders(&self) -> impl Iterator<Item = &Order> {
+        self.orders.values()
+    }
+
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn reservation(&self, id: &ReservationId) -> Option<&Reservation> {
+        self.reservations.get(id)
+    }
+
+    pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.reservations.values()
+    }
+
+    /// The earliest deadline of any hold or unpaid order.
+    pub fn next_deadline_ms(&self) -> Option<TimeMs> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Forgets a finished order (it lives on in the order archive). Open orders stay.
+    pub fn evict_order(&mut self, id: OrderId) -> bool {
+        match self.orders.get(&id) {
+            Some(order) if !order.status.holds_stock() => {
+                self.orders.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Brings back an order read from the archive, unless a newer copy is in memory.
+    pub fn restore_order(&mut self, order: Order) {
+        assert!(!order.status.holds_stock(), "open orders are never evicted");
+        self.orders.entry(order.order_id).or_insert(order);
+    }
+
+    /// Rebuilds derived indexes after deserialising a snapshot.
+    pub fn rebuild_indexes(&mut self) {
+        self.deadlines.clear();
+        for r in self.reservations.values() {
+            self.deadlines.insert((r.expires_ms, Deadline::Hold(r.reservation_id.clone())));
+        }
+        for o in self.orders.values() {
+            if let (true, Some(t)) = (o.status.holds_stock(), o.expires_ms) {
+                self.deadlines.insert((t, Deadline::Order(o.order_id)));
+            }
+        }
+    }
+
+    /// Checks `command` and, if it is allowed, applies it and returns the events it made.
+    /// On `Err`, nothing changed.
+    pub fn execute(&mut self, command: Command, now_ms: TimeMs) -> Result<(Outcome, Vec<Event>), DomainError> {
+        let mut events = Vec::new();
+        let outcome = match command {
+            Command::SetStore(config) => {
+                self.emit(&mut events, Event::StoreSet(config));
+                Outcome::StoreSet
+            }
+            Command::SetProduct { info, stock } => self.set_product(&mut events, info, stock, now_ms)?,
+            Command::Adjust { product_id, change_milli, reason } => {
+                self.adjust(&mut events, product_id, change_milli, reason, now_ms)?
+            }
+            Command::Reserve { reservation_id, lines, ttl_ms } => {
+                self.reserve(&mut events, reservation_id, lines, ttl_ms, now_ms)?
+            }
+            Command::Release { reservation_id } => {
+                let r = self.reservations.get(&reservation_id).ok_or(DomainError::ReservationNotFound)?;
+                let r = r.clone();
+                self.close_hold(&mut events, &r, ReservationEnd::Released, now_ms);
+                Outcome::Released(reservation_id)
+            }
+            Command::PlaceOrder(draft) => self.place_order(&mut events, *draft, now_ms)?,
+            Command::Pay { order_id, succeeded, reference } => {
+                self.pay(&mut events, order_id, succeeded, reference, now_ms)?
+            }
+            Command::Cancel { order_id, reason } => self.cancel(&mut events, order_id, reason, now_ms)?,
+            Command::ExpireDue => self.expire_due(&mut events, now_ms),
+        };
+        Ok((outcome, events))
+    }
+
+    fn set_product(
+        &mut self,
+        events: &mut Vec<Event>,
+        info: ProductInfo,
+        stock: Option<Qty>,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        let id = info.product_id.clone();
+        let counted = info.unit.is_counted();
+        if stock.is_some_and(|s| counted && !s.is_whole()) || (counted && !info.low_stock_threshold.is_whole()) {
+            return Err(DomainError::InvalidQuantity(id));
+        }
+        match self.products.get(&id) {
+            None => {
+                let stock = stock.unwrap_or(Qty::ZERO);
+                self.emit(events, Event::ProductSet { info, at_ms: now_ms });
+                self.move_stock(events, &id, MovementKind::Initial, stock.0 as i64, 0, "initial".into(), now_ms);
+            }
+            Some(p) => {
+                if counted && (!p.on_hand.is_whole() || !p.reserved.is_whole()) {
+                    return Err(DomainError::InvalidQuantity(id));
+                }
+                let (on_hand, reserved) = (p.on_hand, p.reserved);
+                if let Some(stock) = stock
+                    && stock < reserved
+                {
+                    return Err(DomainError::InsufficientStock(vec![Shortage {
+                        product_id: id.clone(),
+                        product_name: p.info.name.clone(),
+                        unit: p.info.unit,
+                        requested: Qty(on_hand.0 - stock.0),
+                        available: p.current_stock(),
+                    }]));
+                }
+                self.emit(events, Event::ProductSet { info, at_ms: now_ms });
+                if let Some(stock) = stock.filter(|s| *s != on_hand) {
+                    let change = stock.0 as i64 - on_hand.0 as i64;
+                    let reason: Box<str> = "catalogue update".into();
+                    self.move_stock(events, &id, MovementKind::Adjustment, change, 0, reason, now_ms);
+                }
+            }
+        }
+        Ok(Outcome::ProductSet(id))
+    }
+
+    fn adjust(
+        &mut self,
+        events: &mut Vec<Event>,
+        product_id: ProductId,
+        change_milli: i64,
+        reason: Box<str>,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        let p = self.products.get(&product_id).ok_or_else(|| DomainError::ProductNotFound(product_id.clone()))?;
+        if change_milli == 0 || (p.info.unit.is_counted() && change_milli % 1000 != 0) {
+            return Err(DomainError::InvalidQuantity(product_id));
+        }
+        let previous = p.on_hand;
+        let new = previous.0 as i128 + i128::from(change_milli);
+        if new < i128::from(p.reserved.0) {
+            return Err(DomainError::InsufficientStock(vec![Shortage {
+                product_id: product_id.clone(),
+                product_name: p.info.name.clone(),
+                unit: p.info.unit,
+                requested: Qty(change_milli.unsigned_abs()),
+                available: p.current_stock(),
+            }]));
+        }
+        if new > i128::from(QTY_MILLI_MAX) {
+            return Err(DomainError::InvalidQuantity(product_id));
+        }
+        let movement_id = self.next_movement_id;
+        self.move_stock(events, &product_id, MovementKind::Adjustment, change_milli, 0, reason, now_ms);
+        Ok(Outcome::Adjusted { previous, new: Qty(new as u64), movement_id })
+    }
+
+    /// Checks lines for existence, duplicates and whole units; returns the products in order.
+    fn check_lines<'a>(&self, lines: impl Iterator<Item = (&'a ProductId, Qty)>) -> Result<(), DomainError> {
+        let mut seen = HashSet::new();
+        let mut count = 0;
+        for (id, qty) in lines {
+            count += 1;
+            if count > ITEMS_MAX {
+                return Err(DomainError::TooManyItems);
+            }
+            let p = self.products.get(id).ok_or_else(|| DomainError::ProductNotFound(id.clone()))?;
+            if !seen.insert(id) {
+                return Err(DomainError::DuplicateProduct(id.clone()));
+            }
+            if qty == Qty::ZERO || (p.info.unit.is_counted() && !qty.is_whole()) {
+                return Err(DomainError::InvalidQuantity(id.clone()));
+            }
+        }
+        if count == 0 {
+            return Err(DomainError::NoItems);
+        }
+        Ok(())
+    }
+
+    fn reserve(
+        &mut self,
+        events: &mut Vec<Event>,
+        reservation_id: ReservationId,
+        lines: Vec<ReservationLine>,
+        ttl_ms: i64,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        assert!(ttl_ms > 0);
+        assert!(!self.reservations.contains_key(&reservation_id), "reservation ids are fresh");
+        self.check_lines(lines.iter().map(|l| (&l.product_id, l.quantity)))?;
+        let shortages: Vec<Shortage> = lines
+            .iter()
+            .filter_map(|l| self.shortage(&l.product_id, l.quantity, Qty::ZERO))
+            .collect();
+        if !shortages.is_empty() {
+            return Err(DomainError::InsufficientStock(shortages));
+        }
+        if self.reservations.len() >= OPEN_RESERVATIONS_MAX {
+            return Err(DomainError::TooManyReservations);
+        }
+        let reservation = Reservation { reservation_id, lines, created_ms: now_ms, expires_ms: now_ms + ttl_ms };
+        let reference: Box<str> = reservation.reservation_id.as_str().into();
+        for line in &reservation.lines {
+            let q = line.quantity.0 as i64;
+            self.move_stock(events, &line.product_id, MovementKind::Reservation, 0, q, reference.clone(), now_ms);
+        }
+        self.emit(events, Event::ReservationOpened(reservation.clone()));
+        Ok(Outcome::Reserved(reservation))
+    }
+
+    /// The shortage of `requested` when `held` units are already set aside for the asker.
+    fn shortage(&self, id: &ProductId, requested: Qty, held: Qty) -> Option<Shortage> {
+        let p = &self.products[id];
+        let available = Qty(p.current_stock().0 + held.0);
+        (requested > available).then(|| Shortage {
+            product_id: id.clone(),
+            product_name: p.info.name.clone(),
+            unit: p.info.unit,
+            requested,
+            available,
+        })
+    }
+
+    fn place_order(&mut self, events: &mut Vec<Event>, draft: OrderDraft, now_ms: TimeMs) -> Result<Outcome, DomainError> {
+        assert!(!self.orders.contains_key(&draft.order_id), "order ids are fresh");
+        let hold = match &draft.reservation_id {
+            None => None,
+            Some(id) => match self.reservations.get(id) {
+                Some(r) if r.expires_ms > now_ms => Some(r.clone()),
+                _ => return Err(DomainError::ReservationExpired),
+            },
+        };
+        let held_of = |id: &ProductId| -> Qty {
+            hold.as_ref()
+                .and_then(|h| h.lines.iter().find(|l| &l.product_id == id))
+                .map_or(Qty::ZERO, |l| l.quantity)
+        };
+        self.check_lines(draft.items.iter().map(|i| (&i.product_id, i.quantity)))?;
+        for item in &draft.items {
+            let price = self.products[&item.product_id].info.unit_price;
+            if item.unit_price.is_some_and(|p| p != price) {
+                return Err(DomainError::PriceChanged { product_id: item.product_id.clone(), unit_price: price });
+            }
+        }
+        let shortages: Vec<Shortage> = draft
+            .items
+            .iter()
+            .filter_map(|i| self.shortage(&i.product_id, i.quantity, held_of(&i.product_id)))
+            .collect();
+        if !shortages.is_empty() {
+            return Err(DomainError::InsufficientStock(shortages));
+        }
+        let lines: Vec<OrderLine> = draft
+            .items
+            .iter()
+            .map(|i| {
+                let info = &self.products[&i.product_id].info;
+                OrderLine {
+                    product_id: i.product_id.clone(),
+                    product_name: info.name.clone(),
+                    quantity: i.quantity,
+                    unit: info.unit,
+                    unit_price: info.unit_price,
+                    line_total: pricing::line_total(info.unit_price, i.quantity),
+                }
+            })
+            .collect();
+        let totals =
+            pricing::totals(&self.config, lines.iter().map(|l| l.line_total)).ok_or(DomainError::TotalTooLarge)?;
+
+        // Everything is checked: from here on only events.
+        let reference: Box<str> = draft.order_id.to_string().into();
+        let status = draft.payment_method.initial_status();
+        if let Some(h) = &hold {
+            self.emit(
+                events,
+                Event::ReservationClosed { reservation_id: h.reservation_id.clone(), end: ReservationEnd::Consumed, at_ms: now_ms },
+            );
+            for l in &h.lines {
+                let used = draft.items.iter().find(|i| i.product_id == l.product_id).map_or(Qty::ZERO, |i| i.quantity);
+                let unused = l.quantity.0.saturating_sub(used.0) as i64;
+                if unused > 0 {
+                    let r: Box<str> = h.reservation_id.as_str().into();
+                    self.move_stock(events, &l.product_id, MovementKind::Release, 0, -unused, r, now_ms);
+                }
+            }
+        }
+        for item in &draft.items {
+            let q = item.quantity.0 as i64;
+            let used = held_of(&item.product_id).0.min(item.quantity.0) as i64;
+            match status {
+                OrderStatus::Confirmed => {
+                    self.move_stock(events, &item.product_id, MovementKind::Sale, -q, -used, reference.clone(), now_ms)
+                }
+                _ if q > used => self.move_stock(
+                    events,
+                    &item.product_id,
+                    MovementKind::Reservation,
+                    0,
+                    q - used,
+                    reference.clone(),
+                    now_ms,
+                ),
+                _ => {}
+            }
+        }
+        let expires_ms = status.holds_stock().then_some(now_ms + draft.payment_ttl_ms);
+        let order = Order {
+            order_id: draft.order_id,
+            store_id: self.config.store_id.clone(),
+            status,
+            customer: draft.customer,
+            lines,
+            subtotal: totals.subtotal,
+            tax: totals.tax,
+            delivery_fee: totals.delivery_fee,
+            total_amount: totals.total_amount,
+            payment_method: draft.payment_method,
+            reservation_id: draft.reservation_id,
+            created_ms: now_ms,
+            expires_ms,
+            updated_ms: now_ms,
+            payment_reference: None,
+            cancel_reason: None,
+        };
+        self.emit(events, Event::OrderSet(Box::new(order)));
+        Ok(Outcome::Order(draft.order_id))
+    }
+
+    fn pay(
+        &mut self,
+        events: &mut Vec<Event>,
+        order_id: OrderId,
+        succeeded: bool,
+        reference: Option<Box<str>>,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        let order = self.orders.get(&order_id).ok_or(DomainError::OrderNotFound)?;
+        if order.status != OrderStatus::PendingPayment {
+            return Err(DomainError::OrderNotPayable(order.status));
+        }
+        let mut order = order.clone();
+        let r: Box<str> = order_id.to_string().into();
+        for l in &order.lines {
+            let q = l.quantity.0 as i64;
+            if succeeded {
+                self.move_stock(events, &l.product_id, MovementKind::Sale, -q, -q, r.clone(), now_ms);
+            } else {
+                self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, r.clone(), now_ms);
+            }
+        }
+        order.status = if succeeded { OrderStatus::Confirmed } else { OrderStatus::PaymentFailed };
+        order.expires_ms = None;
+        order.updated_ms = now_ms;
+        order.payment_reference = reference;
+        self.emit(events, Event::OrderSet(Box::new(order)));
+        Ok(Outcome::Order(order_id))
+    }
+
+    fn cancel(
+        &mut self,
+        events: &mut Vec<Event>,
+        order_id: OrderId,
+        reason: Option<Box<str>>,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        let order = self.orders.get(&order_id).ok_or(DomainError::OrderNotFound)?;
+        let was = order.status;
+        if !matches!(was, OrderStatus::PendingPayment | OrderStatus::Confirmed) {
+            return Err(DomainError::OrderNotCancellable(was));
+        }
+        let mut order = order.clone();
+        let r: Box<str> = order_id.to_string().into();
+        for l in &order.lines {
+            let q = l.quantity.0 as i64;
+            if was == OrderStatus::PendingPayment {
+                self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, r.clone(), now_ms);
+            } else {
+                self.move_stock(events, &l.product_id, MovementKind::Cancel, q, 0, r.clone(), now_ms);
+            }
+        }
+        order.status = OrderStatus::Cancelled;
+        order.expires_ms = None;
+        order.updated_ms = now_ms;
+        order.cancel_reason = reason;
+        self.emit(events, Event::OrderSet(Box::new(order)));
+        Ok(Outcome::Order(order_id))
+    }
+
+    fn expire_due(&mut self, events: &mut Vec<Event>, now_ms: TimeMs) -> Outcome {
+        let mut count = 0;
+        while let Some((t, what)) = self.deadlines.first().cloned() {
+            if t > now_ms {
+                break;
+            }
+            count += 1;
+            match what {
+                Deadline::Hold(id) => {
+                    let r = self.reservations[&id].clone();
+                    self.close_hold(events, &r, ReservationEnd::Expired, now_ms);
+                }
+                Deadline::Order(id) => {
+                    let mut order = self.orders[&id].clone();
+                    let r: Box<str> = id.to_string().into();
+                    for l in &order.lines {
+                        let q = l.quantity.0 as i64;
+                        self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, r.clone(), now_ms);
+                    }
+                    order.status = OrderStatus::Expired;
+                    order.expires_ms = None;
+                    order.updated_ms = now_ms;
+                    self.emit(events, Event::OrderSet(Box::new(order)));
+                }
+            }
+        }
+        Outcome::Expired { count }
+    }
+
+    fn close_hold(&mut self, events: &mut Vec<Event>, r: &Reservation, end: ReservationEnd, now_ms: TimeMs) {
+        let reference: Box<str> = r.reservation_id.as_str().into();
+        for l in &r.lines {
+            let q = l.quantity.0 as i64;
+            self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, reference.clone(), now_ms);
+        }
+        self.emit(events, Event::ReservationClosed { reservation_id: r.reservation_id.clone(), end, at_ms: now_ms });
+    }
+
+    /// Emits one movement of `id`'s counters (and a low-stock event if it crosses the line).
+    #[allow(clippy::too_many_arguments)]
+    fn move_stock(
+        &mut self,
+        events: &mut Vec<Event>,
+        id: &ProductId,
+        kind: MovementKind,
+        on_hand_change: i64,
+        reserved_change: i64,
+        reference: Box<str>,
+        now_ms: TimeMs,
+    ) {
+        let p = &self.products[id];
+        let before = p.current_stock();
+        let on_hand_after = p.on_hand.0 as i64 + on_hand_change;
+        let reserved_after = p.reserved.0 as i64 + reserved_change;
+        assert!(reserved_after >= 0 && reserved_after <= on_hand_after, "checked before any event");
+        let movement = Movement {
+            movement_id: self.next_movement_id,
+            product_id: id.clone(),
+            kind,
+            on_hand_change,
+            reserved_change,
+            on_hand_after: Qty(on_hand_after as u64),
+            reserved_after: Qty(reserved_after as u64),
+            reference,
+            at_ms: now_ms,
+        };
+        self.emit(events, Event::Moved(movement));
+        let p = &self.products[id];
+        let after = p.current_stock();
+        let threshold = p.info.low_stock_threshold;
+        if before > threshold && after <= threshold {
+            let low = Event::LowStock { product_id: id.clone(), current_stock: after, threshold, at_ms: now_ms };
+            self.emit(events, low);
+        }
+    }
+
+    fn emit(&mut self, events: &mut Vec<Event>, event: Event) {
+        self.apply_event(&event);
+        events.push(event);
+    }
+
+    /// Applies one fact. Used both live and when replaying the log; never fails.
+    pub fn apply_event(&mut self, event: &Event) {
+        match event {
+            Event::StoreSet(config) => self.config = config.clone(),
+            Event::ProductSet { info, at_ms } => match self.products.get_mut(&info.product_id) {
+                Some(p) => {
+                    p.info = info.clone();
+                    p.updated_ms = *at_ms;
+                }
+                None => {
+                    let p = Product { info: info.clone(), on_hand: Qty::ZERO, reserved: Qty::ZERO, updated_ms: *at_ms };
+                    self.products.insert(info.product_id.clone(), p);
+                }
+            },
+            Event::Moved(m) => {
+                let p = self.products.get_mut(&m.product_id).expect("a movement follows its product's creation");
+                assert_eq!(p.on_hand.0 as i64 + m.on_hand_change, m.on_hand_after.0 as i64, "on_hand is conserved");
+                assert_eq!(p.reserved.0 as i64 + m.reserved_change, m.reserved_after.0 as i64, "reserved is conserved");
+                assert!(m.reserved_after <= m.on_hand_after, "available is never negative");
+                p.on_hand = m.on_hand_after;
+                p.reserved = m.reserved_after;
+                p.updated_ms = m.at_ms;
+                self.next_movement_id = self.next_movement_id.max(m.movement_id + 1);
+            }
+            Event::ReservationOpened(r) => {
+                self.deadlines.insert((r.expires_ms, Deadline::Hold(r.reservation_id.clone())));
+                self.reservations.insert(r.reservation_id.clone(), r.clone());
+            }
+            Event::ReservationClosed { reservation_id, .. } => {
+                if let Some(r) = self.reservations.remove(reservation_id) {
+                    self.deadlines.remove(&(r.expires_ms, Deadline::Hold(r.reservation_id)));
+                }
+            }
+            Event::OrderSet(order) => {
+                if let Some(old) = self.orders.get(&order.order_id)
+                    && let Some(t) = old.expires_ms
+                {
+                    self.deadlines.remove(&(t, Deadline::Order(order.order_id)));
+                }
+                if let (true, Some(t)) = (order.status.holds_stock(), order.expires_ms) {
+                    self.deadlines.insert((t, Deadline::Order(order.order_id)));
+                }
+                self.orders.insert(order.order_id, (**order).clone());
+            }
+            Event::LowStock { .. } => {}
+        }
+    }
+
+    /// Checks every invariant of the whole state; for tests and recovery.
+    pub fn check_invariants(&self) {
+        let mut held: HashMap<&ProductId, u64> = HashMap::new();
+        for r in self.reservations.values() {
+            for l in &r.lines {
+                *held.entry(&l.product_id).or_default() += l.quantity.0;
+            }
+        }
+        for o in self.orders.values().filter(|o| o.status.holds_stock()) {
+            for l in &o.lines {
+                *held.entry(&l.product_id).or_default() += l.quantity.0;
+            }
+        }
+        for (id, p) in &self.products {
+            assert!(p.reserved <= p.on_hand, "{id}: reserved above on_hand");
+            assert_eq!(p.reserved.0, held.get(id).copied().unwrap_or(0), "{id}: reserved equals open holds");
+        }
+    }
+}

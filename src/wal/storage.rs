@@ -1,0 +1,36 @@
+//! The sled database and its trees.
+
+use super::format::WalError;
+use std::path::Path;
+
+/// The WAL and the trees derived from it. All trees live in one sled `Db`, so one
+/// `Db::flush` makes a whole batch durable.
+#[derive(Clone)]
+pub struct Storage {
+    pub db: sled::Db,
+    /// `seq (u64 BE) → WalRecord frame`: the source of truth.
+    pub wal: sled::Tree,
+    /// `store id → SnapshotFrame`: a cache of replaying the WAL up to its `seq`.
+    pub snapshots: sled::Tree,
+    /// `order id (u32 BE) → Order frame`: every order's latest state, for reads by id.
+    pub orders: sled::Tree,
+    /// `store \0 product \0 movement id → Movement frame`: the stock ledger.
+    pub movements: sled::Tree,
+    /// `Idempotency-Key → IdemEntry frame`.
+    pub idem: sled::Tree,
+}
+
+impl Storage {
+    pub fn open(dir: &Path) -> Result<Storage, WalError> {
+        std::fs::create_dir_all(dir).map_err(|e| WalError::Sled(sled::Error::Io(e)))?;
+        let db = sled::Config::new().path(dir).cache_capacity(256 << 20).open()?;
+        Ok(Storage {
+            wal: db.open_tree("wal")?,
+            snapshots: db.open_tree("snapshots")?,
+            orders: db.open_tree("orders")?,
+            movements: db.open_tree("movements")?,
+            idem: db.open_tree("idem")?,
+            db,
+        })
+    }
+}

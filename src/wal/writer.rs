@@ -1,0 +1,278 @@
+//! Group commit: one thread takes the records of every store, writes them as one batch,
+//! flushes once, and only then completes each waiting answer.
+//!
+//! There is no timer: the writer blocks for the first item, then takes whatever else is
+//! already queued (up to `BATCH_LEN_MAX`). A lone client pays one flush; under load, the
+//! items that queue while a flush runs share the next one.
+
+use super::format::{SnapshotFrame, View, ViewWrite, WalError, encode_frame};
+use super::storage::Storage;
+use crate::domain::StoreId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Most items in one batch: bounds one flush's latency and the memory of one batch.
+pub const BATCH_LEN_MAX: usize = 4096;
+/// Most items accepted but not yet durable, over all stores. Past it, stores answer 503
+/// before changing anything, so the writer's queue can never grow without bound.
+pub const INFLIGHT_MAX: usize = 65_536;
+
+/// Whether an answer waits for `fsync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Every acknowledged change was flushed first (the default, and the contract).
+    Flush,
+    /// No flush per batch: sled writes back in the background. For benchmarks only.
+    None,
+}
+
+pub enum ItemBody {
+    /// A WAL record (already framed) and the view writes it implies.
+    Record { store_id: StoreId, frame: Vec<u8>, views: Vec<ViewWrite> },
+    /// A store's state, bincode-encoded by its actor; the writer gives it its sequence number.
+    Snapshot { store_id: StoreId, state: Vec<u8> },
+    /// View writes with no WAL record (a remembered refusal of an idempotent request).
+    Views(Vec<ViewWrite>),
+}
+
+/// The answer a waiter gets: the sequence number its item was written at.
+pub type Durable = Result<u64, Arc<String>>;
+
+pub struct WalItem {
+    pub body: ItemBody,
+    pub done: Option<oneshot::Sender<Durable>>,
+    /// The submitting actor's own counter, raised to this value once the item is durable.
+    pub mark: Option<(Arc<AtomicU64>, u64)>,
+}
+
+#[derive(Default)]
+pub struct WalStats {
+    pub records: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub batches: AtomicU64,
+    pub flush_us_total: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub records_since_snapshot: AtomicU64,
+    pub truncated_below: AtomicU64,
+}
+
+/// The submitting side of the writer; cheap to clone.
+#[derive(Clone)]
+pub struct WalHandle {
+    tx: mpsc::Sender<WalItem>,
+    inflight: Arc<AtomicUsize>,
+    pub stats: Arc<WalStats>,
+}
+
+impl WalHandle {
+    /// Claims room for one more item; false when the writer is `INFLIGHT_MAX` behind.
+    pub fn try_claim(&self) -> bool {
+        if self.inflight.fetch_add(1, Ordering::AcqRel) >= INFLIGHT_MAX {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Queues an item whose room was claimed with [`try_claim`](Self::try_claim).
+    pub fn submit(&self, item: WalItem) {
+        if let Err(mpsc::SendError(item)) = self.tx.send(item) {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            if let Some(done) = item.done {
+                let _ = done.send(Err(Arc::new("the write-ahead log has stopped".into())));
+            }
+        }
+    }
+
+    /// Claims, submits and returns the receiver to await durability on.
+    pub fn submit_waiting(&self, body: ItemBody) -> Option<oneshot::Receiver<Durable>> {
+        if !self.try_claim() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(WalItem { body, done: Some(tx), mark: None });
+        Some(rx)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the writer thread. `next_seq` continues the log; `replay_from` says, per store,
+/// the first sequence number recovery would need (so that older records may be deleted).
+pub fn start(storage: Storage, durability: Durability, next_seq: u64, replay_from: HashMap<StoreId, u64>) -> WalHandle {
+    let (tx, rx) = mpsc::channel::<WalItem>();
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(WalStats::default());
+    stats.last_seq.store(next_seq.saturating_sub(1), Ordering::Relaxed);
+    let (trunc_tx, trunc_rx) = mpsc::channel::<u64>();
+    let wal_tree = storage.wal.clone();
+    let trunc_stats = stats.clone();
+    std::thread::Builder::new()
+        .name("wal-truncate".into())
+        .spawn(move || truncator(wal_tree, trunc_rx, trunc_stats))
+        .expect("spawning the WAL truncator");
+    let writer = Writer { storage, durability, next_seq, replay_from, truncate_sent: 0, trunc_tx };
+    let (inflight2, stats2) = (inflight.clone(), stats.clone());
+    std::thread::Builder::new()
+        .name("wal-writer".into())
+        .spawn(move || writer.run(rx, inflight2, stats2))
+        .expect("spawning the WAL writer");
+    WalHandle { tx, inflight, stats }
+}
+
+struct Writer {
+    storage: Storage,
+    durability: Durability,
+    next_seq: u64,
+    replay_from: HashMap<StoreId, u64>,
+    truncate_sent: u64,
+    trunc_tx: mpsc::Sender<u64>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<WalItem>, inflight: Arc<AtomicUsize>, stats: Arc<WalStats>) {
+        let mut batch: Vec<WalItem> = Vec::with_capacity(BATCH_LEN_MAX);
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < BATCH_LEN_MAX {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let first_seq = self.next_seq;
+            let started = Instant::now();
+            match self.write_batch(&batch, &stats) {
+                Ok(()) => {
+                    stats.flush_us_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats.last_seq.store(self.next_seq - 1, Ordering::Release);
+                    let n = batch.len();
+                    for (i, item) in batch.drain(..).enumerate() {
+                        if let Some((mark, value)) = &item.mark {
+                            mark.fetch_max(*value, Ordering::AcqRel);
+                        }
+                        if let Some(done) = item.done {
+                            let _ = done.send(Ok(first_seq + i as u64));
+                        }
+                    }
+                    inflight.fetch_sub(n, Ordering::AcqRel);
+                    self.maybe_truncate();
+                }
+                Err(e) => {
+                    // Memory is now ahead of the disk: answering from it would be a lie that
+                    // a restart exposes. Fail every waiter and stop the process.
+                    let why = Arc::new(e.to_string());
+                    tracing::error!(error = %e, "the write-ahead log cannot be written; stopping");
+                    for item in batch.drain(..) {
+                        if let Some(done) = item.done {
+                            let _ = done.send(Err(why.clone()));
+                        }
+                    }
+                    std::process::exit(70);
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[WalItem], stats: &WalStats) -> Result<(), WalError> {
+        let mut wal = sled::Batch::default();
+        let mut snapshots = sled::Batch::default();
+        let mut views: [sled::Batch; 3] = Default::default();
+        let (mut records, mut snaps) = (0u64, 0u64);
+        for item in batch {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            match &item.body {
+                ItemBody::Record { store_id, frame, views: writes } => {
+                    wal.insert(&seq.to_be_bytes(), frame.as_slice());
+                    self.replay_from.entry(store_id.clone()).or_insert(seq);
+                    for w in writes {
+                        views[view_index(w.view)].insert(w.key.as_slice(), w.value.as_slice());
+                    }
+                    records += 1;
+                }
+                ItemBody::Snapshot { store_id, state } => {
+                    let frame = encode_frame(&SnapshotFrame { seq, state: state.clone() });
+                    snapshots.insert(store_id.as_str().as_bytes(), frame);
+                    self.replay_from.insert(store_id.clone(), seq + 1);
+                    snaps += 1;
+                }
+                ItemBody::Views(writes) => {
+                    for w in writes {
+                        views[view_index(w.view)].insert(w.key.as_slice(), w.value.as_slice());
+                    }
+                }
+            }
+        }
+        // The WAL first: the views and snapshots are caches of it.
+        self.storage.wal.apply_batch(wal)?;
+        let [orders, movements, idem] = views;
+        self.storage.orders.apply_batch(orders)?;
+        self.storage.movements.apply_batch(movements)?;
+        self.storage.idem.apply_batch(idem)?;
+        if snaps > 0 {
+            self.storage.snapshots.apply_batch(snapshots)?;
+        }
+        if self.durability == Durability::Flush {
+            self.storage.db.flush()?;
+        }
+        stats.records.fetch_add(records, Ordering::Relaxed);
+        stats.snapshots.fetch_add(snaps, Ordering::Relaxed);
+        if snaps > 0 {
+            stats.records_since_snapshot.store(0, Ordering::Relaxed);
+        } else {
+            stats.records_since_snapshot.fetch_add(records, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Records below every store's replay point are no longer needed: hand them to the
+    /// truncator (in large steps, so that it runs rarely).
+    fn maybe_truncate(&mut self) {
+        let Some(below) = self.replay_from.values().copied().min() else { return };
+        if below > self.truncate_sent + 1024 {
+            self.truncate_sent = below;
+            let _ = self.trunc_tx.send(below);
+        }
+    }
+}
+
+fn view_index(view: View) -> usize {
+    match view {
+        View::Orders => 0,
+        View::Movements => 1,
+        View::Idem => 2,
+    }
+}
+
+/// Deletes WAL records below the requested sequence, a chunk at a time. No flush is needed:
+/// a deletion lost in a crash leaves records that replay skips (they are below a snapshot).
+fn truncator(wal: sled::Tree, rx: mpsc::Receiver<u64>, stats: Arc<WalStats>) {
+    while let Ok(mut below) = rx.recv() {
+        while let Ok(newer) = rx.try_recv() {
+            below = below.max(newer);
+        }
+        loop {
+            let keys: Vec<_> = wal.range(..below.to_be_bytes()).keys().take(1024).filter_map(Result::ok).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            for k in keys {
+                batch.remove(k);
+            }
+            if let Err(e) = wal.apply_batch(batch) {
+                tracing::warn!(error = %e, "WAL truncation failed; will retry later");
+                break;
+            }
+        }
+        stats.truncated_below.store(below, Ordering::Relaxed);
+    }
+}
