@@ -4,5 +4,12 @@
 //!
 //! # Layout
 //! - [`domain`]: the pure core — quantities, money, a store's stock ledger, pricing. No I/O.
+//! - [`actor`]: one actix actor per store owns its state; the directory maps ids to actors.
+//! - [`wal`]: the write-ahead log in sled — record format, group commit, snapshots, recovery.
+//! - [`http`]: actix-web routes; JSON in and out exactly as `shared/API.md` says.
+//! - [`server`]: start-up (recovery, demo data), snapshot scheduling, shutdown.
 pub mod domain;
+pub mod actor;
+pub mod http;
 pub mod wal;
+pub mod server;

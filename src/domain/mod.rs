@@ -10,4 +10,4 @@ pub mod state;
 pub use ids::{OrderId, ProductId, ReservationId, StoreId};
 pub use model::*;
 pub use number::{Paise, Qty, Unit};
-pub use state::{Command, DomainError, Outcome, Shortage, StoreState};
+pub use state::{Command, DomainError, DraftItem, OrderDraft, Outcome, Shortage, StoreState};

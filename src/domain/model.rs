@@ -170,7 +170,7 @@ pub struct Order {
     pub payment_method: PaymentMethod,
     pub reservation_id: Option<ReservationId>,
     pub created_ms: TimeMs,
-    /// Set while payment is pending: when the order expires unpaid.
+    /// For `upi`/`card`: when the order expires if still unpaid (kept after it is settled).
     pub expires_ms: Option<TimeMs>,
     pub updated_ms: TimeMs,
     pub payment_reference: Option<Box<str>>,

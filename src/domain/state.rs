@@ -516,7 +516,6 @@ impl StoreState {
             }
         }
         order.status = if succeeded { OrderStatus::Confirmed } else { OrderStatus::PaymentFailed };
-        order.expires_ms = None;
         order.updated_ms = now_ms;
         order.payment_reference = reference;
         self.emit(events, Event::OrderSet(Box::new(order)));
@@ -546,7 +545,6 @@ impl StoreState {
             }
         }
         order.status = OrderStatus::Cancelled;
-        order.expires_ms = None;
         order.updated_ms = now_ms;
         order.cancel_reason = reason;
         self.emit(events, Event::OrderSet(Box::new(order)));
@@ -573,7 +571,6 @@ impl StoreState {
                         self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, r.clone(), now_ms);
                     }
                     order.status = OrderStatus::Expired;
-                    order.expires_ms = None;
                     order.updated_ms = now_ms;
                     self.emit(events, Event::OrderSet(Box::new(order)));
                 }

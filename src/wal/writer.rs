@@ -78,6 +78,16 @@ impl WalHandle {
         true
     }
 
+    /// Claims room for an item that must be written whatever the load (expiry, snapshots).
+    pub fn claim(&self) {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Gives back a claim that was not used.
+    pub fn release_claim(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Queues an item whose room was claimed with [`try_claim`](Self::try_claim).
     pub fn submit(&self, item: WalItem) {
         if let Err(mpsc::SendError(item)) = self.tx.send(item) {

@@ -1,0 +1,137 @@
+//! The directory: which actor owns which store, and the arbiters (threads) they run on.
+
+use super::store::{MAILBOX_CAPACITY, StoreActor};
+use crate::domain::{StoreConfig, StoreId, StoreState};
+use crate::wal::{Storage, WalHandle};
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Most stores one process will host: bounds the directory and the number of actors.
+pub const STORES_MAX: usize = 100_000;
+
+#[derive(Clone)]
+pub struct StoreEntry {
+    pub addr: Addr<StoreActor>,
+    /// Messages sent to this store and not yet handled: the overload gate.
+    pub depth: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("store not found")]
+    StoreNotFound,
+    #[error("overloaded")]
+    Overloaded,
+    #[error("too many stores")]
+    TooManyStores,
+    #[error("store stopped")]
+    Stopped,
+}
+
+/// Maps store ids to their actors. The lock guards only this map (who owns a store), never
+/// stock: it is taken for a read on every request and for a write when a store is created.
+pub struct Directory {
+    stores: RwLock<HashMap<StoreId, StoreEntry>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+    pub wal: WalHandle,
+    pub storage: Storage,
+    pub payment_ttl_ms: i64,
+}
+
+impl Directory {
+    pub fn new(arbiters: Vec<ArbiterHandle>, wal: WalHandle, storage: Storage, payment_ttl_ms: i64) -> Directory {
+        assert!(!arbiters.is_empty());
+        Directory {
+            stores: RwLock::new(HashMap::new()),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            wal,
+            storage,
+            payment_ttl_ms,
+        }
+    }
+
+    fn spawn(&self, state: StoreState, fresh: bool) -> StoreEntry {
+        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        let (wal, storage, ttl) = (self.wal.clone(), self.storage.clone(), self.payment_ttl_ms);
+        let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| StoreActor::new(state, wal, storage, fresh, ttl));
+        StoreEntry { addr, depth: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Starts an actor for a store recovered from disk.
+    pub fn adopt(&self, state: StoreState) {
+        let id = state.config.store_id.clone();
+        let entry = self.spawn(state, false);
+        self.stores.write().unwrap_or_else(|e| e.into_inner()).insert(id, entry);
+    }
+
+    pub fn get(&self, id: &StoreId) -> Option<StoreEntry> {
+        self.stores.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// The store's actor, creating the store (empty, with `config`) if it does not exist.
+    pub fn get_or_create(&self, config: &StoreConfig) -> Result<StoreEntry, CallError> {
+        if let Some(entry) = self.get(&config.store_id) {
+            return Ok(entry);
+        }
+        let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = stores.get(&config.store_id) {
+            return Ok(entry.clone());
+        }
+        if stores.len() >= STORES_MAX {
+            return Err(CallError::TooManyStores);
+        }
+        let entry = self.spawn(StoreState::new(config.clone()), true);
+        stores.insert(config.store_id.clone(), entry.clone());
+        Ok(entry)
+    }
+
+    pub fn store_ids(&self) -> Vec<StoreId> {
+        self.stores.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.stores.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sends `msg` to the store's actor, refusing at once (503) when its mailbox is full.
+    pub async fn call<M>(&self, id: &StoreId, msg: M) -> Result<M::Result, CallError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        StoreActor: Handler<M>,
+        <StoreActor as Actor>::Context: ToEnvelope<StoreActor, M>,
+    {
+        let entry = self.get(id).ok_or(CallError::StoreNotFound)?;
+        Self::call_entry(&entry, msg).await
+    }
+
+    pub async fn call_entry<M>(entry: &StoreEntry, msg: M) -> Result<M::Result, CallError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        StoreActor: Handler<M>,
+        <StoreActor as Actor>::Context: ToEnvelope<StoreActor, M>,
+    {
+        struct Gate<'a>(&'a AtomicUsize);
+        impl Drop for Gate<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        if entry.depth.fetch_add(1, Ordering::AcqRel) >= MAILBOX_CAPACITY {
+            entry.depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(CallError::Overloaded);
+        }
+        let _gate = Gate(&entry.depth);
+        entry.addr.send(msg).await.map_err(|_| CallError::Stopped)
+    }
+}

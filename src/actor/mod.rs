@@ -1,0 +1,20 @@
+//! Store actors: each store's state is owned by one actor that handles its messages one at
+//! a time, so no two orders can ever both take the last unit — and no lock is needed.
+//!
+//! A change leaves the actor as a WAL record; the actor does not wait for the flush (it
+//! takes its next message meanwhile) but hands the caller a receiver that completes once the
+//! record is durable. The caller answers only then.
+
+mod directory;
+mod store;
+
+pub use directory::{CallError, Directory, StoreEntry};
+pub use store::*;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> crate::domain::TimeMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

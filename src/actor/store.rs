@@ -1,0 +1,374 @@
+use crate::domain::*;
+use crate::wal::format::{IdemTag, WalRecord, decode_frame, encode_frame, encode_state, order_key, view_writes};
+use crate::wal::writer::Durable;
+use crate::wal::{ItemBody, Storage, WalHandle, WalItem};
+use actix::prelude::*;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Messages a store's mailbox holds beyond the in-flight gate (see `Directory`).
+pub const MAILBOX_CAPACITY: usize = 1024;
+/// Finished orders kept in a store's memory after they became durable; older ones are read
+/// back from the order archive when needed (a cancel of last month's order).
+pub const RECENT_ORDERS_MAX: usize = 10_000;
+/// How often a store checks deadlines and evicts old orders: expiry is exact to this.
+pub const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("overloaded")]
+    Overloaded,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// What a successful command hands back: the outcome, what to show, and when it is durable.
+pub struct Applied {
+    pub outcome: Outcome,
+    pub reply: Reply,
+    /// Completes once the change is on disk; `None` when nothing changed.
+    pub durable: Option<oneshot::Receiver<Durable>>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Store(StoreConfig),
+    Product(Box<Product>),
+    Adjusted { previous: Qty, new: Qty, movement_id: u64 },
+    Reservation(Reservation),
+    Released(ReservationId),
+    Order(Box<Order>),
+    None,
+}
+
+/// Executes a command. The actor assigns fresh order and reservation ids itself.
+pub struct Exec {
+    pub command: Command,
+    pub idem: Option<IdemTag>,
+}
+
+impl Message for Exec {
+    type Result = Result<Applied, StoreError>;
+}
+
+pub struct GetStore;
+impl Message for GetStore {
+    type Result = StoreConfig;
+}
+
+pub struct GetProduct(pub ProductId);
+impl Message for GetProduct {
+    type Result = Option<Product>;
+}
+
+pub struct ListProducts {
+    pub after: Option<ProductId>,
+    pub limit: usize,
+}
+impl Message for ListProducts {
+    type Result = (Vec<Product>, bool);
+}
+
+pub struct LowStock;
+impl Message for LowStock {
+    type Result = Vec<Product>;
+}
+
+#[derive(Clone, Debug)]
+pub struct AvailabilityLine {
+    pub product_id: ProductId,
+    pub requested: Qty,
+    pub available: Qty,
+}
+
+pub struct Availability(pub Vec<(ProductId, Qty)>);
+impl Message for Availability {
+    type Result = Result<Vec<AvailabilityLine>, DomainError>;
+}
+
+/// Writes the store's state as a snapshot; completes when it is durable.
+pub struct TakeSnapshot;
+impl Message for TakeSnapshot {
+    type Result = Option<oneshot::Receiver<Durable>>;
+}
+
+/// Releases everything whose deadline has passed, now; completes when that is durable.
+pub struct ExpireNow;
+impl Message for ExpireNow {
+    type Result = Option<oneshot::Receiver<Durable>>;
+}
+
+pub struct StoreActor {
+    state: StoreState,
+    wal: WalHandle,
+    storage: Storage,
+    /// Set for a store created in this process: its first record must create it.
+    fresh: bool,
+    /// Items this actor has submitted to the WAL, and how many of them are durable.
+    submitted: u64,
+    durable: Arc<AtomicU64>,
+    /// Orders in the order they were touched, with the item that touched them; an entry
+    /// is current only if `last_touch` still names that item.
+    recent: VecDeque<(OrderId, u64)>,
+    last_touch: HashMap<OrderId, u64>,
+    payment_ttl_ms: i64,
+}
+
+impl StoreActor {
+    pub fn new(state: StoreState, wal: WalHandle, storage: Storage, fresh: bool, payment_ttl_ms: i64) -> StoreActor {
+        let recent = state.orders().map(|o| (o.order_id, 0)).collect();
+        let last_touch = state.orders().map(|o| (o.order_id, 0)).collect();
+        StoreActor {
+            state,
+            wal,
+            storage,
+            fresh,
+            submitted: 0,
+            durable: Arc::new(AtomicU64::new(0)),
+            recent,
+            last_touch,
+            payment_ttl_ms,
+        }
+    }
+
+    /// Hands events to the WAL. The room was claimed by the caller.
+    fn log(&mut self, events: Vec<Event>, idem: Option<IdemTag>, wait: bool) -> Option<oneshot::Receiver<Durable>> {
+        let record = WalRecord { store_id: self.state.config.store_id.clone(), events, idem };
+        let views = view_writes(&record);
+        let frame = encode_frame(&record);
+        self.submitted += 1;
+        for event in &record.events {
+            if let Event::OrderSet(o) = event {
+                self.recent.push_back((o.order_id, self.submitted));
+                self.last_touch.insert(o.order_id, self.submitted);
+            }
+        }
+        let (done, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let body = ItemBody::Record { store_id: record.store_id, frame, views };
+        self.wal.submit(WalItem { body, done, mark: Some((self.durable.clone(), self.submitted)) });
+        rx
+    }
+
+    /// A fresh order id, claimed in the order archive so that no other store takes it.
+    fn fresh_order_id(&mut self) -> Result<OrderId, StoreError> {
+        for _ in 0..64 {
+            let id = OrderId(fastrand::u32(..));
+            if self.state.order(id).is_some() {
+                continue;
+            }
+            let claimed = self
+                .storage
+                .orders
+                .compare_and_swap(order_key(id), None::<&[u8]>, Some(&[][..]))
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
+            if claimed.is_ok() {
+                return Ok(id);
+            }
+        }
+        Err(StoreError::Storage("no free order id found".into()))
+    }
+
+    /// Brings an evicted order back from the archive so that a command can change it.
+    fn load_order(&mut self, id: OrderId) -> Result<(), StoreError> {
+        if self.state.order(id).is_some() {
+            return Ok(());
+        }
+        let bytes = self.storage.orders.get(order_key(id)).map_err(|e| StoreError::Storage(e.to_string()))?;
+        if let Some(bytes) = bytes.filter(|b| !b.is_empty()) {
+            let order: Order =
+                decode_frame(&bytes, &|| format!("order {id}")).map_err(|e| StoreError::Storage(e.to_string()))?;
+            if order.store_id == self.state.config.store_id {
+                self.state.restore_order(order);
+                self.recent.push_back((id, 0));
+                self.last_touch.insert(id, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases what is due. Its record goes ahead of whatever command comes next.
+    fn expire_due(&mut self, wait: bool) -> Option<oneshot::Receiver<Durable>> {
+        let now = super::now_ms();
+        if self.state.next_deadline_ms().is_none_or(|t| t > now) {
+            return None;
+        }
+        // Expiry is not optional: it goes to the log even past the in-flight bound.
+        self.wal.claim();
+        let (_, events) = self.state.execute(Command::ExpireDue, now).expect("expiry cannot fail");
+        self.log(events, None, wait)
+    }
+
+    /// Forgets finished orders that are durable in the archive, oldest first.
+    fn evict(&mut self) {
+        let durable = self.durable.load(Ordering::Acquire);
+        while self.recent.len() > RECENT_ORDERS_MAX {
+            let Some(&(id, seq)) = self.recent.front() else { break };
+            if seq > durable {
+                break;
+            }
+            self.recent.pop_front();
+            if self.last_touch.get(&id) == Some(&seq) && self.state.evict_order(id) {
+                self.last_touch.remove(&id);
+            }
+        }
+    }
+
+    fn reply_for(&self, outcome: &Outcome) -> Reply {
+        match outcome {
+            Outcome::StoreSet => Reply::Store(self.state.config.clone()),
+            Outcome::ProductSet(id) => self.state.product(id).map_or(Reply::None, |p| Reply::Product(Box::new(p.clone()))),
+            Outcome::Adjusted { previous, new, movement_id } => {
+                Reply::Adjusted { previous: *previous, new: *new, movement_id: *movement_id }
+            }
+            Outcome::Reserved(r) => Reply::Reservation(r.clone()),
+            Outcome::Released(id) => Reply::Released(id.clone()),
+            Outcome::Order(id) => self.state.order(*id).map_or(Reply::None, |o| Reply::Order(Box::new(o.clone()))),
+            Outcome::Expired { .. } => Reply::None,
+        }
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY + 64);
+        if self.fresh {
+            self.wal.claim();
+            let create = Event::StoreSet(self.state.config.clone());
+            self.log(vec![create], None, false);
+        }
+        ctx.run_interval(TICK, |actor, _| {
+            actor.expire_due(false);
+            actor.evict();
+        });
+    }
+}
+
+impl Handler<Exec> for StoreActor {
+    type Result = MessageResult<Exec>;
+
+    fn handle(&mut self, msg: Exec, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.exec(msg))
+    }
+}
+
+impl StoreActor {
+    fn exec(&mut self, msg: Exec) -> Result<Applied, StoreError> {
+        self.expire_due(false);
+        let mut command = msg.command;
+        match &mut command {
+            Command::PlaceOrder(draft) => {
+                draft.order_id = self.fresh_order_id()?;
+                draft.payment_ttl_ms = self.payment_ttl_ms;
+            }
+            Command::Reserve { reservation_id, .. } => loop {
+                let id = ReservationId::from_number(fastrand::u64(..));
+                if self.state.reservation(&id).is_none() {
+                    *reservation_id = id;
+                    break;
+                }
+            },
+            Command::Pay { order_id, .. } | Command::Cancel { order_id, .. } => self.load_order(*order_id)?,
+            _ => {}
+        }
+        if !self.wal.try_claim() {
+            return Err(StoreError::Overloaded);
+        }
+        let result = self.state.execute(command, super::now_ms());
+        let (outcome, events) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.wal.release_claim();
+                return Err(e.into());
+            }
+        };
+        let reply = self.reply_for(&outcome);
+        let durable = if events.is_empty() {
+            self.wal.release_claim();
+            None
+        } else {
+            self.log(events, msg.idem, true)
+        };
+        Ok(Applied { outcome, reply, durable })
+    }
+}
+
+impl Handler<GetStore> for StoreActor {
+    type Result = MessageResult<GetStore>;
+    fn handle(&mut self, _: GetStore, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.config.clone())
+    }
+}
+
+impl Handler<GetProduct> for StoreActor {
+    type Result = MessageResult<GetProduct>;
+    fn handle(&mut self, msg: GetProduct, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.product(&msg.0).cloned())
+    }
+}
+
+impl Handler<ListProducts> for StoreActor {
+    type Result = MessageResult<ListProducts>;
+    fn handle(&mut self, msg: ListProducts, _: &mut Self::Context) -> Self::Result {
+        let mut items: Vec<Product> = self.state.products_after(msg.after.as_ref()).take(msg.limit + 1).cloned().collect();
+        let more = items.len() > msg.limit;
+        items.truncate(msg.limit);
+        MessageResult((items, more))
+    }
+}
+
+impl Handler<LowStock> for StoreActor {
+    type Result = MessageResult<LowStock>;
+    fn handle(&mut self, _: LowStock, _: &mut Self::Context) -> Self::Result {
+        let low = self.state.products().filter(|p| p.current_stock() <= p.info.low_stock_threshold).cloned().collect();
+        MessageResult(low)
+    }
+}
+
+impl Handler<Availability> for StoreActor {
+    type Result = MessageResult<Availability>;
+    fn handle(&mut self, msg: Availability, _: &mut Self::Context) -> Self::Result {
+        let mut lines = Vec::with_capacity(msg.0.len());
+        for (id, requested) in msg.0 {
+            let Some(p) = self.state.product(&id) else {
+                return MessageResult(Err(DomainError::ProductNotFound(id)));
+            };
+            if p.info.unit.is_counted() && !requested.is_whole() {
+                return MessageResult(Err(DomainError::InvalidQuantity(id)));
+            }
+            lines.push(AvailabilityLine { product_id: id, requested, available: p.current_stock() });
+        }
+        MessageResult(Ok(lines))
+    }
+}
+
+impl Handler<TakeSnapshot> for StoreActor {
+    type Result = MessageResult<TakeSnapshot>;
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        let state = encode_state(&self.state);
+        self.wal.claim();
+        let (tx, rx) = oneshot::channel();
+        self.submitted += 1;
+        let body = ItemBody::Snapshot { store_id: self.state.config.store_id.clone(), state };
+        self.wal.submit(WalItem { body, done: Some(tx), mark: Some((self.durable.clone(), self.submitted)) });
+        MessageResult(Some(rx))
+    }
+}
+
+impl Handler<ExpireNow> for StoreActor {
+    type Result = MessageResult<ExpireNow>;
+    fn handle(&mut self, _: ExpireNow, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.expire_due(true))
+    }
+}

@@ -1,0 +1,454 @@
+//! One function per route. Each: auth → parse → ask the store → wait until durable → render.
+
+use super::error::ApiError;
+use super::idempotency::{Answer, Begin, body_hash, valid_key};
+use super::json::*;
+use super::{AppState, json_response};
+use crate::actor::{Applied, Availability, Directory, Exec, GetProduct, GetStore, ListProducts, LowStock, Reply, now_ms};
+use crate::domain::*;
+use crate::wal::format::{IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, movement_prefix, order_key};
+use crate::wal::ItemBody;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+type Data = web::Data<AppState>;
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// Sends a command to its store and waits until its effect is on disk.
+pub async fn exec(dir: &Directory, store_id: &StoreId, command: Command, idem: Option<IdemTag>) -> Result<Applied, ApiError> {
+    let mut applied = dir.call(store_id, Exec { command, idem }).await??;
+    if let Some(rx) = applied.durable.take() {
+        match rx.await {
+            Ok(Ok(_seq)) => {}
+            Ok(Err(why)) => return Err(ApiError::storage(why)),
+            Err(_) => return Err(ApiError::storage("the write-ahead log stopped")),
+        }
+    }
+    Ok(applied)
+}
+
+fn ok(body: &impl serde::Serialize) -> HttpResponse {
+    json_response(StatusCode::OK, body)
+}
+
+pub async fn health() -> HttpResponse {
+    ok(&json!({"status": "ok"}))
+}
+
+pub async fn ready(state: Data) -> ApiResult {
+    state.dir()?;
+    Ok(ok(&json!({"status": "ready"})))
+}
+
+pub async fn not_found() -> ApiResult {
+    Err(ApiError::new(StatusCode::NOT_FOUND, "Not found", "There is no such resource."))
+}
+
+// ---------- stores ----------
+
+pub async fn put_store(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+    state.auth.require_admin(&req)?;
+    let dir = state.dir()?;
+    let store_id = parse_store_id(&path)?;
+    let parsed: StoreBody = parse_body(&req, &body)?;
+    let config = parsed.into_config(store_id.clone(), now_ms())?;
+    dir.get_or_create(&config)?;
+    let applied = exec(dir, &store_id, Command::SetStore(config), None).await?;
+    match applied.reply {
+        Reply::Store(c) => Ok(ok(&StoreView::from(&c))),
+        _ => Err(ApiError::storage("unexpected reply")),
+    }
+}
+
+pub async fn get_store(state: Data, path: web::Path<String>) -> ApiResult {
+    let dir = state.dir()?;
+    let store_id = parse_store_id(&path)?;
+    let config = dir.call(&store_id, GetStore).await?;
+    Ok(ok(&StoreView::from(&config)))
+}
+
+// ---------- products ----------
+
+fn store_and_product(path: &(String, String)) -> Result<(StoreId, ProductId), ApiError> {
+    Ok((parse_store_id(&path.0)?, parse_product_id(Some(&path.1), "product_id")?))
+}
+
+async fn product_or_404(dir: &Directory, store_id: &StoreId, product_id: &ProductId) -> Result<Product, ApiError> {
+    dir.call(store_id, GetProduct(product_id.clone())).await?.ok_or_else(|| DomainError::ProductNotFound(product_id.clone()).into())
+}
+
+pub async fn put_product(state: Data, req: HttpRequest, path: web::Path<(String, String)>, body: Bytes) -> ApiResult {
+    state.auth.require_admin(&req)?;
+    let dir = state.dir()?;
+    let (store_id, product_id) = store_and_product(&path)?;
+    let parsed: ProductBody = parse_body(&req, &body)?;
+    let command = parsed.into_command(product_id)?;
+    let applied = exec(dir, &store_id, command, None).await?;
+    match applied.reply {
+        Reply::Product(p) => Ok(ok(&ProductView::new(&store_id, &p))),
+        _ => Err(ApiError::storage("unexpected reply")),
+    }
+}
+
+pub async fn get_product(state: Data, req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult {
+    state.auth.require_client(&req)?;
+    let dir = state.dir()?;
+    let (store_id, product_id) = store_and_product(&path)?;
+    let p = product_or_404(dir, &store_id, &product_id).await?;
+    Ok(ok(&ProductView::new(&store_id, &p)))
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// Longest page of a listing.
+const PAGE_LIMIT_MAX: usize = 1000;
+
+fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=PAGE_LIMIT_MAX).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request("Invalid limit", "`limit` must be a whole number from 1 to 1000.")),
+        },
+    }
+}
+
+fn page_query(req: &HttpRequest) -> Result<PageQuery, ApiError> {
+    web::Query::<PageQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|_| ApiError::bad_request("Invalid query", "The query string could not be read."))
+}
+
+pub async fn list_products(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
+    state.auth.require_client(&req)?;
+    let dir = state.dir()?;
+    let store_id = parse_store_id(&path)?;
+    let q = page_query(&req)?;
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(parse_product_id(Some(s), "after")?),
+    };
+    let (items, more) = dir.call(&store_id, ListProducts { after, limit }).await?;
+    let next_after = if more { items.last().map(|p| p.info.product_id.to_string()) } else { None };
+    let views: Vec<ProductView> = items.iter().map(|p| ProductView::new(&store_id, p)).collect();
+    Ok(ok(&json!({"items": views, "next_after": next_after})))
+}
+
+pub async fn post_adjustment(state: Data, req: HttpRequest, path: web::Path<(String, String)>, body: Bytes) -> ApiResult {
+    state.auth.require_admin(&req)?;
+    let dir = state.dir()?;
+    let (store_id, product_id) = store_and_product(&path)?;
+    let parsed: AdjustmentBody = parse_body(&req, &body)?;
+    let change_milli = parse_signed_qty(parsed.quantity_change.as_ref(), "quantity_change")?;
+    let reason = parse_name(parsed.reason.as_deref(), "reason")?;
+    let applied = exec(dir, &store_id, Command::Adjust { product_id, change_milli, reason }, None).await?;
+    match applied.reply {
+        Reply::Adjusted { previous, new, movement_id } => Ok(ok(&json!({
+            "previous_stock": qty_json(previous),
+            "new_stock": qty_json(new),
+            "movement_id": movement_id,
+        }))),
+        _ => Err(ApiError::storage("unexpected reply")),
+    }
+}
+
+pub async fn get_movements(state: Data, req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult {
+    state.auth.require_admin(&req)?;
+    let dir = state.dir()?;
+    let (store_id, product_id) = store_and_product(&path)?;
+    let q = page_query(&req)?;
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request("Invalid after", "`after` must be a movement_id."))?),
+    };
+    product_or_404(dir, &store_id, &product_id).await?;
+    let prefix = movement_prefix(&store_id, &product_id);
+    let mut upper = prefix.clone();
+    upper.extend_from_slice(&after.unwrap_or(u64::MAX).to_be_bytes());
+    let mut movements = Vec::with_capacity(limit + 1);
+    for entry in state.storage.movements.range(prefix.clone()..upper).rev().take(limit + 1) {
+        let (_, value) = entry.map_err(|e| ApiError::storage(e))?;
+        let m: Movement = decode_frame(&value, &|| "movement".into()).map_err(|e| ApiError::storage(e))?;
+        movements.push(m);
+    }
+    let more = movements.len() > limit;
+    movements.truncate(limit);
+    let next_after = if more { movements.last().map(|m| m.movement_id) } else { None };
+    let items: Vec<MovementView> = movements.iter().map(MovementView::from).collect();
+    Ok(ok(&json!({"items": items, "next_after": next_after})))
+}
+
+pub async fn post_availability(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
+    state.auth.require_client(&req)?;
+    let dir = state.dir()?;
+    let parsed: AvailabilityBody = parse_body(&req, &body)?;
+    let store_id = match parsed.store_id.as_deref() {
+        None | Some("") => return Err(ApiError::bad_request("store_id is required", "Name the store to check.")),
+        Some(s) => parse_store_id(s)?,
+    };
+    let no_items = ApiError::bad_request("No items", "Send at least one item to check.");
+    let items = parse_items(parsed.items, no_items)?;
+    let lines = dir.call(&store_id, Availability(items.into_iter().map(|i| (i.product_id, i.quantity)).collect())).await??;
+    let all_available = lines.iter().all(|l| l.available >= l.requested);
+    let items: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            json!({
+                "product_id": l.product_id.as_str(),
+                "requested": qty_json(l.requested),
+                "available": qty_json(l.available),
+                "shortage": qty_json(Qty(l.requested.0.saturating_sub(l.available.0))),
+            })
+        })
+        .collect();
+    Ok(ok(&json!({"all_available": all_available, "items": items})))
+}
+
+pub async fn get_low_stock(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
+    state.auth.require_admin(&req)?;
+    let dir = state.dir()?;
+    let store_id = parse_store_id(&path)?;
+    let products = dir.call(&store_id, LowStock).await?;
+    let items: Vec<_> = products
+        .iter()
+        .map(|p| {
+            json!({
+                "product_id": p.info.product_id.as_str(),
+                "product_name": &*p.info.name,
+                "current_stock": qty_json(p.current_stock()),
+                "low_stock_threshold": qty_json(p.info.low_stock_threshold),
+            })
+        })
+        .collect();
+    Ok(ok(&json!({"store_id": store_id.as_str(), "items": items})))
+}
+
+// ---------- reservations ----------
+
+pub async fn post_reservation(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+    state.auth.require_client(&req)?;
+    let dir = state.dir()?;
+    let store_id = parse_store_id(&path)?;
+    let parsed: ReservationBody = parse_body(&req, &body)?;
+    let no_items = ApiError::bad_request("No items", "Send at least one item to hold.");
+    let items = parse_items(parsed.items, no_items)?;
+    let ttl_s = parse_ttl(parsed.ttl_seconds.as_ref())?;
+    let lines = items.into_iter().map(|i| ReservationLine { product_id: i.product_id, quantity: i.quantity }).collect();
+    let command = Command::Reserve { reservation_id: ReservationId::from_number(0), lines, ttl_ms: ttl_s * 1000 };
+    let applied = exec(dir, &store_id, command, None).await?;
+    match applied.reply {
+        Reply::Reservation(r) => Ok(json_response(StatusCode::CREATED, &ReservationView::new(&store_id, &r))),
+        _ => Err(ApiError::storage("unexpected reply")),
+    }
+}
+
+pub async fn delete_reservation(state: Data, req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult {
+    state.auth.require_client(&req)?;
+    let dir = state.dir()?;
+    let store_id = parse_store_id(&path.0)?;
+    let reservation_id = ReservationId::parse(&path.1).ok_or(DomainError::ReservationNotFound)?;
+    let applied = exec(dir, &store_id, Command::Release { reservation_id }, None).await?;
+    match applied.reply {
+        Reply::Released(id) => Ok(ok(&json!({"reservation_id": id.as_str(), "status": "released"}))),
+        _ => Err(ApiError::storage("unexpected reply")),
+    }
+}
+
+// ---------- orders ----------
+
+fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiError> {
+    let bytes = state.storage.orders.get(order_key(id)).map_err(ApiError::storage)?;
+    match bytes {
+        Some(b) if !b.is_empty() => {
+            let order = decode_frame(&b, &|| format!("order {id}")).map_err(ApiError::storage)?;
+            Ok(Some(order))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn order_by_path(state: &AppState, path: &str) -> Result<Order, ApiError> {
+    let id = OrderId::parse(path).ok_or_else(ApiError::order_not_found)?;
+    read_order(state, id)?.ok_or_else(ApiError::order_not_found)
+}
+
+pub async fn get_order(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
+    state.auth.require_client(&req)?;
+    state.dir()?;
+    let order = order_by_path(&state, &path)?;
+    Ok(ok(&OrderView::new(&order, false)))
+}
+
+async fn change_order(state: &AppState, path: &str, make: impl FnOnce(OrderId) -> Command) -> ApiResult {
+    let dir = state.dir()?;
+    let order = order_by_path(state, path)?;
+    let applied = exec(dir, &order.store_id, make(order.order_id), None).await?;
+    match applied.reply {
+        Reply::Order(o) => Ok(ok(&OrderView::new(&o, false))),
+        _ => Err(ApiError::storage("unexpected reply")),
+    }
+}
+
+pub async fn post_payment(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+    state.auth.require_admin(&req)?;
+    state.dir()?;
+    let parsed: PaymentBody = parse_body(&req, &body)?;
+    let succeeded = match parsed.status.as_deref() {
+        Some("succeeded") => true,
+        Some("failed") => false,
+        _ => return Err(ApiError::bad_request("Invalid payment status", "`status` must be succeeded or failed.")),
+    };
+    let reference = match parsed.reference.as_deref() {
+        None => None,
+        Some(r) => Some(parse_text(Some(r), "reference")?),
+    };
+    change_order(&state, &path, |order_id| Command::Pay { order_id, succeeded, reference }).await
+}
+
+pub async fn post_cancel(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+    state.auth.require_admin(&req)?;
+    state.dir()?;
+    let reason = if body.is_empty() {
+        None
+    } else {
+        let parsed: CancelBody = parse_body(&req, &body)?;
+        match parsed.reason.as_deref() {
+            None => None,
+            Some(r) => Some(parse_text(Some(r), "reason")?),
+        }
+    };
+    change_order(&state, &path, |order_id| Command::Cancel { order_id, reason }).await
+}
+
+/// Places an order; `Ok` carries the created order.
+async fn place_order(state: &AppState, req: &HttpRequest, body: &[u8], idem: Option<IdemTag>) -> Result<Order, ApiError> {
+    let dir = state.dir()?;
+    let parsed: OrderBody = parse_body(req, body)?;
+    let ParsedOrder { store_id, draft } = parsed.parse()?;
+    let applied = exec(dir, &store_id, Command::PlaceOrder(Box::new(draft)), idem).await?;
+    match applied.reply {
+        Reply::Order(o) => Ok(*o),
+        _ => Err(ApiError::storage("unexpected reply")),
+    }
+}
+
+fn answer_of(result: &Result<Order, ApiError>) -> Answer {
+    match result {
+        Ok(order) => Answer { status: 200, body: Bytes::from(serde_json::to_vec(&OrderView::new(order, true)).unwrap_or_default()) },
+        Err(e) => Answer { status: e.status.as_u16(), body: Bytes::from(e.body().to_string()) },
+    }
+}
+
+fn respond(answer: &Answer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    if answer.status == 503 {
+        response.insert_header(("Retry-After", "1"));
+    }
+    response.content_type("application/json").body(answer.body.clone())
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "Idempotency key reused",
+        "This Idempotency-Key was used with a different request body.",
+    )
+}
+
+/// The remembered answer for `key`, if the durable table has one.
+fn saved_answer(state: &AppState, key: &str, hash: [u8; 16]) -> Result<Option<Answer>, ApiError> {
+    let Some(bytes) = state.storage.idem.get(key.as_bytes()).map_err(ApiError::storage)? else {
+        return Ok(None);
+    };
+    let entry: IdemEntry = decode_frame(&bytes, &|| "idempotency entry".into()).map_err(ApiError::storage)?;
+    if entry.body_hash != hash {
+        return Err(key_reused());
+    }
+    match entry.answer {
+        IdemAnswer::Refused { status, body } => Ok(Some(Answer { status, body: Bytes::from(body) })),
+        IdemAnswer::Order(id) => {
+            let order = read_order(state, id)?.ok_or_else(|| ApiError::storage("a remembered order is missing"))?;
+            Ok(Some(answer_of(&Ok(order))))
+        }
+    }
+}
+
+pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
+    state.auth.require_client(&req)?;
+    let Some(key) = req.headers().get("Idempotency-Key") else {
+        let result = place_order(&state, &req, &body, None).await;
+        return Ok(respond(&answer_of(&result)));
+    };
+    if !valid_key(key.as_bytes()) {
+        return Err(ApiError::bad_request("Invalid idempotency key", "`Idempotency-Key` must be 1 to 128 printable ASCII characters."));
+    }
+    state.dir()?;
+    let key: Arc<str> = key.to_str().map_err(|_| ApiError::bad_request("Invalid idempotency key", "not ASCII"))?.into();
+    let hash = body_hash(&body);
+    loop {
+        match state.idem.begin(&key, hash) {
+            Begin::Follower(h, mut rx) => {
+                if h != hash {
+                    return Err(key_reused());
+                }
+                if let Ok(answer) = rx.wait_for(Option::is_some).await {
+                    return Ok(respond(answer.as_ref().expect("waited for Some")));
+                }
+                // The first request ended without an answer; start over.
+            }
+            Begin::Leader(guard) => {
+                // Detached, so a client that hangs up cannot cut the work (and the
+                // publication of its answer) in half.
+                let (state, req, body, key) = (state.clone(), req.clone(), body.clone(), key.clone());
+                let task = actix_web::rt::spawn(async move {
+                    let answer = match saved_answer(&state, &key, hash) {
+                        Err(e) => return Err(e),
+                        Ok(Some(answer)) => answer,
+                        Ok(None) => {
+                            let tag = IdemTag { key: (*key).into(), body_hash: hash, at_ms: now_ms() };
+                            let result = place_order(&state, &req, &body, Some(tag)).await;
+                            let answer = answer_of(&result);
+                            if let Err(e) = &result
+                                && e.status.is_client_error()
+                            {
+                                remember_refusal(&state, &key, hash, &answer).await?;
+                            }
+                            answer
+                        }
+                    };
+                    guard.finish(answer.clone());
+                    Ok(answer)
+                });
+                let answer = task.await.map_err(|_| ApiError::storage("the order task failed"))??;
+                return Ok(respond(&answer));
+            }
+        }
+    }
+}
+
+/// Makes a refusal durable under its key before it is answered.
+async fn remember_refusal(state: &AppState, key: &str, hash: [u8; 16], answer: &Answer) -> Result<(), ApiError> {
+    let dir = state.dir()?;
+    let entry = IdemEntry {
+        body_hash: hash,
+        at_ms: now_ms(),
+        answer: IdemAnswer::Refused { status: answer.status, body: answer.body.to_vec() },
+    };
+    let write = ViewWrite { view: View::Idem, key: key.as_bytes().to_vec(), value: encode_frame(&entry) };
+    let rx = dir.wal.submit_waiting(ItemBody::Views(vec![write])).ok_or_else(ApiError::overloaded)?;
+    match rx.await {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(ApiError::storage("the write-ahead log stopped")),
+    }
+}

@@ -1,0 +1,156 @@
+//! HTTP: actix-web routes per `shared/API.md`. Handlers parse requests into domain types,
+//! ask the store's actor, wait for durability, and render JSON. Errors are `ApiError`.
+
+pub mod error;
+mod handlers;
+pub use handlers::exec;
+pub mod idempotency;
+pub mod json;
+
+use crate::actor::Directory;
+use crate::wal::Storage;
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+pub use error::ApiError;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, OnceLock};
+
+/// Largest request body: 1 MiB holds a 500-line order many times over.
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+
+/// Who may do what. Tokens are kept only as SHA-256 digests.
+#[derive(Default)]
+pub struct Auth {
+    pub admin: Option<[u8; 32]>,
+    pub client: Option<[u8; 32]>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Client,
+    Admin,
+}
+
+impl Auth {
+    pub fn new(admin: Option<&str>, client: Option<&str>) -> Auth {
+        let digest = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
+        Auth { admin: admin.filter(|t| !t.is_empty()).map(digest), client: client.filter(|t| !t.is_empty()).map(digest) }
+    }
+
+    fn role(&self, req: &HttpRequest) -> Result<Option<Role>, ApiError> {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(ApiError::unauthorized)?;
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        if self.admin == Some(digest) {
+            Ok(Some(Role::Admin))
+        } else if self.client == Some(digest) {
+            Ok(Some(Role::Client))
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
+    /// Catalogue, store and order-lifecycle writes.
+    pub fn require_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        match self.role(req)? {
+            Some(Role::Admin) => Ok(()),
+            Some(_) => Err(ApiError::new(
+                actix_web::http::StatusCode::FORBIDDEN,
+                "Forbidden",
+                "This token may not do this.",
+            )),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+
+    /// Orders, holds, availability and stock reads: open unless a client token is set.
+    pub fn require_client(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        match (self.role(req)?, &self.client) {
+            (Some(_), _) | (None, None) => Ok(()),
+            (None, Some(_)) => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+pub struct AppState {
+    /// Set once recovery is done; until then the API answers 503 "Not ready".
+    pub directory: OnceLock<Arc<Directory>>,
+    pub storage: Storage,
+    pub auth: Auth,
+    pub idem: Arc<idempotency::IdemTable>,
+}
+
+impl AppState {
+    pub fn new(storage: Storage, auth: Auth) -> AppState {
+        AppState { directory: OnceLock::new(), storage, auth, idem: Arc::default() }
+    }
+
+    pub fn dir(&self) -> Result<&Arc<Directory>, ApiError> {
+        self.directory.get().ok_or_else(ApiError::not_ready)
+    }
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use handlers::*;
+    cfg.app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
+        .route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .service(web::resource("/api/v1/stores/{store_id}").get(get_store).put(put_store))
+        .service(web::resource("/api/v1/stores/{store_id}/reservations").post(post_reservation))
+        .service(web::resource("/api/v1/stores/{store_id}/reservations/{reservation_id}").delete(delete_reservation))
+        .service(web::resource("/api/v1/stores/{store_id}/alerts/low-stock").get(get_low_stock))
+        .service(web::resource("/api/v1/inventory/availability").post(post_availability))
+        .service(web::resource("/api/v1/inventory/products/{store_id}").get(list_products))
+        .service(web::resource("/api/v1/inventory/products/{store_id}/{product_id}").get(get_product).put(put_product))
+        .service(web::resource("/api/v1/inventory/products/{store_id}/{product_id}/adjustments").post(post_adjustment))
+        .service(web::resource("/api/v1/inventory/products/{store_id}/{product_id}/movements").get(get_movements))
+        .service(web::resource(["/api/v1/orders", "/api/v1/orders/"]).post(post_order))
+        .service(web::resource("/api/v1/orders/{order_id}").get(get_order))
+        .service(web::resource("/api/v1/orders/{order_id}/payment").post(post_payment))
+        .service(web::resource("/api/v1/orders/{order_id}/cancel").post(post_cancel))
+        .default_service(web::to(not_found));
+}
+
+/// Rewrites any error response that is not already JSON (actix's own 404/405/413/400
+/// answers are plain text) into the contract's `{"error", "message"}` shape.
+pub async fn json_errors(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() && !status.is_server_error() || is_json {
+        return Ok(res.map_body(|_, b| EitherBody::left(b.boxed())));
+    }
+    let (phrase, message) = match status.as_u16() {
+        413 => ("Payload too large", "The request body is larger than 1 MiB."),
+        404 => ("Not found", "There is no such resource."),
+        405 => ("Method not allowed", "This resource does not support this method."),
+        415 => ("Unsupported media type", "Send the body as JSON with `Content-Type: application/json`."),
+        400 => ("Bad request", "The request could not be read."),
+        _ => ("Internal error", "Something went wrong on our side."),
+    };
+    let err = ApiError::new(status, phrase, message);
+    let (req, _) = res.into_parts();
+    let response = actix_web::ResponseError::error_response(&err);
+    Ok(ServiceResponse::new(req, response).map_body(|_, b| EitherBody::right(b)))
+}
+
+pub(crate) fn json_response(status: actix_web::http::StatusCode, body: &impl serde::Serialize) -> HttpResponse {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => HttpResponse::build(status).content_type("application/json").body(bytes),
+        Err(e) => actix_web::ResponseError::error_response(&ApiError::new(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            e.to_string(),
+        )),
+    }
+}

@@ -1,0 +1,198 @@
+//! Start-up and shutdown: open the data directory, answer `/health` at once, recover in
+//! the background, start one arbiter (thread) of store actors per core, then turn `/ready`.
+
+use crate::actor::{Directory, ExpireNow, TakeSnapshot, now_ms};
+use crate::domain::Command;
+use crate::http::json::{ProductBody, StoreBody, parse_json, parse_product_id, parse_store_id};
+use crate::http::{AppState, Auth};
+use crate::wal::{Durability, Storage, recovery, writer};
+use actix_web::{App, HttpServer, middleware, web};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The demo catalogue: the seed's store and product plus a kirana catalogue.
+pub const DEMO_JSON: &str = include_str!("../data/demo.json");
+/// How long an idempotency key is remembered (the contract promises at least 24 h).
+pub const IDEM_KEEP_MS: i64 = 25 * 3600 * 1000;
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub demo: bool,
+    pub durability: Durability,
+    pub payment_ttl: Duration,
+    pub snapshot_every_records: u64,
+    pub snapshot_interval: Duration,
+    pub admin_token: Option<String>,
+    pub client_token: Option<String>,
+    /// Arbiters for store actors and actix-web workers (each); 0 = one per core.
+    pub threads: usize,
+}
+
+pub fn run(config: ServeConfig) -> std::io::Result<()> {
+    actix_web::rt::System::new().block_on(serve(config))
+}
+
+async fn serve(config: ServeConfig) -> std::io::Result<()> {
+    let storage = Storage::open(&config.data_dir).map_err(std::io::Error::other)?;
+    let auth = Auth::new(config.admin_token.as_deref(), config.client_token.as_deref());
+    if auth.admin.is_none() {
+        tracing::warn!("GODOWN_ADMIN_TOKEN is not set: catalogue and store changes will answer 401");
+    }
+    let state = web::Data::new(AppState::new(storage.clone(), auth));
+    let threads = if config.threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { config.threads };
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(middleware::from_fn(crate::http::json_errors))
+            .configure(crate::http::routes)
+    })
+    .workers(threads)
+    .backlog(4096)
+    .bind(config.listen)?;
+    for addr in server.addrs() {
+        // Tests and scripts read this line to learn the port.
+        println!("godown listening on http://{addr}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+
+    let started = Instant::now();
+    let recovered = {
+        let storage = storage.clone();
+        actix_web::rt::task::spawn_blocking(move || recovery::recover(&storage, true)).await
+    };
+    let recovered = match recovered {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "recovery failed; not starting");
+            handle.stop(false).await;
+            return Err(std::io::Error::other(e.to_string()));
+        }
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
+    let report = &recovered.report;
+    tracing::info!(
+        stores = recovered.states.len(),
+        snapshots = report.snapshots,
+        replayed = report.records_replayed,
+        skipped = report.records_skipped,
+        torn_tail = report.torn_tail,
+        ms = report.elapsed.as_millis() as u64,
+        "recovery done"
+    );
+    let wal = writer::start(storage.clone(), config.durability, recovered.next_seq, recovered.replay_from);
+    let arbiters: Vec<_> = (0..threads).map(|_| actix::Arbiter::new().handle()).collect();
+    let dir = Arc::new(Directory::new(arbiters, wal, storage.clone(), config.payment_ttl.as_millis() as i64));
+    let fresh = recovered.states.is_empty();
+    for s in recovered.states {
+        dir.adopt(s);
+    }
+    // Holds that ran out while we were down are released before the first answer.
+    for id in dir.store_ids() {
+        if let Some(entry) = dir.get(&id)
+            && let Ok(Some(rx)) = entry.addr.send(ExpireNow).await
+        {
+            let _ = rx.await;
+        }
+    }
+    if config.demo {
+        if fresh {
+            match load_demo(&dir).await {
+                Ok((stores, products)) => tracing::info!(stores, products, "demo catalogue loaded"),
+                Err(e) => tracing::error!(error = %e, "demo catalogue failed to load"),
+            }
+        } else {
+            tracing::info!("--demo: the data directory already holds data; loading nothing");
+            eprintln!("godown: --demo ignored: {} already holds data", config.data_dir.display());
+        }
+    }
+    let _ = state.directory.set(dir.clone());
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
+
+    actix_web::rt::spawn(snapshot_loop(dir.clone(), config.snapshot_every_records, config.snapshot_interval));
+    spawn_idem_sweeper(storage.clone());
+    server.await?;
+    tracing::info!("shutting down: taking final snapshots");
+    snapshot_all(&dir).await;
+    let _ = storage.db.flush();
+    Ok(())
+}
+
+/// Loads `data/demo.json` through the same parsing and commands as the HTTP API.
+pub async fn load_demo(dir: &Directory) -> Result<(usize, usize), String> {
+    let demo: serde_json::Value = serde_json::from_str(DEMO_JSON).map_err(|e| e.to_string())?;
+    let stores = demo["stores"].as_array().ok_or("demo.json: no stores")?;
+    let mut products = 0;
+    for store in stores {
+        let store_id = parse_store_id(store["store_id"].as_str().unwrap_or("")).map_err(|e| e.message)?;
+        let body: StoreBody = parse_json(store.to_string().as_bytes()).map_err(|e| e.message)?;
+        let config = body.into_config(store_id.clone(), now_ms()).map_err(|e| e.message)?;
+        dir.get_or_create(&config).map_err(|e| e.to_string())?;
+        crate::http::exec(dir, &store_id, Command::SetStore(config), None).await.map_err(|e| e.message)?;
+        for p in store["products"].as_array().ok_or("demo.json: no products")? {
+            let product_id = parse_product_id(p["product_id"].as_str(), "product_id").map_err(|e| e.message)?;
+            let body: ProductBody = parse_json(p.to_string().as_bytes()).map_err(|e| e.message)?;
+            let command = body.into_command(product_id).map_err(|e| e.message)?;
+            crate::http::exec(dir, &store_id, command, None).await.map_err(|e| e.message)?;
+            products += 1;
+        }
+    }
+    Ok((stores.len(), products))
+}
+
+/// Snapshots every store and waits until all are durable.
+pub async fn snapshot_all(dir: &Directory) {
+    let mut waiting = Vec::new();
+    for id in dir.store_ids() {
+        if let Some(entry) = dir.get(&id)
+            && let Ok(Some(rx)) = entry.addr.send(TakeSnapshot).await
+        {
+            waiting.push(rx);
+        }
+    }
+    for rx in waiting {
+        let _ = rx.await;
+    }
+}
+
+async fn snapshot_loop(dir: Arc<Directory>, every_records: u64, interval: Duration) {
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let since = dir.wal.stats.records_since_snapshot.load(Ordering::Relaxed);
+        if since >= every_records || (since > 0 && last.elapsed() >= interval) {
+            let t = Instant::now();
+            snapshot_all(&dir).await;
+            tracing::debug!(stores = dir.len(), ms = t.elapsed().as_millis() as u64, "snapshot round");
+            last = Instant::now();
+        }
+    }
+}
+
+/// Forgets idempotency keys older than `IDEM_KEEP_MS`, once an hour.
+fn spawn_idem_sweeper(storage: Storage) {
+    let _ = std::thread::Builder::new().name("idem-sweeper".into()).spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+            let cutoff = now_ms() - IDEM_KEEP_MS;
+            let mut removed = 0u64;
+            for entry in storage.idem.iter().flatten() {
+                let (key, value) = entry;
+                let old = crate::wal::format::decode_frame::<crate::wal::IdemEntry>(&value, &|| "idem".into())
+                    .map(|e| e.at_ms < cutoff)
+                    .unwrap_or(false);
+                if old && storage.idem.remove(&key).is_ok() {
+                    removed += 1;
+                }
+            }
+            tracing::info!(removed, "idempotency keys expired");
+        }
+    });
+}
