@@ -7,9 +7,11 @@
 //! - [`actor`]: one actix actor per store owns its state; the directory maps ids to actors.
 //! - [`wal`]: the write-ahead log in sled — record format, group commit, snapshots, recovery.
 //! - [`http`]: actix-web routes; JSON in and out exactly as `shared/API.md` says.
+//! - [`client`]: a small keep-alive HTTP client for the load generator and the tests.
 //! - [`server`]: start-up (recovery, demo data), snapshot scheduling, shutdown.
-pub mod domain;
 pub mod actor;
+pub mod client;
+pub mod domain;
 pub mod http;
-pub mod wal;
 pub mod server;
+pub mod wal;

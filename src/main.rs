@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "godown", version, about = "Inventory and order engine for kirana stores")]
+#[command(
+    name = "godown",
+    version,
+    about = "Inventory and order engine for kirana stores"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -51,7 +55,8 @@ enum Cmd {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GODOWN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("GODOWN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -98,25 +103,48 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
     let storage = match Storage::open(data_dir) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("godown verify: cannot open {} (is a server running on it?): {e}", data_dir.display());
+            eprintln!(
+                "godown verify: cannot open {} (is a server running on it?): {e}",
+                data_dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     match recovery::recover(&storage, false) {
         Ok(r) => {
             let products: usize = r.states.iter().map(|s| s.product_count()).sum();
-            let orders = storage.orders.iter().values().filter(|v| v.as_ref().is_ok_and(|v| !v.is_empty())).count();
+            let orders = storage
+                .orders
+                .iter()
+                .values()
+                .filter(|v| v.as_ref().is_ok_and(|v| !v.is_empty()))
+                .count();
             let rep = &r.report;
             println!("stores:            {}", r.states.len());
             println!("products:          {products}");
             println!("orders:            {orders}");
-            println!("open reservations: {}", r.states.iter().map(|s| s.reservations().count()).sum::<usize>());
+            println!(
+                "open reservations: {}",
+                r.states
+                    .iter()
+                    .map(|s| s.reservations().count())
+                    .sum::<usize>()
+            );
             println!("snapshots:         {}", rep.snapshots);
-            println!("wal records:       {} replayed, {} below a snapshot", rep.records_replayed, rep.records_skipped);
-            println!("first/last seq:    {} / {}", opt(rep.first_seq), opt(rep.last_seq));
+            println!(
+                "wal records:       {} replayed, {} below a snapshot",
+                rep.records_replayed, rep.records_skipped
+            );
+            println!(
+                "first/last seq:    {} / {}",
+                opt(rep.first_seq),
+                opt(rep.last_seq)
+            );
             println!("movements:         {}", storage.movements.len());
             if rep.torn_tail {
-                println!("warning: the last WAL record is damaged (a write cut short); recovery will drop it");
+                println!(
+                    "warning: the last WAL record is damaged (a write cut short); recovery will drop it"
+                );
             }
             println!("ok ({} ms)", rep.elapsed.as_millis());
             ExitCode::SUCCESS

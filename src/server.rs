@@ -39,12 +39,21 @@ pub fn run(config: ServeConfig) -> std::io::Result<()> {
 
 async fn serve(config: ServeConfig) -> std::io::Result<()> {
     let storage = Storage::open(&config.data_dir).map_err(std::io::Error::other)?;
-    let auth = Auth::new(config.admin_token.as_deref(), config.client_token.as_deref());
+    let auth = Auth::new(
+        config.admin_token.as_deref(),
+        config.client_token.as_deref(),
+    );
     if auth.admin.is_none() {
-        tracing::warn!("GODOWN_ADMIN_TOKEN is not set: catalogue and store changes will answer 401");
+        tracing::warn!(
+            "GODOWN_ADMIN_TOKEN is not set: catalogue and store changes will answer 401"
+        );
     }
     let state = web::Data::new(AppState::new(storage.clone(), auth));
-    let threads = if config.threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { config.threads };
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        config.threads
+    };
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -86,9 +95,21 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         ms = report.elapsed.as_millis() as u64,
         "recovery done"
     );
-    let wal = writer::start(storage.clone(), config.durability, recovered.next_seq, recovered.replay_from);
-    let arbiters: Vec<_> = (0..threads).map(|_| actix::Arbiter::new().handle()).collect();
-    let dir = Arc::new(Directory::new(arbiters, wal, storage.clone(), config.payment_ttl.as_millis() as i64));
+    let wal = writer::start(
+        storage.clone(),
+        config.durability,
+        recovered.next_seq,
+        recovered.replay_from,
+    );
+    let arbiters: Vec<_> = (0..threads)
+        .map(|_| actix::Arbiter::new().handle())
+        .collect();
+    let dir = Arc::new(Directory::new(
+        arbiters,
+        wal,
+        storage.clone(),
+        config.payment_ttl.as_millis() as i64,
+    ));
     let fresh = recovered.states.is_empty();
     for s in recovered.states {
         dir.adopt(s);
@@ -109,13 +130,20 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
             }
         } else {
             tracing::info!("--demo: the data directory already holds data; loading nothing");
-            eprintln!("godown: --demo ignored: {} already holds data", config.data_dir.display());
+            eprintln!(
+                "godown: --demo ignored: {} already holds data",
+                config.data_dir.display()
+            );
         }
     }
     let _ = state.directory.set(dir.clone());
     tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
 
-    actix_web::rt::spawn(snapshot_loop(dir.clone(), config.snapshot_every_records, config.snapshot_interval));
+    actix_web::rt::spawn(snapshot_loop(
+        dir.clone(),
+        config.snapshot_every_records,
+        config.snapshot_interval,
+    ));
     spawn_idem_sweeper(storage.clone());
     server.await?;
     tracing::info!("shutting down: taking final snapshots");
@@ -130,16 +158,27 @@ pub async fn load_demo(dir: &Directory) -> Result<(usize, usize), String> {
     let stores = demo["stores"].as_array().ok_or("demo.json: no stores")?;
     let mut products = 0;
     for store in stores {
-        let store_id = parse_store_id(store["store_id"].as_str().unwrap_or("")).map_err(|e| e.message)?;
+        let store_id =
+            parse_store_id(store["store_id"].as_str().unwrap_or("")).map_err(|e| e.message)?;
         let body: StoreBody = parse_json(store.to_string().as_bytes()).map_err(|e| e.message)?;
-        let config = body.into_config(store_id.clone(), now_ms()).map_err(|e| e.message)?;
+        let config = body
+            .into_config(store_id.clone(), now_ms())
+            .map_err(|e| e.message)?;
         dir.get_or_create(&config).map_err(|e| e.to_string())?;
-        crate::http::exec(dir, &store_id, Command::SetStore(config), None).await.map_err(|e| e.message)?;
-        for p in store["products"].as_array().ok_or("demo.json: no products")? {
-            let product_id = parse_product_id(p["product_id"].as_str(), "product_id").map_err(|e| e.message)?;
+        crate::http::exec(dir, &store_id, Command::SetStore(config), None)
+            .await
+            .map_err(|e| e.message)?;
+        for p in store["products"]
+            .as_array()
+            .ok_or("demo.json: no products")?
+        {
+            let product_id =
+                parse_product_id(p["product_id"].as_str(), "product_id").map_err(|e| e.message)?;
             let body: ProductBody = parse_json(p.to_string().as_bytes()).map_err(|e| e.message)?;
             let command = body.into_command(product_id).map_err(|e| e.message)?;
-            crate::http::exec(dir, &store_id, command, None).await.map_err(|e| e.message)?;
+            crate::http::exec(dir, &store_id, command, None)
+                .await
+                .map_err(|e| e.message)?;
             products += 1;
         }
     }
@@ -170,7 +209,11 @@ async fn snapshot_loop(dir: Arc<Directory>, every_records: u64, interval: Durati
         if since >= every_records || (since > 0 && last.elapsed() >= interval) {
             let t = Instant::now();
             snapshot_all(&dir).await;
-            tracing::debug!(stores = dir.len(), ms = t.elapsed().as_millis() as u64, "snapshot round");
+            tracing::debug!(
+                stores = dir.len(),
+                ms = t.elapsed().as_millis() as u64,
+                "snapshot round"
+            );
             last = Instant::now();
         }
     }
@@ -178,21 +221,26 @@ async fn snapshot_loop(dir: Arc<Directory>, every_records: u64, interval: Durati
 
 /// Forgets idempotency keys older than `IDEM_KEEP_MS`, once an hour.
 fn spawn_idem_sweeper(storage: Storage) {
-    let _ = std::thread::Builder::new().name("idem-sweeper".into()).spawn(move || {
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-            let cutoff = now_ms() - IDEM_KEEP_MS;
-            let mut removed = 0u64;
-            for entry in storage.idem.iter().flatten() {
-                let (key, value) = entry;
-                let old = crate::wal::format::decode_frame::<crate::wal::IdemEntry>(&value, &|| "idem".into())
-                    .map(|e| e.at_ms < cutoff)
-                    .unwrap_or(false);
-                if old && storage.idem.remove(&key).is_ok() {
-                    removed += 1;
+    let _ = std::thread::Builder::new()
+        .name("idem-sweeper".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+                let cutoff = now_ms() - IDEM_KEEP_MS;
+                let mut removed = 0u64;
+                for entry in storage.idem.iter().flatten() {
+                    let (key, value) = entry;
+                    let old =
+                        crate::wal::format::decode_frame::<crate::wal::IdemEntry>(&value, &|| {
+                            "idem".into()
+                        })
+                        .map(|e| e.at_ms < cutoff)
+                        .unwrap_or(false);
+                    if old && storage.idem.remove(&key).is_ok() {
+                        removed += 1;
+                    }
                 }
+                tracing::info!(removed, "idempotency keys expired");
             }
-            tracing::info!(removed, "idempotency keys expired");
-        }
-    });
+        });
 }

@@ -43,7 +43,12 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn new(arbiters: Vec<ArbiterHandle>, wal: WalHandle, storage: Storage, payment_ttl_ms: i64) -> Directory {
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        wal: WalHandle,
+        storage: Storage,
+        payment_ttl_ms: i64,
+    ) -> Directory {
         assert!(!arbiters.is_empty());
         Directory {
             stores: RwLock::new(HashMap::new()),
@@ -58,19 +63,31 @@ impl Directory {
     fn spawn(&self, state: StoreState, fresh: bool) -> StoreEntry {
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
         let (wal, storage, ttl) = (self.wal.clone(), self.storage.clone(), self.payment_ttl_ms);
-        let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| StoreActor::new(state, wal, storage, fresh, ttl));
-        StoreEntry { addr, depth: Arc::new(AtomicUsize::new(0)) }
+        let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| {
+            StoreActor::new(state, wal, storage, fresh, ttl)
+        });
+        StoreEntry {
+            addr,
+            depth: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Starts an actor for a store recovered from disk.
     pub fn adopt(&self, state: StoreState) {
         let id = state.config.store_id.clone();
         let entry = self.spawn(state, false);
-        self.stores.write().unwrap_or_else(|e| e.into_inner()).insert(id, entry);
+        self.stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, entry);
     }
 
     pub fn get(&self, id: &StoreId) -> Option<StoreEntry> {
-        self.stores.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// The store's actor, creating the store (empty, with `config`) if it does not exist.
@@ -91,7 +108,12 @@ impl Directory {
     }
 
     pub fn store_ids(&self) -> Vec<StoreId> {
-        self.stores.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -1,5 +1,7 @@
 use crate::domain::*;
-use crate::wal::format::{IdemTag, WalRecord, decode_frame, encode_frame, encode_state, order_key, view_writes};
+use crate::wal::format::{
+    IdemTag, WalRecord, decode_frame, encode_frame, encode_state, order_key, view_writes,
+};
 use crate::wal::writer::Durable;
 use crate::wal::{ItemBody, Storage, WalHandle, WalItem};
 use actix::prelude::*;
@@ -39,7 +41,11 @@ pub struct Applied {
 pub enum Reply {
     Store(StoreConfig),
     Product(Box<Product>),
-    Adjusted { previous: Qty, new: Qty, movement_id: u64 },
+    Adjusted {
+        previous: Qty,
+        new: Qty,
+        movement_id: u64,
+    },
     Reservation(Reservation),
     Released(ReservationId),
     Order(Box<Order>),
@@ -120,7 +126,13 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    pub fn new(state: StoreState, wal: WalHandle, storage: Storage, fresh: bool, payment_ttl_ms: i64) -> StoreActor {
+    pub fn new(
+        state: StoreState,
+        wal: WalHandle,
+        storage: Storage,
+        fresh: bool,
+        payment_ttl_ms: i64,
+    ) -> StoreActor {
         let recent = state.orders().map(|o| (o.order_id, 0)).collect();
         let last_touch = state.orders().map(|o| (o.order_id, 0)).collect();
         StoreActor {
@@ -137,8 +149,17 @@ impl StoreActor {
     }
 
     /// Hands events to the WAL. The room was claimed by the caller.
-    fn log(&mut self, events: Vec<Event>, idem: Option<IdemTag>, wait: bool) -> Option<oneshot::Receiver<Durable>> {
-        let record = WalRecord { store_id: self.state.config.store_id.clone(), events, idem };
+    fn log(
+        &mut self,
+        events: Vec<Event>,
+        idem: Option<IdemTag>,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<Durable>> {
+        let record = WalRecord {
+            store_id: self.state.config.store_id.clone(),
+            events,
+            idem,
+        };
         let views = view_writes(&record);
         let frame = encode_frame(&record);
         self.submitted += 1;
@@ -154,8 +175,16 @@ impl StoreActor {
         } else {
             (None, None)
         };
-        let body = ItemBody::Record { store_id: record.store_id, frame, views };
-        self.wal.submit(WalItem { body, done, mark: Some((self.durable.clone(), self.submitted)) });
+        let body = ItemBody::Record {
+            store_id: record.store_id,
+            frame,
+            views,
+        };
+        self.wal.submit(WalItem {
+            body,
+            done,
+            mark: Some((self.durable.clone(), self.submitted)),
+        });
         rx
     }
 
@@ -183,10 +212,14 @@ impl StoreActor {
         if self.state.order(id).is_some() {
             return Ok(());
         }
-        let bytes = self.storage.orders.get(order_key(id)).map_err(|e| StoreError::Storage(e.to_string()))?;
+        let bytes = self
+            .storage
+            .orders
+            .get(order_key(id))
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
         if let Some(bytes) = bytes.filter(|b| !b.is_empty()) {
-            let order: Order =
-                decode_frame(&bytes, &|| format!("order {id}")).map_err(|e| StoreError::Storage(e.to_string()))?;
+            let order: Order = decode_frame(&bytes, &|| format!("order {id}"))
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
             if order.store_id == self.state.config.store_id {
                 self.state.restore_order(order);
                 self.recent.push_back((id, 0));
@@ -204,7 +237,10 @@ impl StoreActor {
         }
         // Expiry is not optional: it goes to the log even past the in-flight bound.
         self.wal.claim();
-        let (_, events) = self.state.execute(Command::ExpireDue, now).expect("expiry cannot fail");
+        let (_, events) = self
+            .state
+            .execute(Command::ExpireDue, now)
+            .expect("expiry cannot fail");
         self.log(events, None, wait)
     }
 
@@ -212,7 +248,9 @@ impl StoreActor {
     fn evict(&mut self) {
         let durable = self.durable.load(Ordering::Acquire);
         while self.recent.len() > RECENT_ORDERS_MAX {
-            let Some(&(id, seq)) = self.recent.front() else { break };
+            let Some(&(id, seq)) = self.recent.front() else {
+                break;
+            };
             if seq > durable {
                 break;
             }
@@ -226,13 +264,25 @@ impl StoreActor {
     fn reply_for(&self, outcome: &Outcome) -> Reply {
         match outcome {
             Outcome::StoreSet => Reply::Store(self.state.config.clone()),
-            Outcome::ProductSet(id) => self.state.product(id).map_or(Reply::None, |p| Reply::Product(Box::new(p.clone()))),
-            Outcome::Adjusted { previous, new, movement_id } => {
-                Reply::Adjusted { previous: *previous, new: *new, movement_id: *movement_id }
-            }
+            Outcome::ProductSet(id) => self
+                .state
+                .product(id)
+                .map_or(Reply::None, |p| Reply::Product(Box::new(p.clone()))),
+            Outcome::Adjusted {
+                previous,
+                new,
+                movement_id,
+            } => Reply::Adjusted {
+                previous: *previous,
+                new: *new,
+                movement_id: *movement_id,
+            },
             Outcome::Reserved(r) => Reply::Reservation(r.clone()),
             Outcome::Released(id) => Reply::Released(id.clone()),
-            Outcome::Order(id) => self.state.order(*id).map_or(Reply::None, |o| Reply::Order(Box::new(o.clone()))),
+            Outcome::Order(id) => self
+                .state
+                .order(*id)
+                .map_or(Reply::None, |o| Reply::Order(Box::new(o.clone()))),
             Outcome::Expired { .. } => Reply::None,
         }
     }
@@ -279,7 +329,9 @@ impl StoreActor {
                     break;
                 }
             },
-            Command::Pay { order_id, .. } | Command::Cancel { order_id, .. } => self.load_order(*order_id)?,
+            Command::Pay { order_id, .. } | Command::Cancel { order_id, .. } => {
+                self.load_order(*order_id)?
+            }
             _ => {}
         }
         if !self.wal.try_claim() {
@@ -300,7 +352,11 @@ impl StoreActor {
         } else {
             self.log(events, msg.idem, true)
         };
-        Ok(Applied { outcome, reply, durable })
+        Ok(Applied {
+            outcome,
+            reply,
+            durable,
+        })
     }
 }
 
@@ -321,7 +377,12 @@ impl Handler<GetProduct> for StoreActor {
 impl Handler<ListProducts> for StoreActor {
     type Result = MessageResult<ListProducts>;
     fn handle(&mut self, msg: ListProducts, _: &mut Self::Context) -> Self::Result {
-        let mut items: Vec<Product> = self.state.products_after(msg.after.as_ref()).take(msg.limit + 1).cloned().collect();
+        let mut items: Vec<Product> = self
+            .state
+            .products_after(msg.after.as_ref())
+            .take(msg.limit + 1)
+            .cloned()
+            .collect();
         let more = items.len() > msg.limit;
         items.truncate(msg.limit);
         MessageResult((items, more))
@@ -331,7 +392,12 @@ impl Handler<ListProducts> for StoreActor {
 impl Handler<LowStock> for StoreActor {
     type Result = MessageResult<LowStock>;
     fn handle(&mut self, _: LowStock, _: &mut Self::Context) -> Self::Result {
-        let low = self.state.products().filter(|p| p.current_stock() <= p.info.low_stock_threshold).cloned().collect();
+        let low = self
+            .state
+            .products()
+            .filter(|p| p.current_stock() <= p.info.low_stock_threshold)
+            .cloned()
+            .collect();
         MessageResult(low)
     }
 }
@@ -347,7 +413,11 @@ impl Handler<Availability> for StoreActor {
             if p.info.unit.is_counted() && !requested.is_whole() {
                 return MessageResult(Err(DomainError::InvalidQuantity(id)));
             }
-            lines.push(AvailabilityLine { product_id: id, requested, available: p.current_stock() });
+            lines.push(AvailabilityLine {
+                product_id: id,
+                requested,
+                available: p.current_stock(),
+            });
         }
         MessageResult(Ok(lines))
     }
@@ -360,8 +430,15 @@ impl Handler<TakeSnapshot> for StoreActor {
         self.wal.claim();
         let (tx, rx) = oneshot::channel();
         self.submitted += 1;
-        let body = ItemBody::Snapshot { store_id: self.state.config.store_id.clone(), state };
-        self.wal.submit(WalItem { body, done: Some(tx), mark: Some((self.durable.clone(), self.submitted)) });
+        let body = ItemBody::Snapshot {
+            store_id: self.state.config.store_id.clone(),
+            state,
+        };
+        self.wal.submit(WalItem {
+            body,
+            done: Some(tx),
+            mark: Some((self.durable.clone(), self.submitted)),
+        });
         MessageResult(Some(rx))
     }
 }

@@ -11,7 +11,8 @@ pub const ID_LEN_MAX: usize = 128;
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= ID_LEN_MAX
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 macro_rules! text_id {
@@ -65,7 +66,11 @@ pub struct OrderId(pub u32);
 impl OrderId {
     pub fn parse(s: &str) -> Option<OrderId> {
         let hex = s.strip_prefix("ORD")?;
-        if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+        if hex.len() != 8
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        {
             return None;
         }
         u32::from_str_radix(hex, 16).ok().map(OrderId)
@@ -100,6 +105,9 @@ mod tests {
         assert_eq!(OrderId::parse("ORD20F3C25C"), Some(id));
         assert_eq!(OrderId::parse("ORD20f3c25c"), None);
         assert_eq!(OrderId::parse("ORD20F3C25"), None);
-        assert_eq!(ReservationId::from_number(255).as_str(), "RSV00000000000000FF");
+        assert_eq!(
+            ReservationId::from_number(255).as_str(),
+            "RSV00000000000000FF"
+        );
     }
 }

@@ -227,12 +227,24 @@ pub struct Movement {
 pub enum Event {
     StoreSet(StoreConfig),
     /// Catalogue fields of a product; creates it with zero stock if new.
-    ProductSet { info: ProductInfo, at_ms: TimeMs },
+    ProductSet {
+        info: ProductInfo,
+        at_ms: TimeMs,
+    },
     Moved(Movement),
     ReservationOpened(Reservation),
-    ReservationClosed { reservation_id: ReservationId, end: ReservationEnd, at_ms: TimeMs },
+    ReservationClosed {
+        reservation_id: ReservationId,
+        end: ReservationEnd,
+        at_ms: TimeMs,
+    },
     /// The whole order after a change (created, paid, cancelled, expired).
     OrderSet(Box<Order>),
     /// A product's `current_stock` fell to or below its threshold.
-    LowStock { product_id: ProductId, current_stock: Qty, threshold: Qty, at_ms: TimeMs },
+    LowStock {
+        product_id: ProductId,
+        current_stock: Qty,
+        threshold: Qty,
+        at_ms: TimeMs,
+    },
 }

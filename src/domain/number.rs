@@ -15,7 +15,8 @@ pub const PRICE_PAISE_MAX: i64 = 10_000_000 * 100;
 /// Largest order total we will compute (ten trillion rupees): beyond it an order is refused.
 pub const MONEY_PAISE_MAX: i64 = 1_000_000_000_000_000;
 
-const _: () = assert!((QTY_MILLI_MAX as i128) * (PRICE_PAISE_MAX as i128) / 1000 < i64::MAX as i128);
+const _: () =
+    assert!((QTY_MILLI_MAX as i128) * (PRICE_PAISE_MAX as i128) / 1000 < i64::MAX as i128);
 
 /// Why a decimal text was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +139,7 @@ pub fn format_scaled(value: i128, scale: u32, out: &mut String) {
     let _ = write!(out, "{whole}");
     if fraction != 0 {
         let mut width = scale as usize;
-        while fraction % 10 == 0 {
+        while fraction.is_multiple_of(10) {
             fraction /= 10;
             width -= 1;
         }
@@ -147,7 +148,9 @@ pub fn format_scaled(value: i128, scale: u32, out: &mut String) {
 }
 
 /// A quantity of stock in thousandths of its unit; never negative.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Qty(pub u64);
 
 impl Qty {
@@ -181,7 +184,9 @@ impl fmt::Display for Qty {
 }
 
 /// An amount of money in paise (1/100 rupee).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Paise(pub i64);
 
 impl Paise {
@@ -241,7 +246,11 @@ impl Unit {
 
     /// The word used in a sentence: "42 units", "9.75 kg".
     pub fn sentence_word(self) -> &'static str {
-        if self.is_counted() { "units" } else { self.as_str() }
+        if self.is_counted() {
+            "units"
+        } else {
+            self.as_str()
+        }
     }
 }
 
@@ -291,7 +300,10 @@ mod tests {
         assert_eq!(Qty(42000).to_string(), "42");
         assert_eq!(Qty(1).to_string(), "0.001");
         assert_eq!(Paise::parse("49.40", PRICE_PAISE_MAX), Ok(Paise(4940)));
-        assert_eq!(Paise::parse("0.001", PRICE_PAISE_MAX), Err(DecimalError::TooPrecise));
+        assert_eq!(
+            Paise::parse("0.001", PRICE_PAISE_MAX),
+            Err(DecimalError::TooPrecise)
+        );
     }
 
     #[test]

@@ -28,8 +28,14 @@ pub fn totals(store: &StoreConfig, line_totals: impl IntoIterator<Item = Paise>)
         }
     }
     let tax = mul_div_round(subtotal, i128::from(store.tax_rate_bp), 10_000);
-    let free = store.free_delivery_above.is_some_and(|above| subtotal >= i128::from(above.0));
-    let delivery_fee = if free { 0 } else { i128::from(store.delivery_fee.0) };
+    let free = store
+        .free_delivery_above
+        .is_some_and(|above| subtotal >= i128::from(above.0));
+    let delivery_fee = if free {
+        0
+    } else {
+        i128::from(store.delivery_fee.0)
+    };
     let total = subtotal + tax + delivery_fee;
     if total > i128::from(MONEY_PAISE_MAX) {
         return None;

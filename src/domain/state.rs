@@ -41,7 +41,10 @@ pub enum DomainError {
     #[error("no items")]
     NoItems,
     #[error("price of {product_id} changed")]
-    PriceChanged { product_id: ProductId, unit_price: Paise },
+    PriceChanged {
+        product_id: ProductId,
+        unit_price: Paise,
+    },
     #[error("insufficient stock")]
     InsufficientStock(Vec<Shortage>),
     #[error("order total too large")]
@@ -82,13 +85,33 @@ pub struct OrderDraft {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     SetStore(StoreConfig),
-    SetProduct { info: ProductInfo, stock: Option<Qty> },
-    Adjust { product_id: ProductId, change_milli: i64, reason: Box<str> },
-    Reserve { reservation_id: ReservationId, lines: Vec<ReservationLine>, ttl_ms: i64 },
-    Release { reservation_id: ReservationId },
+    SetProduct {
+        info: ProductInfo,
+        stock: Option<Qty>,
+    },
+    Adjust {
+        product_id: ProductId,
+        change_milli: i64,
+        reason: Box<str>,
+    },
+    Reserve {
+        reservation_id: ReservationId,
+        lines: Vec<ReservationLine>,
+        ttl_ms: i64,
+    },
+    Release {
+        reservation_id: ReservationId,
+    },
     PlaceOrder(Box<OrderDraft>),
-    Pay { order_id: OrderId, succeeded: bool, reference: Option<Box<str>> },
-    Cancel { order_id: OrderId, reason: Option<Box<str>> },
+    Pay {
+        order_id: OrderId,
+        succeeded: bool,
+        reference: Option<Box<str>>,
+    },
+    Cancel {
+        order_id: OrderId,
+        reason: Option<Box<str>>,
+    },
     ExpireDue,
 }
 
@@ -96,11 +119,17 @@ pub enum Command {
 pub enum Outcome {
     StoreSet,
     ProductSet(ProductId),
-    Adjusted { previous: Qty, new: Qty, movement_id: u64 },
+    Adjusted {
+        previous: Qty,
+        new: Qty,
+        movement_id: u64,
+    },
     Reserved(Reservation),
     Released(ReservationId),
     Order(OrderId),
-    Expired { count: usize },
+    Expired {
+        count: usize,
+    },
 }
 
 /// Something with a deadline: a hold, or an order waiting for payment.
@@ -114,9 +143,9 @@ enum Deadline {
 pub struct StoreState {
     pub config: StoreConfig,
     products: BTreeMap<ProductId, Product>,
-    reservations: HashMap<ReservationId, Reservation>,
+    reservations: BTreeMap<ReservationId, Reservation>,
     /// Open orders (always) and recently touched ones (until the actor evicts them).
-    orders: HashMap<OrderId, Order>,
+    orders: BTreeMap<OrderId, Order>,
     next_movement_id: u64,
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
@@ -128,8 +157,8 @@ impl StoreState {
         StoreState {
             config,
             products: BTreeMap::new(),
-            reservations: HashMap::new(),
-            orders: HashMap::new(),
+            reservations: BTreeMap::new(),
+            orders: BTreeMap::new(),
             next_movement_id: 1,
             deadlines: BTreeSet::new(),
         }
@@ -140,13 +169,18 @@ impl StoreState {
     }
 
     /// Products in id order, strictly after `after`.
-    pub fn products_after<'a>(&'a self, after: Option<&ProductId>) -> impl Iterator<Item = &'a Product> + 'a {
+    pub fn products_after<'a>(
+        &'a self,
+        after: Option<&ProductId>,
+    ) -> impl Iterator<Item = &'a Product> + 'a {
         use std::ops::Bound;
         let lower = match after {
             Some(a) => Bound::Excluded(a.clone()),
             None => Bound::Unbounded,
         };
-        self.products.range((lower, Bound::Unbounded)).map(|(_, p)| p)
+        self.products
+            .range((lower, Bound::Unbounded))
+            .map(|(_, p)| p)
     }
 
     pub fn products(&self) -> impl Iterator<Item = &Product> {
@@ -203,7 +237,8 @@ impl StoreState {
     pub fn rebuild_indexes(&mut self) {
         self.deadlines.clear();
         for r in self.reservations.values() {
-            self.deadlines.insert((r.expires_ms, Deadline::Hold(r.reservation_id.clone())));
+            self.deadlines
+                .insert((r.expires_ms, Deadline::Hold(r.reservation_id.clone())));
         }
         for o in self.orders.values() {
             if let (true, Some(t)) = (o.status.holds_stock(), o.expires_ms) {
@@ -214,31 +249,48 @@ impl StoreState {
 
     /// Checks `command` and, if it is allowed, applies it and returns the events it made.
     /// On `Err`, nothing changed.
-    pub fn execute(&mut self, command: Command, now_ms: TimeMs) -> Result<(Outcome, Vec<Event>), DomainError> {
+    pub fn execute(
+        &mut self,
+        command: Command,
+        now_ms: TimeMs,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         let mut events = Vec::new();
         let outcome = match command {
             Command::SetStore(config) => {
                 self.emit(&mut events, Event::StoreSet(config));
                 Outcome::StoreSet
             }
-            Command::SetProduct { info, stock } => self.set_product(&mut events, info, stock, now_ms)?,
-            Command::Adjust { product_id, change_milli, reason } => {
-                self.adjust(&mut events, product_id, change_milli, reason, now_ms)?
+            Command::SetProduct { info, stock } => {
+                self.set_product(&mut events, info, stock, now_ms)?
             }
-            Command::Reserve { reservation_id, lines, ttl_ms } => {
-                self.reserve(&mut events, reservation_id, lines, ttl_ms, now_ms)?
-            }
+            Command::Adjust {
+                product_id,
+                change_milli,
+                reason,
+            } => self.adjust(&mut events, product_id, change_milli, reason, now_ms)?,
+            Command::Reserve {
+                reservation_id,
+                lines,
+                ttl_ms,
+            } => self.reserve(&mut events, reservation_id, lines, ttl_ms, now_ms)?,
             Command::Release { reservation_id } => {
-                let r = self.reservations.get(&reservation_id).ok_or(DomainError::ReservationNotFound)?;
+                let r = self
+                    .reservations
+                    .get(&reservation_id)
+                    .ok_or(DomainError::ReservationNotFound)?;
                 let r = r.clone();
                 self.close_hold(&mut events, &r, ReservationEnd::Released, now_ms);
                 Outcome::Released(reservation_id)
             }
             Command::PlaceOrder(draft) => self.place_order(&mut events, *draft, now_ms)?,
-            Command::Pay { order_id, succeeded, reference } => {
-                self.pay(&mut events, order_id, succeeded, reference, now_ms)?
+            Command::Pay {
+                order_id,
+                succeeded,
+                reference,
+            } => self.pay(&mut events, order_id, succeeded, reference, now_ms)?,
+            Command::Cancel { order_id, reason } => {
+                self.cancel(&mut events, order_id, reason, now_ms)?
             }
-            Command::Cancel { order_id, reason } => self.cancel(&mut events, order_id, reason, now_ms)?,
             Command::ExpireDue => self.expire_due(&mut events, now_ms),
         };
         Ok((outcome, events))
@@ -253,14 +305,30 @@ impl StoreState {
     ) -> Result<Outcome, DomainError> {
         let id = info.product_id.clone();
         let counted = info.unit.is_counted();
-        if stock.is_some_and(|s| counted && !s.is_whole()) || (counted && !info.low_stock_threshold.is_whole()) {
+        if stock.is_some_and(|s| counted && !s.is_whole())
+            || (counted && !info.low_stock_threshold.is_whole())
+        {
             return Err(DomainError::InvalidQuantity(id));
         }
         match self.products.get(&id) {
             None => {
                 let stock = stock.unwrap_or(Qty::ZERO);
-                self.emit(events, Event::ProductSet { info, at_ms: now_ms });
-                self.move_stock(events, &id, MovementKind::Initial, stock.0 as i64, 0, "initial".into(), now_ms);
+                self.emit(
+                    events,
+                    Event::ProductSet {
+                        info,
+                        at_ms: now_ms,
+                    },
+                );
+                self.move_stock(
+                    events,
+                    &id,
+                    MovementKind::Initial,
+                    stock.0 as i64,
+                    0,
+                    "initial".into(),
+                    now_ms,
+                );
             }
             Some(p) => {
                 if counted && (!p.on_hand.is_whole() || !p.reserved.is_whole()) {
@@ -278,11 +346,25 @@ impl StoreState {
                         available: p.current_stock(),
                     }]));
                 }
-                self.emit(events, Event::ProductSet { info, at_ms: now_ms });
+                self.emit(
+                    events,
+                    Event::ProductSet {
+                        info,
+                        at_ms: now_ms,
+                    },
+                );
                 if let Some(stock) = stock.filter(|s| *s != on_hand) {
                     let change = stock.0 as i64 - on_hand.0 as i64;
                     let reason: Box<str> = "catalogue update".into();
-                    self.move_stock(events, &id, MovementKind::Adjustment, change, 0, reason, now_ms);
+                    self.move_stock(
+                        events,
+                        &id,
+                        MovementKind::Adjustment,
+                        change,
+                        0,
+                        reason,
+                        now_ms,
+                    );
                 }
             }
         }
@@ -297,7 +379,10 @@ impl StoreState {
         reason: Box<str>,
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
-        let p = self.products.get(&product_id).ok_or_else(|| DomainError::ProductNotFound(product_id.clone()))?;
+        let p = self
+            .products
+            .get(&product_id)
+            .ok_or_else(|| DomainError::ProductNotFound(product_id.clone()))?;
         if change_milli == 0 || (p.info.unit.is_counted() && change_milli % 1000 != 0) {
             return Err(DomainError::InvalidQuantity(product_id));
         }
@@ -316,12 +401,27 @@ impl StoreState {
             return Err(DomainError::InvalidQuantity(product_id));
         }
         let movement_id = self.next_movement_id;
-        self.move_stock(events, &product_id, MovementKind::Adjustment, change_milli, 0, reason, now_ms);
-        Ok(Outcome::Adjusted { previous, new: Qty(new as u64), movement_id })
+        self.move_stock(
+            events,
+            &product_id,
+            MovementKind::Adjustment,
+            change_milli,
+            0,
+            reason,
+            now_ms,
+        );
+        Ok(Outcome::Adjusted {
+            previous,
+            new: Qty(new as u64),
+            movement_id,
+        })
     }
 
     /// Checks lines for existence, duplicates and whole units; returns the products in order.
-    fn check_lines<'a>(&self, lines: impl Iterator<Item = (&'a ProductId, Qty)>) -> Result<(), DomainError> {
+    fn check_lines<'a>(
+        &self,
+        lines: impl Iterator<Item = (&'a ProductId, Qty)>,
+    ) -> Result<(), DomainError> {
         let mut seen = HashSet::new();
         let mut count = 0;
         for (id, qty) in lines {
@@ -329,7 +429,10 @@ impl StoreState {
             if count > ITEMS_MAX {
                 return Err(DomainError::TooManyItems);
             }
-            let p = self.products.get(id).ok_or_else(|| DomainError::ProductNotFound(id.clone()))?;
+            let p = self
+                .products
+                .get(id)
+                .ok_or_else(|| DomainError::ProductNotFound(id.clone()))?;
             if !seen.insert(id) {
                 return Err(DomainError::DuplicateProduct(id.clone()));
             }
@@ -352,7 +455,10 @@ impl StoreState {
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
         assert!(ttl_ms > 0);
-        assert!(!self.reservations.contains_key(&reservation_id), "reservation ids are fresh");
+        assert!(
+            !self.reservations.contains_key(&reservation_id),
+            "reservation ids are fresh"
+        );
         self.check_lines(lines.iter().map(|l| (&l.product_id, l.quantity)))?;
         let shortages: Vec<Shortage> = lines
             .iter()
@@ -364,11 +470,24 @@ impl StoreState {
         if self.reservations.len() >= OPEN_RESERVATIONS_MAX {
             return Err(DomainError::TooManyReservations);
         }
-        let reservation = Reservation { reservation_id, lines, created_ms: now_ms, expires_ms: now_ms + ttl_ms };
+        let reservation = Reservation {
+            reservation_id,
+            lines,
+            created_ms: now_ms,
+            expires_ms: now_ms + ttl_ms,
+        };
         let reference: Box<str> = reservation.reservation_id.as_str().into();
         for line in &reservation.lines {
             let q = line.quantity.0 as i64;
-            self.move_stock(events, &line.product_id, MovementKind::Reservation, 0, q, reference.clone(), now_ms);
+            self.move_stock(
+                events,
+                &line.product_id,
+                MovementKind::Reservation,
+                0,
+                q,
+                reference.clone(),
+                now_ms,
+            );
         }
         self.emit(events, Event::ReservationOpened(reservation.clone()));
         Ok(Outcome::Reserved(reservation))
@@ -387,8 +506,16 @@ impl StoreState {
         })
     }
 
-    fn place_order(&mut self, events: &mut Vec<Event>, draft: OrderDraft, now_ms: TimeMs) -> Result<Outcome, DomainError> {
-        assert!(!self.orders.contains_key(&draft.order_id), "order ids are fresh");
+    fn place_order(
+        &mut self,
+        events: &mut Vec<Event>,
+        draft: OrderDraft,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        assert!(
+            !self.orders.contains_key(&draft.order_id),
+            "order ids are fresh"
+        );
         let hold = match &draft.reservation_id {
             None => None,
             Some(id) => match self.reservations.get(id) {
@@ -405,7 +532,10 @@ impl StoreState {
         for item in &draft.items {
             let price = self.products[&item.product_id].info.unit_price;
             if item.unit_price.is_some_and(|p| p != price) {
-                return Err(DomainError::PriceChanged { product_id: item.product_id.clone(), unit_price: price });
+                return Err(DomainError::PriceChanged {
+                    product_id: item.product_id.clone(),
+                    unit_price: price,
+                });
             }
         }
         let shortages: Vec<Shortage> = draft
@@ -431,8 +561,8 @@ impl StoreState {
                 }
             })
             .collect();
-        let totals =
-            pricing::totals(&self.config, lines.iter().map(|l| l.line_total)).ok_or(DomainError::TotalTooLarge)?;
+        let totals = pricing::totals(&self.config, lines.iter().map(|l| l.line_total))
+            .ok_or(DomainError::TotalTooLarge)?;
 
         // Everything is checked: from here on only events.
         let reference: Box<str> = draft.order_id.to_string().into();
@@ -440,14 +570,30 @@ impl StoreState {
         if let Some(h) = &hold {
             self.emit(
                 events,
-                Event::ReservationClosed { reservation_id: h.reservation_id.clone(), end: ReservationEnd::Consumed, at_ms: now_ms },
+                Event::ReservationClosed {
+                    reservation_id: h.reservation_id.clone(),
+                    end: ReservationEnd::Consumed,
+                    at_ms: now_ms,
+                },
             );
             for l in &h.lines {
-                let used = draft.items.iter().find(|i| i.product_id == l.product_id).map_or(Qty::ZERO, |i| i.quantity);
+                let used = draft
+                    .items
+                    .iter()
+                    .find(|i| i.product_id == l.product_id)
+                    .map_or(Qty::ZERO, |i| i.quantity);
                 let unused = l.quantity.0.saturating_sub(used.0) as i64;
                 if unused > 0 {
                     let r: Box<str> = h.reservation_id.as_str().into();
-                    self.move_stock(events, &l.product_id, MovementKind::Release, 0, -unused, r, now_ms);
+                    self.move_stock(
+                        events,
+                        &l.product_id,
+                        MovementKind::Release,
+                        0,
+                        -unused,
+                        r,
+                        now_ms,
+                    );
                 }
             }
         }
@@ -455,9 +601,15 @@ impl StoreState {
             let q = item.quantity.0 as i64;
             let used = held_of(&item.product_id).0.min(item.quantity.0) as i64;
             match status {
-                OrderStatus::Confirmed => {
-                    self.move_stock(events, &item.product_id, MovementKind::Sale, -q, -used, reference.clone(), now_ms)
-                }
+                OrderStatus::Confirmed => self.move_stock(
+                    events,
+                    &item.product_id,
+                    MovementKind::Sale,
+                    -q,
+                    -used,
+                    reference.clone(),
+                    now_ms,
+                ),
                 _ if q > used => self.move_stock(
                     events,
                     &item.product_id,
@@ -470,7 +622,9 @@ impl StoreState {
                 _ => {}
             }
         }
-        let expires_ms = status.holds_stock().then_some(now_ms + draft.payment_ttl_ms);
+        let expires_ms = status
+            .holds_stock()
+            .then_some(now_ms + draft.payment_ttl_ms);
         let order = Order {
             order_id: draft.order_id,
             store_id: self.config.store_id.clone(),
@@ -501,7 +655,10 @@ impl StoreState {
         reference: Option<Box<str>>,
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
-        let order = self.orders.get(&order_id).ok_or(DomainError::OrderNotFound)?;
+        let order = self
+            .orders
+            .get(&order_id)
+            .ok_or(DomainError::OrderNotFound)?;
         if order.status != OrderStatus::PendingPayment {
             return Err(DomainError::OrderNotPayable(order.status));
         }
@@ -510,12 +667,32 @@ impl StoreState {
         for l in &order.lines {
             let q = l.quantity.0 as i64;
             if succeeded {
-                self.move_stock(events, &l.product_id, MovementKind::Sale, -q, -q, r.clone(), now_ms);
+                self.move_stock(
+                    events,
+                    &l.product_id,
+                    MovementKind::Sale,
+                    -q,
+                    -q,
+                    r.clone(),
+                    now_ms,
+                );
             } else {
-                self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, r.clone(), now_ms);
+                self.move_stock(
+                    events,
+                    &l.product_id,
+                    MovementKind::Release,
+                    0,
+                    -q,
+                    r.clone(),
+                    now_ms,
+                );
             }
         }
-        order.status = if succeeded { OrderStatus::Confirmed } else { OrderStatus::PaymentFailed };
+        order.status = if succeeded {
+            OrderStatus::Confirmed
+        } else {
+            OrderStatus::PaymentFailed
+        };
         order.updated_ms = now_ms;
         order.payment_reference = reference;
         self.emit(events, Event::OrderSet(Box::new(order)));
@@ -529,7 +706,10 @@ impl StoreState {
         reason: Option<Box<str>>,
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
-        let order = self.orders.get(&order_id).ok_or(DomainError::OrderNotFound)?;
+        let order = self
+            .orders
+            .get(&order_id)
+            .ok_or(DomainError::OrderNotFound)?;
         let was = order.status;
         if !matches!(was, OrderStatus::PendingPayment | OrderStatus::Confirmed) {
             return Err(DomainError::OrderNotCancellable(was));
@@ -539,9 +719,25 @@ impl StoreState {
         for l in &order.lines {
             let q = l.quantity.0 as i64;
             if was == OrderStatus::PendingPayment {
-                self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, r.clone(), now_ms);
+                self.move_stock(
+                    events,
+                    &l.product_id,
+                    MovementKind::Release,
+                    0,
+                    -q,
+                    r.clone(),
+                    now_ms,
+                );
             } else {
-                self.move_stock(events, &l.product_id, MovementKind::Cancel, q, 0, r.clone(), now_ms);
+                self.move_stock(
+                    events,
+                    &l.product_id,
+                    MovementKind::Cancel,
+                    q,
+                    0,
+                    r.clone(),
+                    now_ms,
+                );
             }
         }
         order.status = OrderStatus::Cancelled;
@@ -568,7 +764,15 @@ impl StoreState {
                     let r: Box<str> = id.to_string().into();
                     for l in &order.lines {
                         let q = l.quantity.0 as i64;
-                        self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, r.clone(), now_ms);
+                        self.move_stock(
+                            events,
+                            &l.product_id,
+                            MovementKind::Release,
+                            0,
+                            -q,
+                            r.clone(),
+                            now_ms,
+                        );
                     }
                     order.status = OrderStatus::Expired;
                     order.updated_ms = now_ms;
@@ -579,13 +783,34 @@ impl StoreState {
         Outcome::Expired { count }
     }
 
-    fn close_hold(&mut self, events: &mut Vec<Event>, r: &Reservation, end: ReservationEnd, now_ms: TimeMs) {
+    fn close_hold(
+        &mut self,
+        events: &mut Vec<Event>,
+        r: &Reservation,
+        end: ReservationEnd,
+        now_ms: TimeMs,
+    ) {
         let reference: Box<str> = r.reservation_id.as_str().into();
         for l in &r.lines {
             let q = l.quantity.0 as i64;
-            self.move_stock(events, &l.product_id, MovementKind::Release, 0, -q, reference.clone(), now_ms);
+            self.move_stock(
+                events,
+                &l.product_id,
+                MovementKind::Release,
+                0,
+                -q,
+                reference.clone(),
+                now_ms,
+            );
         }
-        self.emit(events, Event::ReservationClosed { reservation_id: r.reservation_id.clone(), end, at_ms: now_ms });
+        self.emit(
+            events,
+            Event::ReservationClosed {
+                reservation_id: r.reservation_id.clone(),
+                end,
+                at_ms: now_ms,
+            },
+        );
     }
 
     /// Emits one movement of `id`'s counters (and a low-stock event if it crosses the line).
@@ -604,7 +829,10 @@ impl StoreState {
         let before = p.current_stock();
         let on_hand_after = p.on_hand.0 as i64 + on_hand_change;
         let reserved_after = p.reserved.0 as i64 + reserved_change;
-        assert!(reserved_after >= 0 && reserved_after <= on_hand_after, "checked before any event");
+        assert!(
+            reserved_after >= 0 && reserved_after <= on_hand_after,
+            "checked before any event"
+        );
         let movement = Movement {
             movement_id: self.next_movement_id,
             product_id: id.clone(),
@@ -621,7 +849,12 @@ impl StoreState {
         let after = p.current_stock();
         let threshold = p.info.low_stock_threshold;
         if before > threshold && after <= threshold {
-            let low = Event::LowStock { product_id: id.clone(), current_stock: after, threshold, at_ms: now_ms };
+            let low = Event::LowStock {
+                product_id: id.clone(),
+                current_stock: after,
+                threshold,
+                at_ms: now_ms,
+            };
             self.emit(events, low);
         }
     }
@@ -641,27 +874,49 @@ impl StoreState {
                     p.updated_ms = *at_ms;
                 }
                 None => {
-                    let p = Product { info: info.clone(), on_hand: Qty::ZERO, reserved: Qty::ZERO, updated_ms: *at_ms };
+                    let p = Product {
+                        info: info.clone(),
+                        on_hand: Qty::ZERO,
+                        reserved: Qty::ZERO,
+                        updated_ms: *at_ms,
+                    };
                     self.products.insert(info.product_id.clone(), p);
                 }
             },
             Event::Moved(m) => {
-                let p = self.products.get_mut(&m.product_id).expect("a movement follows its product's creation");
-                assert_eq!(p.on_hand.0 as i64 + m.on_hand_change, m.on_hand_after.0 as i64, "on_hand is conserved");
-                assert_eq!(p.reserved.0 as i64 + m.reserved_change, m.reserved_after.0 as i64, "reserved is conserved");
-                assert!(m.reserved_after <= m.on_hand_after, "available is never negative");
+                let p = self
+                    .products
+                    .get_mut(&m.product_id)
+                    .expect("a movement follows its product's creation");
+                assert_eq!(
+                    p.on_hand.0 as i64 + m.on_hand_change,
+                    m.on_hand_after.0 as i64,
+                    "on_hand is conserved"
+                );
+                assert_eq!(
+                    p.reserved.0 as i64 + m.reserved_change,
+                    m.reserved_after.0 as i64,
+                    "reserved is conserved"
+                );
+                assert!(
+                    m.reserved_after <= m.on_hand_after,
+                    "available is never negative"
+                );
                 p.on_hand = m.on_hand_after;
                 p.reserved = m.reserved_after;
                 p.updated_ms = m.at_ms;
                 self.next_movement_id = self.next_movement_id.max(m.movement_id + 1);
             }
             Event::ReservationOpened(r) => {
-                self.deadlines.insert((r.expires_ms, Deadline::Hold(r.reservation_id.clone())));
-                self.reservations.insert(r.reservation_id.clone(), r.clone());
+                self.deadlines
+                    .insert((r.expires_ms, Deadline::Hold(r.reservation_id.clone())));
+                self.reservations
+                    .insert(r.reservation_id.clone(), r.clone());
             }
             Event::ReservationClosed { reservation_id, .. } => {
                 if let Some(r) = self.reservations.remove(reservation_id) {
-                    self.deadlines.remove(&(r.expires_ms, Deadline::Hold(r.reservation_id)));
+                    self.deadlines
+                        .remove(&(r.expires_ms, Deadline::Hold(r.reservation_id)));
                 }
             }
             Event::OrderSet(order) => {
@@ -694,7 +949,11 @@ impl StoreState {
         }
         for (id, p) in &self.products {
             assert!(p.reserved <= p.on_hand, "{id}: reserved above on_hand");
-            assert_eq!(p.reserved.0, held.get(id).copied().unwrap_or(0), "{id}: reserved equals open holds");
+            assert_eq!(
+                p.reserved.0,
+                held.get(id).copied().unwrap_or(0),
+                "{id}: reserved equals open holds"
+            );
         }
     }
 }

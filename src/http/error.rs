@@ -1,7 +1,7 @@
 //! `ApiError`: every failure of every route, mapped once to a status and a JSON body
 //! `{"error": <stable phrase>, "message": <sentence>, …}` exactly as `shared/API.md` says.
 
-use super::json::{qty_json, paise_json};
+use super::json::{paise_json, qty_json};
 use crate::actor::{CallError, StoreError};
 use crate::domain::{DomainError, Shortage};
 use actix_web::http::StatusCode;
@@ -22,7 +22,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, error, message: message.into(), extra: Map::new(), retry_after_s: None }
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+            extra: Map::new(),
+            retry_after_s: None,
+        }
     }
 
     pub fn bad_request(error: &'static str, message: impl Into<String>) -> ApiError {
@@ -35,8 +41,11 @@ impl ApiError {
     }
 
     pub fn invalid_field(field: &str, why: impl fmt::Display) -> ApiError {
-        ApiError::bad_request("Invalid field", format!("Field `{field}` is missing or has the wrong type: {why}."))
-            .with("field", field)
+        ApiError::bad_request(
+            "Invalid field",
+            format!("Field `{field}` is missing or has the wrong type: {why}."),
+        )
+        .with("field", field)
     }
 
     pub fn invalid_quantity(what: impl fmt::Display) -> ApiError {
@@ -49,16 +58,27 @@ impl ApiError {
     }
 
     pub fn invalid_id(field: &str) -> ApiError {
-        ApiError::bad_request("Invalid id", format!("`{field}` must be 1 to 128 characters of A-Z a-z 0-9 _ . : -."))
-            .with("field", field)
+        ApiError::bad_request(
+            "Invalid id",
+            format!("`{field}` must be 1 to 128 characters of A-Z a-z 0-9 _ . : -."),
+        )
+        .with("field", field)
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "A valid `Authorization: Bearer` token is required.")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "A valid `Authorization: Bearer` token is required.",
+        )
     }
 
     pub fn not_ready() -> ApiError {
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Not ready", "Recovery is still running; try again shortly.");
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready",
+            "Recovery is still running; try again shortly.",
+        );
         e.retry_after_s = Some(1);
         e
     }
@@ -74,15 +94,27 @@ impl ApiError {
     }
 
     pub fn store_not_found() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "Store not found", "No store has this id.")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Store not found",
+            "No store has this id.",
+        )
     }
 
     pub fn order_not_found() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "Order not found", "No order has this id.")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Order not found",
+            "No order has this id.",
+        )
     }
 
     pub fn storage(why: impl fmt::Display) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Storage failure", format!("The change could not be made durable: {why}."))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Storage failure",
+            format!("The change could not be made durable: {why}."),
+        )
     }
 
     pub fn body(&self) -> Value {
@@ -98,7 +130,13 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.error, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.error,
+            self.message
+        )
     }
 }
 
@@ -112,7 +150,9 @@ impl ResponseError for ApiError {
         if let Some(s) = self.retry_after_s {
             response.insert_header(("Retry-After", s.to_string()));
         }
-        response.content_type("application/json").body(self.body().to_string())
+        response
+            .content_type("application/json")
+            .body(self.body().to_string())
     }
 }
 
@@ -197,7 +237,10 @@ impl From<CallError> for ApiError {
         match e {
             CallError::StoreNotFound => ApiError::store_not_found(),
             CallError::Overloaded => ApiError::overloaded(),
-            CallError::TooManyStores => ApiError::bad_request("Too many stores", "This server hosts the most stores it may."),
+            CallError::TooManyStores => ApiError::bad_request(
+                "Too many stores",
+                "This server hosts the most stores it may.",
+            ),
             CallError::Stopped => ApiError::storage("the store has stopped"),
         }
     }

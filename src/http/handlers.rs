@@ -4,10 +4,16 @@ use super::error::ApiError;
 use super::idempotency::{Answer, Begin, body_hash, valid_key};
 use super::json::*;
 use super::{AppState, json_response};
-use crate::actor::{Applied, Availability, Directory, Exec, GetProduct, GetStore, ListProducts, LowStock, Reply, now_ms};
+use crate::actor::{
+    Applied, Availability, Directory, Exec, GetProduct, GetStore, ListProducts, LowStock, Reply,
+    now_ms,
+};
 use crate::domain::*;
-use crate::wal::format::{IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, movement_prefix, order_key};
 use crate::wal::ItemBody;
+use crate::wal::format::{
+    IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, movement_prefix,
+    order_key,
+};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -19,7 +25,12 @@ type Data = web::Data<AppState>;
 type ApiResult = Result<HttpResponse, ApiError>;
 
 /// Sends a command to its store and waits until its effect is on disk.
-pub async fn exec(dir: &Directory, store_id: &StoreId, command: Command, idem: Option<IdemTag>) -> Result<Applied, ApiError> {
+pub async fn exec(
+    dir: &Directory,
+    store_id: &StoreId,
+    command: Command,
+    idem: Option<IdemTag>,
+) -> Result<Applied, ApiError> {
     let mut applied = dir.call(store_id, Exec { command, idem }).await??;
     if let Some(rx) = applied.durable.take() {
         match rx.await {
@@ -45,12 +56,21 @@ pub async fn ready(state: Data) -> ApiResult {
 }
 
 pub async fn not_found() -> ApiResult {
-    Err(ApiError::new(StatusCode::NOT_FOUND, "Not found", "There is no such resource."))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such resource.",
+    ))
 }
 
 // ---------- stores ----------
 
-pub async fn put_store(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+pub async fn put_store(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> ApiResult {
     state.auth.require_admin(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
@@ -74,14 +94,28 @@ pub async fn get_store(state: Data, path: web::Path<String>) -> ApiResult {
 // ---------- products ----------
 
 fn store_and_product(path: &(String, String)) -> Result<(StoreId, ProductId), ApiError> {
-    Ok((parse_store_id(&path.0)?, parse_product_id(Some(&path.1), "product_id")?))
+    Ok((
+        parse_store_id(&path.0)?,
+        parse_product_id(Some(&path.1), "product_id")?,
+    ))
 }
 
-async fn product_or_404(dir: &Directory, store_id: &StoreId, product_id: &ProductId) -> Result<Product, ApiError> {
-    dir.call(store_id, GetProduct(product_id.clone())).await?.ok_or_else(|| DomainError::ProductNotFound(product_id.clone()).into())
+async fn product_or_404(
+    dir: &Directory,
+    store_id: &StoreId,
+    product_id: &ProductId,
+) -> Result<Product, ApiError> {
+    dir.call(store_id, GetProduct(product_id.clone()))
+        .await?
+        .ok_or_else(|| DomainError::ProductNotFound(product_id.clone()).into())
 }
 
-pub async fn put_product(state: Data, req: HttpRequest, path: web::Path<(String, String)>, body: Bytes) -> ApiResult {
+pub async fn put_product(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
     state.auth.require_admin(&req)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
@@ -94,7 +128,11 @@ pub async fn put_product(state: Data, req: HttpRequest, path: web::Path<(String,
     }
 }
 
-pub async fn get_product(state: Data, req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult {
+pub async fn get_product(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     state.auth.require_client(&req)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
@@ -116,7 +154,10 @@ fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
         None => Ok(100),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=PAGE_LIMIT_MAX).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request("Invalid limit", "`limit` must be a whole number from 1 to 1000.")),
+            _ => Err(ApiError::bad_request(
+                "Invalid limit",
+                "`limit` must be a whole number from 1 to 1000.",
+            )),
         },
     }
 }
@@ -138,21 +179,47 @@ pub async fn list_products(state: Data, req: HttpRequest, path: web::Path<String
         Some(s) => Some(parse_product_id(Some(s), "after")?),
     };
     let (items, more) = dir.call(&store_id, ListProducts { after, limit }).await?;
-    let next_after = if more { items.last().map(|p| p.info.product_id.to_string()) } else { None };
-    let views: Vec<ProductView> = items.iter().map(|p| ProductView::new(&store_id, p)).collect();
+    let next_after = if more {
+        items.last().map(|p| p.info.product_id.to_string())
+    } else {
+        None
+    };
+    let views: Vec<ProductView> = items
+        .iter()
+        .map(|p| ProductView::new(&store_id, p))
+        .collect();
     Ok(ok(&json!({"items": views, "next_after": next_after})))
 }
 
-pub async fn post_adjustment(state: Data, req: HttpRequest, path: web::Path<(String, String)>, body: Bytes) -> ApiResult {
+pub async fn post_adjustment(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
     state.auth.require_admin(&req)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
     let parsed: AdjustmentBody = parse_body(&req, &body)?;
     let change_milli = parse_signed_qty(parsed.quantity_change.as_ref(), "quantity_change")?;
     let reason = parse_name(parsed.reason.as_deref(), "reason")?;
-    let applied = exec(dir, &store_id, Command::Adjust { product_id, change_milli, reason }, None).await?;
+    let applied = exec(
+        dir,
+        &store_id,
+        Command::Adjust {
+            product_id,
+            change_milli,
+            reason,
+        },
+        None,
+    )
+    .await?;
     match applied.reply {
-        Reply::Adjusted { previous, new, movement_id } => Ok(ok(&json!({
+        Reply::Adjusted {
+            previous,
+            new,
+            movement_id,
+        } => Ok(ok(&json!({
             "previous_stock": qty_json(previous),
             "new_stock": qty_json(new),
             "movement_id": movement_id,
@@ -161,7 +228,11 @@ pub async fn post_adjustment(state: Data, req: HttpRequest, path: web::Path<(Str
     }
 }
 
-pub async fn get_movements(state: Data, req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult {
+pub async fn get_movements(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     state.auth.require_admin(&req)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
@@ -169,21 +240,33 @@ pub async fn get_movements(state: Data, req: HttpRequest, path: web::Path<(Strin
     let limit = parse_limit(q.limit.as_deref())?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request("Invalid after", "`after` must be a movement_id."))?),
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("Invalid after", "`after` must be a movement_id.")
+        })?),
     };
     product_or_404(dir, &store_id, &product_id).await?;
     let prefix = movement_prefix(&store_id, &product_id);
     let mut upper = prefix.clone();
     upper.extend_from_slice(&after.unwrap_or(u64::MAX).to_be_bytes());
     let mut movements = Vec::with_capacity(limit + 1);
-    for entry in state.storage.movements.range(prefix.clone()..upper).rev().take(limit + 1) {
-        let (_, value) = entry.map_err(|e| ApiError::storage(e))?;
-        let m: Movement = decode_frame(&value, &|| "movement".into()).map_err(|e| ApiError::storage(e))?;
+    for entry in state
+        .storage
+        .movements
+        .range(prefix.clone()..upper)
+        .rev()
+        .take(limit + 1)
+    {
+        let (_, value) = entry.map_err(ApiError::storage)?;
+        let m: Movement = decode_frame(&value, &|| "movement".into()).map_err(ApiError::storage)?;
         movements.push(m);
     }
     let more = movements.len() > limit;
     movements.truncate(limit);
-    let next_after = if more { movements.last().map(|m| m.movement_id) } else { None };
+    let next_after = if more {
+        movements.last().map(|m| m.movement_id)
+    } else {
+        None
+    };
     let items: Vec<MovementView> = movements.iter().map(MovementView::from).collect();
     Ok(ok(&json!({"items": items, "next_after": next_after})))
 }
@@ -193,12 +276,27 @@ pub async fn post_availability(state: Data, req: HttpRequest, body: Bytes) -> Ap
     let dir = state.dir()?;
     let parsed: AvailabilityBody = parse_body(&req, &body)?;
     let store_id = match parsed.store_id.as_deref() {
-        None | Some("") => return Err(ApiError::bad_request("store_id is required", "Name the store to check.")),
+        None | Some("") => {
+            return Err(ApiError::bad_request(
+                "store_id is required",
+                "Name the store to check.",
+            ));
+        }
         Some(s) => parse_store_id(s)?,
     };
     let no_items = ApiError::bad_request("No items", "Send at least one item to check.");
     let items = parse_items(parsed.items, no_items)?;
-    let lines = dir.call(&store_id, Availability(items.into_iter().map(|i| (i.product_id, i.quantity)).collect())).await??;
+    let lines = dir
+        .call(
+            &store_id,
+            Availability(
+                items
+                    .into_iter()
+                    .map(|i| (i.product_id, i.quantity))
+                    .collect(),
+            ),
+        )
+        .await??;
     let all_available = lines.iter().all(|l| l.available >= l.requested);
     let items: Vec<_> = lines
         .iter()
@@ -235,7 +333,12 @@ pub async fn get_low_stock(state: Data, req: HttpRequest, path: web::Path<String
 
 // ---------- reservations ----------
 
-pub async fn post_reservation(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+pub async fn post_reservation(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> ApiResult {
     state.auth.require_client(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
@@ -243,23 +346,42 @@ pub async fn post_reservation(state: Data, req: HttpRequest, path: web::Path<Str
     let no_items = ApiError::bad_request("No items", "Send at least one item to hold.");
     let items = parse_items(parsed.items, no_items)?;
     let ttl_s = parse_ttl(parsed.ttl_seconds.as_ref())?;
-    let lines = items.into_iter().map(|i| ReservationLine { product_id: i.product_id, quantity: i.quantity }).collect();
-    let command = Command::Reserve { reservation_id: ReservationId::from_number(0), lines, ttl_ms: ttl_s * 1000 };
+    let lines = items
+        .into_iter()
+        .map(|i| ReservationLine {
+            product_id: i.product_id,
+            quantity: i.quantity,
+        })
+        .collect();
+    let command = Command::Reserve {
+        reservation_id: ReservationId::from_number(0),
+        lines,
+        ttl_ms: ttl_s * 1000,
+    };
     let applied = exec(dir, &store_id, command, None).await?;
     match applied.reply {
-        Reply::Reservation(r) => Ok(json_response(StatusCode::CREATED, &ReservationView::new(&store_id, &r))),
+        Reply::Reservation(r) => Ok(json_response(
+            StatusCode::CREATED,
+            &ReservationView::new(&store_id, &r),
+        )),
         _ => Err(ApiError::storage("unexpected reply")),
     }
 }
 
-pub async fn delete_reservation(state: Data, req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult {
+pub async fn delete_reservation(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     state.auth.require_client(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path.0)?;
     let reservation_id = ReservationId::parse(&path.1).ok_or(DomainError::ReservationNotFound)?;
     let applied = exec(dir, &store_id, Command::Release { reservation_id }, None).await?;
     match applied.reply {
-        Reply::Released(id) => Ok(ok(&json!({"reservation_id": id.as_str(), "status": "released"}))),
+        Reply::Released(id) => Ok(ok(
+            &json!({"reservation_id": id.as_str(), "status": "released"}),
+        )),
         _ => Err(ApiError::storage("unexpected reply")),
     }
 }
@@ -267,7 +389,11 @@ pub async fn delete_reservation(state: Data, req: HttpRequest, path: web::Path<(
 // ---------- orders ----------
 
 fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiError> {
-    let bytes = state.storage.orders.get(order_key(id)).map_err(ApiError::storage)?;
+    let bytes = state
+        .storage
+        .orders
+        .get(order_key(id))
+        .map_err(ApiError::storage)?;
     match bytes {
         Some(b) if !b.is_empty() => {
             let order = decode_frame(&b, &|| format!("order {id}")).map_err(ApiError::storage)?;
@@ -289,7 +415,11 @@ pub async fn get_order(state: Data, req: HttpRequest, path: web::Path<String>) -
     Ok(ok(&OrderView::new(&order, false)))
 }
 
-async fn change_order(state: &AppState, path: &str, make: impl FnOnce(OrderId) -> Command) -> ApiResult {
+async fn change_order(
+    state: &AppState,
+    path: &str,
+    make: impl FnOnce(OrderId) -> Command,
+) -> ApiResult {
     let dir = state.dir()?;
     let order = order_by_path(state, path)?;
     let applied = exec(dir, &order.store_id, make(order.order_id), None).await?;
@@ -299,23 +429,43 @@ async fn change_order(state: &AppState, path: &str, make: impl FnOnce(OrderId) -
     }
 }
 
-pub async fn post_payment(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+pub async fn post_payment(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> ApiResult {
     state.auth.require_admin(&req)?;
     state.dir()?;
     let parsed: PaymentBody = parse_body(&req, &body)?;
     let succeeded = match parsed.status.as_deref() {
         Some("succeeded") => true,
         Some("failed") => false,
-        _ => return Err(ApiError::bad_request("Invalid payment status", "`status` must be succeeded or failed.")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "Invalid payment status",
+                "`status` must be succeeded or failed.",
+            ));
+        }
     };
     let reference = match parsed.reference.as_deref() {
         None => None,
         Some(r) => Some(parse_text(Some(r), "reference")?),
     };
-    change_order(&state, &path, |order_id| Command::Pay { order_id, succeeded, reference }).await
+    change_order(&state, &path, |order_id| Command::Pay {
+        order_id,
+        succeeded,
+        reference,
+    })
+    .await
 }
 
-pub async fn post_cancel(state: Data, req: HttpRequest, path: web::Path<String>, body: Bytes) -> ApiResult {
+pub async fn post_cancel(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> ApiResult {
     state.auth.require_admin(&req)?;
     state.dir()?;
     let reason = if body.is_empty() {
@@ -327,11 +477,20 @@ pub async fn post_cancel(state: Data, req: HttpRequest, path: web::Path<String>,
             Some(r) => Some(parse_text(Some(r), "reason")?),
         }
     };
-    change_order(&state, &path, |order_id| Command::Cancel { order_id, reason }).await
+    change_order(&state, &path, |order_id| Command::Cancel {
+        order_id,
+        reason,
+    })
+    .await
 }
 
 /// Places an order; `Ok` carries the created order.
-async fn place_order(state: &AppState, req: &HttpRequest, body: &[u8], idem: Option<IdemTag>) -> Result<Order, ApiError> {
+async fn place_order(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    idem: Option<IdemTag>,
+) -> Result<Order, ApiError> {
     let dir = state.dir()?;
     let parsed: OrderBody = parse_body(req, body)?;
     let ParsedOrder { store_id, draft } = parsed.parse()?;
@@ -344,8 +503,14 @@ async fn place_order(state: &AppState, req: &HttpRequest, body: &[u8], idem: Opt
 
 fn answer_of(result: &Result<Order, ApiError>) -> Answer {
     match result {
-        Ok(order) => Answer { status: 200, body: Bytes::from(serde_json::to_vec(&OrderView::new(order, true)).unwrap_or_default()) },
-        Err(e) => Answer { status: e.status.as_u16(), body: Bytes::from(e.body().to_string()) },
+        Ok(order) => Answer {
+            status: 200,
+            body: Bytes::from(serde_json::to_vec(&OrderView::new(order, true)).unwrap_or_default()),
+        },
+        Err(e) => Answer {
+            status: e.status.as_u16(),
+            body: Bytes::from(e.body().to_string()),
+        },
     }
 }
 
@@ -355,7 +520,9 @@ fn respond(answer: &Answer) -> HttpResponse {
     if answer.status == 503 {
         response.insert_header(("Retry-After", "1"));
     }
-    response.content_type("application/json").body(answer.body.clone())
+    response
+        .content_type("application/json")
+        .body(answer.body.clone())
 }
 
 fn key_reused() -> ApiError {
@@ -368,17 +535,27 @@ fn key_reused() -> ApiError {
 
 /// The remembered answer for `key`, if the durable table has one.
 fn saved_answer(state: &AppState, key: &str, hash: [u8; 16]) -> Result<Option<Answer>, ApiError> {
-    let Some(bytes) = state.storage.idem.get(key.as_bytes()).map_err(ApiError::storage)? else {
+    let Some(bytes) = state
+        .storage
+        .idem
+        .get(key.as_bytes())
+        .map_err(ApiError::storage)?
+    else {
         return Ok(None);
     };
-    let entry: IdemEntry = decode_frame(&bytes, &|| "idempotency entry".into()).map_err(ApiError::storage)?;
+    let entry: IdemEntry =
+        decode_frame(&bytes, &|| "idempotency entry".into()).map_err(ApiError::storage)?;
     if entry.body_hash != hash {
         return Err(key_reused());
     }
     match entry.answer {
-        IdemAnswer::Refused { status, body } => Ok(Some(Answer { status, body: Bytes::from(body) })),
+        IdemAnswer::Refused { status, body } => Ok(Some(Answer {
+            status,
+            body: Bytes::from(body),
+        })),
         IdemAnswer::Order(id) => {
-            let order = read_order(state, id)?.ok_or_else(|| ApiError::storage("a remembered order is missing"))?;
+            let order = read_order(state, id)?
+                .ok_or_else(|| ApiError::storage("a remembered order is missing"))?;
             Ok(Some(answer_of(&Ok(order))))
         }
     }
@@ -391,10 +568,16 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
         return Ok(respond(&answer_of(&result)));
     };
     if !valid_key(key.as_bytes()) {
-        return Err(ApiError::bad_request("Invalid idempotency key", "`Idempotency-Key` must be 1 to 128 printable ASCII characters."));
+        return Err(ApiError::bad_request(
+            "Invalid idempotency key",
+            "`Idempotency-Key` must be 1 to 128 printable ASCII characters.",
+        ));
     }
     state.dir()?;
-    let key: Arc<str> = key.to_str().map_err(|_| ApiError::bad_request("Invalid idempotency key", "not ASCII"))?.into();
+    let key: Arc<str> = key
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Invalid idempotency key", "not ASCII"))?
+        .into();
     let hash = body_hash(&body);
     loop {
         match state.idem.begin(&key, hash) {
@@ -410,13 +593,18 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
             Begin::Leader(guard) => {
                 // Detached, so a client that hangs up cannot cut the work (and the
                 // publication of its answer) in half.
-                let (state, req, body, key) = (state.clone(), req.clone(), body.clone(), key.clone());
+                let (state, req, body, key) =
+                    (state.clone(), req.clone(), body.clone(), key.clone());
                 let task = actix_web::rt::spawn(async move {
                     let answer = match saved_answer(&state, &key, hash) {
                         Err(e) => return Err(e),
                         Ok(Some(answer)) => answer,
                         Ok(None) => {
-                            let tag = IdemTag { key: (*key).into(), body_hash: hash, at_ms: now_ms() };
+                            let tag = IdemTag {
+                                key: (*key).into(),
+                                body_hash: hash,
+                                at_ms: now_ms(),
+                            };
                             let result = place_order(&state, &req, &body, Some(tag)).await;
                             let answer = answer_of(&result);
                             if let Err(e) = &result
@@ -430,7 +618,9 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
                     guard.finish(answer.clone());
                     Ok(answer)
                 });
-                let answer = task.await.map_err(|_| ApiError::storage("the order task failed"))??;
+                let answer = task
+                    .await
+                    .map_err(|_| ApiError::storage("the order task failed"))??;
                 return Ok(respond(&answer));
             }
         }
@@ -438,15 +628,30 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
 }
 
 /// Makes a refusal durable under its key before it is answered.
-async fn remember_refusal(state: &AppState, key: &str, hash: [u8; 16], answer: &Answer) -> Result<(), ApiError> {
+async fn remember_refusal(
+    state: &AppState,
+    key: &str,
+    hash: [u8; 16],
+    answer: &Answer,
+) -> Result<(), ApiError> {
     let dir = state.dir()?;
     let entry = IdemEntry {
         body_hash: hash,
         at_ms: now_ms(),
-        answer: IdemAnswer::Refused { status: answer.status, body: answer.body.to_vec() },
+        answer: IdemAnswer::Refused {
+            status: answer.status,
+            body: answer.body.to_vec(),
+        },
     };
-    let write = ViewWrite { view: View::Idem, key: key.as_bytes().to_vec(), value: encode_frame(&entry) };
-    let rx = dir.wal.submit_waiting(ItemBody::Views(vec![write])).ok_or_else(ApiError::overloaded)?;
+    let write = ViewWrite {
+        view: View::Idem,
+        key: key.as_bytes().to_vec(),
+        value: encode_frame(&entry),
+    };
+    let rx = dir
+        .wal
+        .submit_waiting(ItemBody::Views(vec![write]))
+        .ok_or_else(ApiError::overloaded)?;
     match rx.await {
         Ok(Ok(_)) => Ok(()),
         _ => Err(ApiError::storage("the write-ahead log stopped")),

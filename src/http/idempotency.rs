@@ -22,7 +22,10 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-type Slot = (/* body hash */ [u8; 16], watch::Receiver<Option<Answer>>);
+type Slot = (
+    /* body hash */ [u8; 16],
+    watch::Receiver<Option<Answer>>,
+);
 
 #[derive(Default)]
 pub struct IdemTable {
@@ -54,25 +57,36 @@ impl LeaderGuard {
 impl Drop for LeaderGuard {
     fn drop(&mut self) {
         let shard = &self.table.shards[shard_of(&self.key)];
-        shard.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
         // Dropping `tx` without an answer tells waiters to start over.
     }
 }
 
 fn shard_of(key: &str) -> usize {
-    let h = key.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+    let h = key.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
     h % SHARDS
 }
 
 impl IdemTable {
     pub fn begin(self: &Arc<Self>, key: &str, hash: [u8; 16]) -> Begin {
-        let mut shard = self.shards[shard_of(key)].lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some((h, rx)) = shard.get(key) {
             return Begin::Follower(*h, rx.clone());
         }
         let (tx, rx) = watch::channel(None);
         shard.insert(key.into(), (hash, rx));
-        Begin::Leader(LeaderGuard { table: self.clone(), key: key.into(), tx: Some(tx) })
+        Begin::Leader(LeaderGuard {
+            table: self.clone(),
+            key: key.into(),
+            tx: Some(tx),
+        })
     }
 }
 
@@ -97,7 +111,10 @@ mod tests {
 
     #[test]
     fn json_equal_bodies_hash_alike() {
-        assert_eq!(body_hash(br#"{"a":1,"b":[2]}"#), body_hash(br#"{ "b" : [2], "a":1 }"#));
+        assert_eq!(
+            body_hash(br#"{"a":1,"b":[2]}"#),
+            body_hash(br#"{ "b" : [2], "a":1 }"#)
+        );
         assert_ne!(body_hash(br#"{"a":1}"#), body_hash(br#"{"a":2}"#));
         assert!(valid_key(b"order-123"));
         assert!(!valid_key(b""));
@@ -109,12 +126,22 @@ mod tests {
     async fn a_duplicate_waits_for_the_first_answer() {
         // Goal: the second request with a key in flight follows the first and gets its answer.
         let table = Arc::new(IdemTable::default());
-        let Begin::Leader(guard) = table.begin("k", [1; 16]) else { panic!("first is leader") };
-        let Begin::Follower(hash, mut rx) = table.begin("k", [1; 16]) else { panic!("second follows") };
+        let Begin::Leader(guard) = table.begin("k", [1; 16]) else {
+            panic!("first is leader")
+        };
+        let Begin::Follower(hash, mut rx) = table.begin("k", [1; 16]) else {
+            panic!("second follows")
+        };
         assert_eq!(hash, [1; 16]);
-        guard.finish(Answer { status: 200, body: Bytes::from_static(b"{}") });
+        guard.finish(Answer {
+            status: 200,
+            body: Bytes::from_static(b"{}"),
+        });
         let answer = rx.wait_for(|a| a.is_some()).await.unwrap().clone().unwrap();
         assert_eq!(answer.status, 200);
-        assert!(matches!(table.begin("k", [1; 16]), Begin::Leader(_)), "the key is free again");
+        assert!(
+            matches!(table.begin("k", [1; 16]), Begin::Leader(_)),
+            "the key is free again"
+        );
     }
 }

@@ -21,15 +21,27 @@ pub const NAME_CHARS_MAX: usize = 200;
 pub const TEXT_CHARS_MAX: usize = 1000;
 
 pub fn qty_json(q: Qty) -> Value {
-    if q.is_whole() { Value::from(q.0 / 1000) } else { Value::from(q.0 as f64 / 1000.0) }
+    if q.is_whole() {
+        Value::from(q.0 / 1000)
+    } else {
+        Value::from(q.0 as f64 / 1000.0)
+    }
 }
 
 pub fn signed_milli_json(v: i64) -> Value {
-    if v % 1000 == 0 { Value::from(v / 1000) } else { Value::from(v as f64 / 1000.0) }
+    if v % 1000 == 0 {
+        Value::from(v / 1000)
+    } else {
+        Value::from(v as f64 / 1000.0)
+    }
 }
 
 pub fn paise_json(p: Paise) -> Value {
-    if p.0 % 100 == 0 { Value::from(p.0 / 100) } else { Value::from(p.0 as f64 / 100.0) }
+    if p.0 % 100 == 0 {
+        Value::from(p.0 / 100)
+    } else {
+        Value::from(p.0 as f64 / 100.0)
+    }
 }
 
 pub fn ser_qty<S: Serializer>(q: &Qty, s: S) -> Result<S::Ok, S::Error> {
@@ -55,7 +67,11 @@ pub fn rfc3339(ms: TimeMs) -> String {
 
 /// Checks the content type and parses the body, naming the field that is wrong.
 pub fn parse_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
@@ -77,10 +93,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         } else if inner.is_data() {
             ApiError::bad_request("Invalid JSON", "The body must be a JSON object.")
         } else {
-            ApiError::bad_request("Invalid JSON", format!("The body is not valid JSON: {inner}."))
+            ApiError::bad_request(
+                "Invalid JSON",
+                format!("The body is not valid JSON: {inner}."),
+            )
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request("Invalid JSON", format!("The body is not valid JSON: {e}.")))?;
+    de.end().map_err(|e| {
+        ApiError::bad_request("Invalid JSON", format!("The body is not valid JSON: {e}."))
+    })?;
     Ok(value)
 }
 
@@ -92,7 +113,9 @@ fn strip_position(s: &str) -> &str {
 pub type Raw = Box<RawValue>;
 
 pub fn parse_qty(raw: Option<&Raw>, what: &str, allow_zero: bool) -> Result<Qty, ApiError> {
-    let q = raw.and_then(|r| Qty::parse(r.get()).ok()).ok_or_else(|| ApiError::invalid_quantity(what))?;
+    let q = raw
+        .and_then(|r| Qty::parse(r.get()).ok())
+        .ok_or_else(|| ApiError::invalid_quantity(what))?;
     if q == Qty::ZERO && !allow_zero {
         return Err(ApiError::invalid_quantity(what));
     }
@@ -101,7 +124,9 @@ pub fn parse_qty(raw: Option<&Raw>, what: &str, allow_zero: bool) -> Result<Qty,
 
 /// A signed quantity change in thousandths (adjustments).
 pub fn parse_signed_qty(raw: Option<&Raw>, what: &str) -> Result<i64, ApiError> {
-    let text = raw.map(|r| r.get().trim()).ok_or_else(|| ApiError::invalid_quantity(what))?;
+    let text = raw
+        .map(|r| r.get().trim())
+        .ok_or_else(|| ApiError::invalid_quantity(what))?;
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -114,32 +139,42 @@ pub fn parse_signed_qty(raw: Option<&Raw>, what: &str) -> Result<i64, ApiError> 
 }
 
 pub fn parse_price(raw: Option<&Raw>, field: &str) -> Result<Paise, ApiError> {
-    raw.and_then(|r| Paise::parse(r.get(), PRICE_PAISE_MAX).ok()).ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid price",
-            format!("`{field}` must be rupees with at most 2 decimals, from 0 to 10,000,000."),
-        )
-        .with("field", field)
-    })
+    raw.and_then(|r| Paise::parse(r.get(), PRICE_PAISE_MAX).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Invalid price",
+                format!("`{field}` must be rupees with at most 2 decimals, from 0 to 10,000,000."),
+            )
+            .with("field", field)
+        })
 }
 
 pub fn parse_name(value: Option<&str>, field: &str) -> Result<Box<str>, ApiError> {
     match value {
         Some(s) if !s.trim().is_empty() && s.chars().count() <= NAME_CHARS_MAX => Ok(s.into()),
-        _ => Err(ApiError::bad_request("Invalid name", format!("`{field}` must be 1 to 200 characters.")).with("field", field)),
+        _ => Err(ApiError::bad_request(
+            "Invalid name",
+            format!("`{field}` must be 1 to 200 characters."),
+        )
+        .with("field", field)),
     }
 }
 
 pub fn parse_text(value: Option<&str>, field: &str) -> Result<Box<str>, ApiError> {
     let s = value.unwrap_or("");
     if s.chars().count() > TEXT_CHARS_MAX {
-        return Err(ApiError::bad_request("Text too long", format!("`{field}` must be at most 1000 characters.")).with("field", field));
+        return Err(ApiError::bad_request(
+            "Text too long",
+            format!("`{field}` must be at most 1000 characters."),
+        )
+        .with("field", field));
     }
     Ok(s.into())
 }
 
 pub fn parse_product_id(s: Option<&str>, field: &str) -> Result<ProductId, ApiError> {
-    s.and_then(ProductId::parse).ok_or_else(|| ApiError::invalid_id(field))
+    s.and_then(ProductId::parse)
+        .ok_or_else(|| ApiError::invalid_id(field))
 }
 
 pub fn parse_store_id(s: &str) -> Result<StoreId, ApiError> {
@@ -193,15 +228,23 @@ impl StoreBody {
             Some(raw) => parse_price(Some(raw), "delivery_fee")?,
         };
         let free_delivery_above = match &self.free_delivery_above {
-            Some(raw) if raw.get().trim() != "null" => Some(parse_price(Some(raw), "free_delivery_above")?),
+            Some(raw) if raw.get().trim() != "null" => {
+                Some(parse_price(Some(raw), "free_delivery_above")?)
+            }
             _ => None,
         };
         let location = match self.location {
             None => None,
             Some(l) => {
-                let (lat, lon) = (parse_degrees(l.lat.as_ref(), 90), parse_degrees(l.lon.as_ref(), 180));
+                let (lat, lon) = (
+                    parse_degrees(l.lat.as_ref(), 90),
+                    parse_degrees(l.lon.as_ref(), 180),
+                );
                 match (lat, lon) {
-                    (Some(lat_micro), Some(lon_micro)) => Some(Location { lat_micro, lon_micro }),
+                    (Some(lat_micro), Some(lon_micro)) => Some(Location {
+                        lat_micro,
+                        lon_micro,
+                    }),
                     _ => {
                         return Err(ApiError::bad_request(
                             "Invalid location",
@@ -211,7 +254,15 @@ impl StoreBody {
                 }
             }
         };
-        Ok(StoreConfig { store_id, name, tax_rate_bp, delivery_fee, free_delivery_above, location, updated_ms: now_ms })
+        Ok(StoreConfig {
+            store_id,
+            name,
+            tax_rate_bp,
+            delivery_fee,
+            free_delivery_above,
+            location,
+            updated_ms: now_ms,
+        })
     }
 }
 
@@ -229,7 +280,10 @@ impl ProductBody {
     pub fn into_command(self, product_id: ProductId) -> Result<Command, ApiError> {
         let name = parse_name(self.product_name.as_deref(), "product_name")?;
         let unit = self.unit.as_deref().and_then(Unit::parse).ok_or_else(|| {
-            ApiError::bad_request("Invalid unit", "`unit` must be one of pieces, kg, g, litre, ml, pack.")
+            ApiError::bad_request(
+                "Invalid unit",
+                "`unit` must be one of pieces, kg, g, litre, ml, pack.",
+            )
         })?;
         let unit_price = parse_price(self.unit_price.as_ref(), "unit_price")?;
         let stock = match &self.stock {
@@ -244,7 +298,14 @@ impl ProductBody {
             None | Some("") => None,
             Some(c) => Some(parse_name(Some(c), "category")?),
         };
-        let info = ProductInfo { product_id, name, unit, unit_price, low_stock_threshold, category };
+        let info = ProductInfo {
+            product_id,
+            name,
+            unit,
+            unit_price,
+            low_stock_threshold,
+            category,
+        };
         Ok(Command::SetProduct { info, stock })
     }
 }
@@ -263,7 +324,10 @@ pub struct ItemBody {
 }
 
 /// Checks the item list's size and duplicates, and parses each item.
-pub fn parse_items(items: Option<Vec<ItemBody>>, empty_error: ApiError) -> Result<Vec<DraftItem>, ApiError> {
+pub fn parse_items(
+    items: Option<Vec<ItemBody>>,
+    empty_error: ApiError,
+) -> Result<Vec<DraftItem>, ApiError> {
     let items = items.unwrap_or_default();
     if items.is_empty() {
         return Err(empty_error);
@@ -274,16 +338,25 @@ pub fn parse_items(items: Option<Vec<ItemBody>>, empty_error: ApiError) -> Resul
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let product_id = parse_product_id(item.product_id.as_deref(), &format!("items[{i}].product_id"))?;
+        let product_id = parse_product_id(
+            item.product_id.as_deref(),
+            &format!("items[{i}].product_id"),
+        )?;
         let quantity = parse_qty(item.quantity.as_ref(), &format!("Item {product_id}"), false)?;
         let unit_price = match &item.unit_price {
-            Some(raw) if raw.get().trim() != "null" => Some(parse_price(Some(raw), &format!("items[{i}].unit_price"))?),
+            Some(raw) if raw.get().trim() != "null" => {
+                Some(parse_price(Some(raw), &format!("items[{i}].unit_price"))?)
+            }
             _ => None,
         };
         if !seen.insert(product_id.clone()) {
             return Err(DomainError::DuplicateProduct(product_id).into());
         }
-        out.push(DraftItem { product_id, quantity, unit_price });
+        out.push(DraftItem {
+            product_id,
+            quantity,
+            unit_price,
+        });
     }
     Ok(out)
 }
@@ -307,24 +380,48 @@ pub struct ParsedOrder {
 impl OrderBody {
     pub fn parse(self) -> Result<ParsedOrder, ApiError> {
         let store_id = match self.store_id.as_deref() {
-            None | Some("") => return Err(ApiError::bad_request("store_id is required", "Name the store to order from.")),
+            None | Some("") => {
+                return Err(ApiError::bad_request(
+                    "store_id is required",
+                    "Name the store to order from.",
+                ));
+            }
             Some(s) => parse_store_id(s)?,
         };
-        let no_items = ApiError::bad_request("Order must contain at least one item", "Send at least one item.");
+        let no_items = ApiError::bad_request(
+            "Order must contain at least one item",
+            "Send at least one item.",
+        );
         let items = parse_items(self.items, no_items)?;
-        let payment_method = self.payment_method.as_deref().and_then(PaymentMethod::parse).ok_or_else(|| {
-            ApiError::bad_request("Invalid payment method", "`payment_method` must be one of cod, upi, card.")
-        })?;
+        let payment_method = self
+            .payment_method
+            .as_deref()
+            .and_then(PaymentMethod::parse)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "Invalid payment method",
+                    "`payment_method` must be one of cod, upi, card.",
+                )
+            })?;
         let reservation_id = match self.reservation_id.as_deref() {
             None => None,
-            Some(s) => Some(ReservationId::parse(s).ok_or_else(|| ApiError::invalid_id("reservation_id"))?),
+            Some(s) => Some(
+                ReservationId::parse(s).ok_or_else(|| ApiError::invalid_id("reservation_id"))?,
+            ),
         };
         let customer = Customer {
             phone: parse_text(self.customer_phone.as_deref(), "customer_phone")?,
             name: parse_text(self.customer_name.as_deref(), "customer_name")?,
             delivery_address: parse_text(self.delivery_address.as_deref(), "delivery_address")?,
         };
-        let draft = OrderDraft { order_id: OrderId(0), customer, items, payment_method, reservation_id, payment_ttl_ms: 0 };
+        let draft = OrderDraft {
+            order_id: OrderId(0),
+            customer,
+            items,
+            payment_method,
+            reservation_id,
+            payment_ttl_ms: 0,
+        };
         Ok(ParsedOrder { store_id, draft })
     }
 }
@@ -347,9 +444,16 @@ pub fn parse_ttl(raw: Option<&Raw>) -> Result<i64, ApiError> {
         None => Ok(900),
         Some(r) => match parse_scaled(r.get(), 0, 86_400) {
             Ok(v) if v >= 1 => Ok(v as i64),
-            Ok(_) | Err(DecimalError::NotANumber | DecimalError::TooPrecise | DecimalError::Negative | DecimalError::TooLarge) => {
-                Err(ApiError::bad_request("Invalid ttl", "`ttl_seconds` must be a whole number from 1 to 86400."))
-            }
+            Ok(_)
+            | Err(
+                DecimalError::NotANumber
+                | DecimalError::TooPrecise
+                | DecimalError::Negative
+                | DecimalError::TooLarge,
+            ) => Err(ApiError::bad_request(
+                "Invalid ttl",
+                "`ttl_seconds` must be a whole number from 1 to 86400.",
+            )),
         },
     }
 }
@@ -400,7 +504,10 @@ impl From<&StoreConfig> for StoreView {
             tax_rate_percent: scaled_json(i64::from(c.tax_rate_bp), 2),
             delivery_fee: c.delivery_fee,
             free_delivery_above: c.free_delivery_above,
-            location: c.location.as_ref().map(|l| LocationView { lat: scaled_json(l.lat_micro, 6), lon: scaled_json(l.lon_micro, 6) }),
+            location: c.location.as_ref().map(|l| LocationView {
+                lat: scaled_json(l.lat_micro, 6),
+                lon: scaled_json(l.lon_micro, 6),
+            }),
             updated_at: rfc3339(c.updated_ms),
         }
     }
@@ -490,7 +597,11 @@ pub struct OrderView<'a> {
 impl<'a> OrderView<'a> {
     /// The order as it is now, or (`as_created`) as it was first answered.
     pub fn new(o: &'a Order, as_created: bool) -> OrderView<'a> {
-        let status = if as_created { o.payment_method.initial_status() } else { o.status };
+        let status = if as_created {
+            o.payment_method.initial_status()
+        } else {
+            o.status
+        };
         OrderView {
             order_id: o.order_id.to_string(),
             status: status.as_str(),
@@ -516,11 +627,26 @@ impl<'a> OrderView<'a> {
             total_amount: o.total_amount,
             payment_method: o.payment_method.as_str(),
             reservation_id: o.reservation_id.as_ref().map(|r| r.as_str()),
-            payment_reference: if as_created { None } else { o.payment_reference.as_deref() },
-            cancel_reason: if as_created { None } else { o.cancel_reason.as_deref() },
+            payment_reference: if as_created {
+                None
+            } else {
+                o.payment_reference.as_deref()
+            },
+            cancel_reason: if as_created {
+                None
+            } else {
+                o.cancel_reason.as_deref()
+            },
             created_at: rfc3339(o.created_ms),
-            updated_at: rfc3339(if as_created { o.created_ms } else { o.updated_ms }),
-            expires_at: o.expires_ms.filter(|_| status == OrderStatus::PendingPayment).map(rfc3339),
+            updated_at: rfc3339(if as_created {
+                o.created_ms
+            } else {
+                o.updated_ms
+            }),
+            expires_at: o
+                .expires_ms
+                .filter(|_| status == OrderStatus::PendingPayment)
+                .map(rfc3339),
         }
     }
 }
@@ -546,7 +672,14 @@ impl<'a> ReservationView<'a> {
         ReservationView {
             reservation_id: r.reservation_id.as_str(),
             store_id: store_id.as_str(),
-            items: r.lines.iter().map(|l| ReservationLineView { product_id: l.product_id.as_str(), quantity: l.quantity }).collect(),
+            items: r
+                .lines
+                .iter()
+                .map(|l| ReservationLineView {
+                    product_id: l.product_id.as_str(),
+                    quantity: l.quantity,
+                })
+                .collect(),
             created_at: rfc3339(r.created_ms),
             expires_at: rfc3339(r.expires_ms),
         }
@@ -610,7 +743,10 @@ mod tests {
         assert_eq!(qty_json(Qty(9750)).to_string(), "9.75");
         assert_eq!(qty_json(Qty(42_000)).to_string(), "42");
         assert_eq!(paise_json(Paise(4940)).to_string(), "49.4");
-        assert_eq!(paise_json(Paise(99_999_999_999_999)).to_string(), "999999999999.99");
+        assert_eq!(
+            paise_json(Paise(99_999_999_999_999)).to_string(),
+            "999999999999.99"
+        );
         assert_eq!(signed_milli_json(-2000).to_string(), "-2");
         assert_eq!(signed_milli_json(-250).to_string(), "-0.25");
     }

@@ -36,12 +36,21 @@ enum Role {
 impl Auth {
     pub fn new(admin: Option<&str>, client: Option<&str>) -> Auth {
         let digest = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
-        Auth { admin: admin.filter(|t| !t.is_empty()).map(digest), client: client.filter(|t| !t.is_empty()).map(digest) }
+        Auth {
+            admin: admin.filter(|t| !t.is_empty()).map(digest),
+            client: client.filter(|t| !t.is_empty()).map(digest),
+        }
     }
 
     fn role(&self, req: &HttpRequest) -> Result<Option<Role>, ApiError> {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
-        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(ApiError::unauthorized)?;
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
         let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         if self.admin == Some(digest) {
             Ok(Some(Role::Admin))
@@ -84,7 +93,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(storage: Storage, auth: Auth) -> AppState {
-        AppState { directory: OnceLock::new(), storage, auth, idem: Arc::default() }
+        AppState {
+            directory: OnceLock::new(),
+            storage,
+            auth,
+            idem: Arc::default(),
+        }
     }
 
     pub fn dir(&self) -> Result<&Arc<Directory>, ApiError> {
@@ -98,15 +112,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
-        .service(web::resource("/api/v1/stores/{store_id}").get(get_store).put(put_store))
+        .service(
+            web::resource("/api/v1/stores/{store_id}")
+                .get(get_store)
+                .put(put_store),
+        )
         .service(web::resource("/api/v1/stores/{store_id}/reservations").post(post_reservation))
-        .service(web::resource("/api/v1/stores/{store_id}/reservations/{reservation_id}").delete(delete_reservation))
+        .service(
+            web::resource("/api/v1/stores/{store_id}/reservations/{reservation_id}")
+                .delete(delete_reservation),
+        )
         .service(web::resource("/api/v1/stores/{store_id}/alerts/low-stock").get(get_low_stock))
         .service(web::resource("/api/v1/inventory/availability").post(post_availability))
         .service(web::resource("/api/v1/inventory/products/{store_id}").get(list_products))
-        .service(web::resource("/api/v1/inventory/products/{store_id}/{product_id}").get(get_product).put(put_product))
-        .service(web::resource("/api/v1/inventory/products/{store_id}/{product_id}/adjustments").post(post_adjustment))
-        .service(web::resource("/api/v1/inventory/products/{store_id}/{product_id}/movements").get(get_movements))
+        .service(
+            web::resource("/api/v1/inventory/products/{store_id}/{product_id}")
+                .get(get_product)
+                .put(put_product),
+        )
+        .service(
+            web::resource("/api/v1/inventory/products/{store_id}/{product_id}/adjustments")
+                .post(post_adjustment),
+        )
+        .service(
+            web::resource("/api/v1/inventory/products/{store_id}/{product_id}/movements")
+                .get(get_movements),
+        )
         .service(web::resource(["/api/v1/orders", "/api/v1/orders/"]).post(post_order))
         .service(web::resource("/api/v1/orders/{order_id}").get(get_order))
         .service(web::resource("/api/v1/orders/{order_id}/payment").post(post_payment))
@@ -131,10 +162,19 @@ pub async fn json_errors(
         return Ok(res.map_body(|_, b| EitherBody::left(b.boxed())));
     }
     let (phrase, message) = match status.as_u16() {
-        413 => ("Payload too large", "The request body is larger than 1 MiB."),
+        413 => (
+            "Payload too large",
+            "The request body is larger than 1 MiB.",
+        ),
         404 => ("Not found", "There is no such resource."),
-        405 => ("Method not allowed", "This resource does not support this method."),
-        415 => ("Unsupported media type", "Send the body as JSON with `Content-Type: application/json`."),
+        405 => (
+            "Method not allowed",
+            "This resource does not support this method.",
+        ),
+        415 => (
+            "Unsupported media type",
+            "Send the body as JSON with `Content-Type: application/json`.",
+        ),
         400 => ("Bad request", "The request could not be read."),
         _ => ("Internal error", "Something went wrong on our side."),
     };
@@ -144,9 +184,14 @@ pub async fn json_errors(
     Ok(ServiceResponse::new(req, response).map_body(|_, b| EitherBody::right(b)))
 }
 
-pub(crate) fn json_response(status: actix_web::http::StatusCode, body: &impl serde::Serialize) -> HttpResponse {
+pub(crate) fn json_response(
+    status: actix_web::http::StatusCode,
+    body: &impl serde::Serialize,
+) -> HttpResponse {
     match serde_json::to_vec(body) {
-        Ok(bytes) => HttpResponse::build(status).content_type("application/json").body(bytes),
+        Ok(bytes) => HttpResponse::build(status)
+            .content_type("application/json")
+            .body(bytes),
         Err(e) => actix_web::ResponseError::error_response(&ApiError::new(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
             "Internal error",

@@ -17,7 +17,9 @@ const HEADER_LEN: usize = 5;
 pub enum WalError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
-    #[error("record {what} has format version {version}; this godown reads only version {FORMAT_VERSION}")]
+    #[error(
+        "record {what} has format version {version}; this godown reads only version {FORMAT_VERSION}"
+    )]
     UnknownVersion { what: String, version: u8 },
     #[error("record {what} is corrupt: {why}")]
     Corrupt { what: String, why: String },
@@ -32,28 +34,49 @@ fn config() -> bincode::config::Configuration {
 /// Encodes `value` into a checksummed, versioned frame.
 pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
-    bincode::serde::encode_into_std_write(value, &mut out, config()).expect("writing to a Vec cannot fail");
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .expect("writing to a Vec cannot fail");
     let crc = crc32fast::hash(&out[HEADER_LEN..]);
     out[1..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
 /// Decodes a frame written by [`encode_frame`]; `what` names it in errors.
-pub fn decode_frame<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &dyn Fn() -> String) -> Result<T, WalError> {
+pub fn decode_frame<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<T, WalError> {
     if bytes.len() < HEADER_LEN {
-        return Err(WalError::Corrupt { what: what(), why: format!("only {} bytes", bytes.len()) });
+        return Err(WalError::Corrupt {
+            what: what(),
+            why: format!("only {} bytes", bytes.len()),
+        });
     }
     if bytes[0] != FORMAT_VERSION {
-        return Err(WalError::UnknownVersion { what: what(), version: bytes[0] });
+        return Err(WalError::UnknownVersion {
+            what: what(),
+            version: bytes[0],
+        });
     }
     let crc = u32::from_le_bytes(bytes[1..HEADER_LEN].try_into().expect("4 bytes"));
     if crc32fast::hash(&bytes[HEADER_LEN..]) != crc {
-        return Err(WalError::Corrupt { what: what(), why: "checksum mismatch".into() });
+        return Err(WalError::Corrupt {
+            what: what(),
+            why: "checksum mismatch".into(),
+        });
     }
-    let (value, len) = bincode::serde::decode_from_slice(&bytes[HEADER_LEN..], config())
-        .map_err(|e| WalError::Corrupt { what: what(), why: e.to_string() })?;
+    let (value, len) =
+        bincode::serde::decode_from_slice(&bytes[HEADER_LEN..], config()).map_err(|e| {
+            WalError::Corrupt {
+                what: what(),
+                why: e.to_string(),
+            }
+        })?;
     if HEADER_LEN + len != bytes.len() {
-        return Err(WalError::Corrupt { what: what(), why: "trailing bytes".into() });
+        return Err(WalError::Corrupt {
+            what: what(),
+            why: "trailing bytes".into(),
+        });
     }
     Ok(value)
 }
@@ -106,7 +129,10 @@ pub fn encode_state(state: &StoreState) -> Vec<u8> {
 
 pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreState, WalError> {
     let (mut state, _): (StoreState, usize) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| WalError::Corrupt { what: what(), why: e.to_string() })?;
+        .map_err(|e| WalError::Corrupt {
+            what: what(),
+            why: e.to_string(),
+        })?;
     state.rebuild_indexes();
     Ok(state)
 }
@@ -171,8 +197,16 @@ pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
         }
     }
     if let (Some(tag), Some(order_id)) = (&record.idem, first_order) {
-        let entry = IdemEntry { body_hash: tag.body_hash, at_ms: tag.at_ms, answer: IdemAnswer::Order(order_id) };
-        writes.push(ViewWrite { view: View::Idem, key: tag.key.as_bytes().to_vec(), value: encode_frame(&entry) });
+        let entry = IdemEntry {
+            body_hash: tag.body_hash,
+            at_ms: tag.at_ms,
+            answer: IdemAnswer::Order(order_id),
+        };
+        writes.push(ViewWrite {
+            view: View::Idem,
+            key: tag.key.as_bytes().to_vec(),
+            value: encode_frame(&entry),
+        });
     }
     writes
 }
@@ -190,10 +224,16 @@ mod tests {
         assert_eq!(decode_frame::<(u64, String)>(&frame, &what).unwrap(), value);
         let last = frame.len() - 1;
         frame[last] ^= 1;
-        assert!(matches!(decode_frame::<(u64, String)>(&frame, &what), Err(WalError::Corrupt { .. })));
+        assert!(matches!(
+            decode_frame::<(u64, String)>(&frame, &what),
+            Err(WalError::Corrupt { .. })
+        ));
         frame[last] ^= 1;
         frame[0] = 9;
-        assert!(matches!(decode_frame::<(u64, String)>(&frame, &what), Err(WalError::UnknownVersion { version: 9, .. })));
+        assert!(matches!(
+            decode_frame::<(u64, String)>(&frame, &what),
+            Err(WalError::UnknownVersion { version: 9, .. })
+        ));
         assert!(decode_frame::<(u64, String)>(&frame[..3], &what).is_err());
     }
 }

@@ -4,7 +4,9 @@
 //! rebuilt from its first record. A damaged record at the very end of the log (a write cut
 //! short) ends replay there with a warning; damage anywhere else stops start-up.
 
-use super::format::{SnapshotFrame, View, WalError, WalRecord, decode_frame, decode_state, view_writes};
+use super::format::{
+    SnapshotFrame, View, WalError, WalRecord, decode_frame, decode_state, view_writes,
+};
 use super::storage::Storage;
 use crate::domain::{Event, StoreId, StoreState};
 use std::collections::HashMap;
@@ -45,7 +47,10 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         report.snapshots += 1;
         stores.insert(state.config.store_id.clone(), (frame.seq, state));
     }
-    let mut replay_from: HashMap<StoreId, u64> = stores.iter().map(|(id, (seq, _))| (id.clone(), seq + 1)).collect();
+    let mut replay_from: HashMap<StoreId, u64> = stores
+        .iter()
+        .map(|(id, (seq, _))| (id.clone(), seq + 1))
+        .collect();
     let mut next_seq = stores.values().map(|(seq, _)| seq + 1).max().unwrap_or(1);
 
     let mut views: [sled::Batch; 3] = Default::default();
@@ -82,7 +87,10 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
             Some((_, state)) => record.events.iter().for_each(|e| state.apply_event(e)),
             None => {
                 let Some(Event::StoreSet(config)) = record.events.first() else {
-                    return Err(WalError::Corrupt { what: what(), why: "a store's first record does not create it".into() });
+                    return Err(WalError::Corrupt {
+                        what: what(),
+                        why: "a store's first record does not create it".into(),
+                    });
                 };
                 let mut state = StoreState::new(config.clone());
                 record.events.iter().for_each(|e| state.apply_event(e));
@@ -116,7 +124,12 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         state.check_invariants();
     }
     report.elapsed = started.elapsed();
-    Ok(Recovered { states, next_seq, replay_from, report })
+    Ok(Recovered {
+        states,
+        next_seq,
+        replay_from,
+        report,
+    })
 }
 
 fn apply_views(storage: &Storage, views: [sled::Batch; 3]) -> Result<(), WalError> {

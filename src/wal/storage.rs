@@ -23,7 +23,10 @@ pub struct Storage {
 impl Storage {
     pub fn open(dir: &Path) -> Result<Storage, WalError> {
         std::fs::create_dir_all(dir).map_err(|e| WalError::Sled(sled::Error::Io(e)))?;
-        let db = sled::Config::new().path(dir).cache_capacity(256 << 20).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 << 20)
+            .open()?;
         Ok(Storage {
             wal: db.open_tree("wal")?,
             snapshots: db.open_tree("snapshots")?,

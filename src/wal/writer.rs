@@ -32,7 +32,11 @@ pub enum Durability {
 
 pub enum ItemBody {
     /// A WAL record (already framed) and the view writes it implies.
-    Record { store_id: StoreId, frame: Vec<u8>, views: Vec<ViewWrite> },
+    Record {
+        store_id: StoreId,
+        frame: Vec<u8>,
+        views: Vec<ViewWrite>,
+    },
     /// A store's state, bincode-encoded by its actor; the writer gives it its sequence number.
     Snapshot { store_id: StoreId, state: Vec<u8> },
     /// View writes with no WAL record (a remembered refusal of an idempotent request).
@@ -104,7 +108,11 @@ impl WalHandle {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        self.submit(WalItem { body, done: Some(tx), mark: None });
+        self.submit(WalItem {
+            body,
+            done: Some(tx),
+            mark: None,
+        });
         Some(rx)
     }
 
@@ -115,11 +123,18 @@ impl WalHandle {
 
 /// Starts the writer thread. `next_seq` continues the log; `replay_from` says, per store,
 /// the first sequence number recovery would need (so that older records may be deleted).
-pub fn start(storage: Storage, durability: Durability, next_seq: u64, replay_from: HashMap<StoreId, u64>) -> WalHandle {
+pub fn start(
+    storage: Storage,
+    durability: Durability,
+    next_seq: u64,
+    replay_from: HashMap<StoreId, u64>,
+) -> WalHandle {
     let (tx, rx) = mpsc::channel::<WalItem>();
     let inflight = Arc::new(AtomicUsize::new(0));
     let stats = Arc::new(WalStats::default());
-    stats.last_seq.store(next_seq.saturating_sub(1), Ordering::Relaxed);
+    stats
+        .last_seq
+        .store(next_seq.saturating_sub(1), Ordering::Relaxed);
     let (trunc_tx, trunc_rx) = mpsc::channel::<u64>();
     let wal_tree = storage.wal.clone();
     let trunc_stats = stats.clone();
@@ -127,13 +142,24 @@ pub fn start(storage: Storage, durability: Durability, next_seq: u64, replay_fro
         .name("wal-truncate".into())
         .spawn(move || truncator(wal_tree, trunc_rx, trunc_stats))
         .expect("spawning the WAL truncator");
-    let writer = Writer { storage, durability, next_seq, replay_from, truncate_sent: 0, trunc_tx };
+    let writer = Writer {
+        storage,
+        durability,
+        next_seq,
+        replay_from,
+        truncate_sent: 0,
+        trunc_tx,
+    };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
     std::thread::Builder::new()
         .name("wal-writer".into())
         .spawn(move || writer.run(rx, inflight2, stats2))
         .expect("spawning the WAL writer");
-    WalHandle { tx, inflight, stats }
+    WalHandle {
+        tx,
+        inflight,
+        stats,
+    }
 }
 
 struct Writer {
@@ -146,7 +172,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<WalItem>, inflight: Arc<AtomicUsize>, stats: Arc<WalStats>) {
+    fn run(
+        mut self,
+        rx: mpsc::Receiver<WalItem>,
+        inflight: Arc<AtomicUsize>,
+        stats: Arc<WalStats>,
+    ) {
         let mut batch: Vec<WalItem> = Vec::with_capacity(BATCH_LEN_MAX);
         while let Ok(first) = rx.recv() {
             batch.push(first);
@@ -160,7 +191,9 @@ impl Writer {
             let started = Instant::now();
             match self.write_batch(&batch, &stats) {
                 Ok(()) => {
-                    stats.flush_us_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    stats
+                        .flush_us_total
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats.last_seq.store(self.next_seq - 1, Ordering::Release);
                     let n = batch.len();
@@ -200,7 +233,11 @@ impl Writer {
             let seq = self.next_seq;
             self.next_seq += 1;
             match &item.body {
-                ItemBody::Record { store_id, frame, views: writes } => {
+                ItemBody::Record {
+                    store_id,
+                    frame,
+                    views: writes,
+                } => {
                     wal.insert(&seq.to_be_bytes(), frame.as_slice());
                     self.replay_from.entry(store_id.clone()).or_insert(seq);
                     for w in writes {
@@ -209,7 +246,10 @@ impl Writer {
                     records += 1;
                 }
                 ItemBody::Snapshot { store_id, state } => {
-                    let frame = encode_frame(&SnapshotFrame { seq, state: state.clone() });
+                    let frame = encode_frame(&SnapshotFrame {
+                        seq,
+                        state: state.clone(),
+                    });
                     snapshots.insert(store_id.as_str().as_bytes(), frame);
                     self.replay_from.insert(store_id.clone(), seq + 1);
                     snaps += 1;
@@ -238,7 +278,9 @@ impl Writer {
         if snaps > 0 {
             stats.records_since_snapshot.store(0, Ordering::Relaxed);
         } else {
-            stats.records_since_snapshot.fetch_add(records, Ordering::Relaxed);
+            stats
+                .records_since_snapshot
+                .fetch_add(records, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -246,7 +288,9 @@ impl Writer {
     /// Records below every store's replay point are no longer needed: hand them to the
     /// truncator (in large steps, so that it runs rarely).
     fn maybe_truncate(&mut self) {
-        let Some(below) = self.replay_from.values().copied().min() else { return };
+        let Some(below) = self.replay_from.values().copied().min() else {
+            return;
+        };
         if below > self.truncate_sent + 1024 {
             self.truncate_sent = below;
             let _ = self.trunc_tx.send(below);
@@ -270,7 +314,12 @@ fn truncator(wal: sled::Tree, rx: mpsc::Receiver<u64>, stats: Arc<WalStats>) {
             below = below.max(newer);
         }
         loop {
-            let keys: Vec<_> = wal.range(..below.to_be_bytes()).keys().take(1024).filter_map(Result::ok).collect();
+            let keys: Vec<_> = wal
+                .range(..below.to_be_bytes())
+                .keys()
+                .take(1024)
+                .filter_map(Result::ok)
+                .collect();
             if keys.is_empty() {
                 break;
             }

@@ -1,0 +1,577 @@
+//! The foundation, black box: the real binary, its HTTP contract, and exact stock under
+//! concurrency. Each test starts its own server on a free port with its own data directory.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The seed document's order body, verbatim.
+fn seed_order(quantity: u32) -> Value {
+    json!({
+      "store_id": "STORE-01K8NJ40V9KFKX2Y2FMK466WFH",
+      "customer_phone": "9876543210",
+      "customer_name": "Test Customer",
+      "delivery_address": "123 Test Street, Mumbai, Maharashtra 400001",
+      "items": [
+        {
+          "product_id": "GP1759847855933",
+          "product_name": "Maggi 2-Minute Noodles Masala",
+          "quantity": quantity,
+          "unit": "pieces",
+          "unit_price": 14
+        }
+      ],
+      "payment_method": "cod"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_documents_five_tests_pass() {
+    // Goal: the seed's walkthrough (44 → order 2 → 42 → order 50 refused → still 42) gives
+    // the seed's answers against the real binary started with --demo.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &["--demo"]).await;
+    let path = format!("/api/v1/inventory/products/{SEED_STORE}/{MAGGI}");
+
+    // Test 1: initial stock.
+    let r = server.req("GET", &path, &[], None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["current_stock"], 44);
+    assert_eq!(r.json()["product_name"], "Maggi 2-Minute Noodles Masala");
+
+    // Test 2: an order of 2 units.
+    let r = server.post("/api/v1/orders/", seed_order(2)).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let o = r.json();
+    let id = o["order_id"].as_str().unwrap();
+    assert!(id.starts_with("ORD") && id.len() == 11, "{id}");
+    assert!(
+        id[3..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+    );
+    assert_eq!(o["total_amount"].to_string(), "49.4");
+    assert_eq!(o["status"], "confirmed");
+    assert_eq!(o["payment_method"], "cod");
+
+    // Test 3: stock reduced.
+    assert_eq!(
+        server.req("GET", &path, &[], None).await.json()["current_stock"],
+        42
+    );
+
+    // Test 4: 50 units refused with the seed's error.
+    let r = server.post("/api/v1/orders/", seed_order(50)).await;
+    assert_eq!(r.status, 400);
+    let e = r.json();
+    assert_eq!(e["error"], "Insufficient stock");
+    assert_eq!(
+        e["message"],
+        "Cannot fulfill order. Maggi 2-Minute Noodles Masala has only 42 units available."
+    );
+    assert_eq!(e["product_id"], MAGGI);
+    assert_eq!(e["product_name"], "Maggi 2-Minute Noodles Masala");
+    assert_eq!(
+        (
+            e["requested"].clone(),
+            e["available"].clone(),
+            e["shortage"].clone()
+        ),
+        (json!(50), json!(42), json!(8))
+    );
+    assert_eq!(e["items"].as_array().unwrap().len(), 1);
+
+    // Test 5: stock unchanged.
+    assert_eq!(
+        server.req("GET", &path, &[], None).await.json()["current_stock"],
+        42
+    );
+
+    // And the order reads back by id (also without the trailing slash on create).
+    let r = server
+        .req("GET", &format!("/api/v1/orders/{id}"), &[], None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["items"][0]["quantity"], 2);
+    let r = server.post("/api/v1/orders", seed_order(1)).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_item_order_is_all_or_nothing() {
+    // Goal: an order whose last item is short changes no item; one that fits reduces each
+    // item by exactly its quantity.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("S1").await;
+    server
+        .put_product("S1", "A", "pieces", json!(10), json!(5))
+        .await;
+    server
+        .put_product("S1", "B", "kg", json!(52.5), json!(3.5))
+        .await;
+    server
+        .put_product("S1", "C", "pack", json!(30), json!(1))
+        .await;
+
+    let r = server
+        .post(
+            "/api/v1/orders/",
+            order(
+                "S1",
+                &[("A", json!(2)), ("B", json!(1.25)), ("C", json!(2))],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["product_id"], "C");
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
+    for (p, want) in [("A", json!(5)), ("B", json!(3.5)), ("C", json!(1))] {
+        assert_eq!(server.stock("S1", p).await, want, "{p} unchanged");
+    }
+
+    // Two short items are both listed, the first in request order on top.
+    let r = server
+        .post(
+            "/api/v1/orders/",
+            order("S1", &[("B", json!(4)), ("C", json!(2))]),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let e = r.json();
+    assert_eq!(e["product_id"], "B");
+    assert_eq!(
+        e["message"],
+        "Cannot fulfill order. Product B has only 3.5 kg available."
+    );
+    assert_eq!(e["items"].as_array().unwrap().len(), 2);
+
+    let r = server
+        .post(
+            "/api/v1/orders/",
+            order(
+                "S1",
+                &[("A", json!(2)), ("B", json!(1.25)), ("C", json!(1))],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    // 2×10 + 1.25×52.5 (=65.625 → 65.63) + 30 = 115.63; tax 5 % = 5.78; fee 20.
+    assert_eq!(r.json()["subtotal"].to_string(), "115.63");
+    assert_eq!(r.json()["tax"].to_string(), "5.78");
+    assert_eq!(r.json()["total_amount"].to_string(), "141.41");
+    for (p, want) in [("A", json!(3)), ("B", json!(2.25)), ("C", json!(0))] {
+        assert_eq!(server.stock("S1", p).await, want, "{p} reduced exactly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flash_sale_sells_exactly_the_stock() {
+    // Goal: 64 concurrent clients send 400 one-unit orders for 100 units: exactly 100
+    // succeed, the rest are refused as insufficient, and the stock ends at 0, never below.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("FLASH").await;
+    server
+        .put_product("FLASH", "HOT", "pieces", json!(99), json!(100))
+        .await;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (addr, next) = (server.addr, next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = godown::client::Conn::connect(addr).await.unwrap();
+            let (mut ok, mut short) = (0, 0);
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 400 {
+                let r = conn
+                    .post_json("/api/v1/orders/", &order("FLASH", &[("HOT", json!(1))]))
+                    .await
+                    .unwrap();
+                match r.status {
+                    200 => ok += 1,
+                    400 => {
+                        assert_eq!(r.json()["error"], "Insufficient stock");
+                        short += 1
+                    }
+                    s => panic!("unexpected status {s}: {:?}", r.json()),
+                }
+            }
+            (ok, short)
+        }));
+    }
+    let (mut ok, mut short) = (0, 0);
+    for t in tasks {
+        let (o, s) = t.await.unwrap();
+        ok += o;
+        short += s;
+    }
+    assert_eq!(ok, 100);
+    assert_eq!(short, 300);
+    let p = server.product("FLASH", "HOT").await;
+    assert_eq!(p["current_stock"], 0);
+    assert_eq!(p["on_hand"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fractional_stock_is_exact() {
+    // Goal: 10 kg less 0.25 kg is exactly 9.75 kg; 0.0001 kg is refused, never rounded.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("K").await;
+    server
+        .put_product("K", "RICE", "kg", json!(64), json!(10))
+        .await;
+    let r = server
+        .post("/api/v1/orders/", order("K", &[("RICE", json!(0.25))]))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["items"][0]["line_total"], 16);
+    assert_eq!(server.stock("K", "RICE").await.to_string(), "9.75");
+    for bad in [
+        json!(0.0001),
+        json!(0),
+        json!(-1),
+        json!("1"),
+        Value::Null,
+        json!(1_000_000_001),
+    ] {
+        let r = server
+            .post("/api/v1/orders/", order("K", &[("RICE", bad.clone())]))
+            .await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.json()["error"], "Invalid quantity", "{bad}");
+    }
+    // Exponents and trailing zeros are fine when the value is exact.
+    let r = server
+        .post("/api/v1/orders/", order("K", &[("RICE", json!(0.2500))]))
+        .await;
+    assert_eq!(r.status, 200);
+    let body = r#"{"store_id":"K","items":[{"product_id":"RICE","quantity":2.5E-1}],"payment_method":"cod"}"#;
+    let r = server
+        .conn()
+        .await
+        .send("POST", "/api/v1/orders/", &[], Some(body.into()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(server.stock("K", "RICE").await.to_string(), "9.25");
+    // Pieces must be whole.
+    server
+        .put_product("K", "EGG", "pieces", json!(7), json!(30))
+        .await;
+    let r = server
+        .post("/api/v1/orders/", order("K", &[("EGG", json!(1.5))]))
+        .await;
+    assert_eq!(r.json()["error"], "Invalid quantity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_its_json_error() {
+    // Goal: each refusal in the contract's Numbers / Ids / Orders sections has its status
+    // and phrase, and no plain-text error ever leaks out.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &["--demo"]).await;
+    let o = |items: Value| json!({"store_id": SEED_STORE, "items": items, "payment_method": "cod"});
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"items": [{"product_id": MAGGI, "quantity": 1}], "payment_method": "cod"}),
+            400,
+            "store_id is required",
+        ),
+        (
+            json!({"store_id": SEED_STORE, "items": [], "payment_method": "cod"}),
+            400,
+            "Order must contain at least one item",
+        ),
+        (
+            json!({"store_id": SEED_STORE, "payment_method": "cod"}),
+            400,
+            "Order must contain at least one item",
+        ),
+        (
+            json!({"store_id": "NOPE", "items": [{"product_id": MAGGI, "quantity": 1}], "payment_method": "cod"}),
+            404,
+            "Store not found",
+        ),
+        (
+            o(json!([{"product_id": "NOPE", "quantity": 1}])),
+            404,
+            "Product not found",
+        ),
+        (
+            json!({"store_id": SEED_STORE, "items": [{"product_id": MAGGI, "quantity": 1}], "payment_method": "gold"}),
+            400,
+            "Invalid payment method",
+        ),
+        (
+            o(json!([{"product_id": MAGGI, "quantity": 1}, {"product_id": MAGGI, "quantity": 2}])),
+            400,
+            "Duplicate product",
+        ),
+        (
+            o(json!([{"product_id": MAGGI, "quantity": 1, "unit_price": 13}])),
+            400,
+            "Price changed",
+        ),
+        (
+            o(json!([{"product_id": MAGGI, "quantity": 1, "unit_price": 14.001}])),
+            400,
+            "Invalid price",
+        ),
+        (
+            o(json!([{"product_id": "bad id!", "quantity": 1}])),
+            400,
+            "Invalid id",
+        ),
+        (
+            json!({"store_id": "x".repeat(129), "items": [{"product_id": MAGGI, "quantity": 1}], "payment_method": "cod"}),
+            400,
+            "Invalid id",
+        ),
+        (
+            json!({"store_id": 7, "items": [], "payment_method": "cod"}),
+            400,
+            "Invalid field",
+        ),
+    ];
+    for (body, status, phrase) in cases {
+        let r = server.post("/api/v1/orders/", body.clone()).await;
+        assert_eq!(
+            (r.status, r.json()["error"].as_str().unwrap_or("")),
+            (status, phrase),
+            "{body}"
+        );
+        assert!(r.json()["message"].is_string(), "{body}");
+    }
+    let r = server
+        .post(
+            "/api/v1/orders/",
+            o(json!([{"product_id": MAGGI, "quantity": 1, "unit_price": 14}])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "a matching price is fine");
+    let price = server
+        .post(
+            "/api/v1/orders/",
+            o(json!([{"product_id": MAGGI, "quantity": 1, "unit_price": 15}])),
+        )
+        .await;
+    assert_eq!(price.json()["unit_price"], 14, "names the current price");
+
+    let many: Vec<Value> = (0..501)
+        .map(|i| json!({"product_id": format!("P{i}"), "quantity": 1}))
+        .collect();
+    let r = server.post("/api/v1/orders/", o(Value::Array(many))).await;
+    assert_eq!(r.json()["error"], "Too many items");
+
+    let mut conn = server.conn().await;
+    let big = bytes::Bytes::from(vec![b' '; (1 << 20) + 10]);
+    let r = conn
+        .send("POST", "/api/v1/orders/", &[], Some(big))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (413, json!("Payload too large"))
+    );
+    let r = server
+        .conn()
+        .await
+        .send("POST", "/api/v1/orders/", &[], Some("{nope".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Invalid JSON"))
+    );
+    let r = server
+        .conn()
+        .await
+        .send(
+            "POST",
+            "/api/v1/orders/",
+            &[("content-type", "text/plain")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (415, json!("Unsupported media type"))
+    );
+    let r = server
+        .req("GET", "/api/v1/orders/ORD00000000", &[], None)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, json!("Order not found"))
+    );
+    let r = server.req("GET", "/no/such/route", &[], None).await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
+    let r = server.req("DELETE", "/api/v1/orders/", &[], None).await;
+    assert_eq!(r.status, 405);
+    assert!(r.json()["error"].is_string());
+
+    // Catalogue writes need the admin token.
+    let body = json!({"product_name": "X", "unit": "pieces", "unit_price": 1});
+    let r = server
+        .req(
+            "PUT",
+            &format!("/api/v1/inventory/products/{SEED_STORE}/X"),
+            &[],
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("Unauthorized"))
+    );
+    let r = server
+        .req(
+            "PUT",
+            &format!("/api/v1/inventory/products/{SEED_STORE}/X"),
+            &[("authorization", "Bearer wrong")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let r = server
+        .req("PUT", "/api/v1/stores/NEW", &[], Some(json!({"name": "n"})))
+        .await;
+    assert_eq!(r.status, 401);
+    let r = server
+        .admin(
+            "PUT",
+            &format!("/api/v1/inventory/products/{SEED_STORE}/Y"),
+            json!({"product_name": "Y", "unit": "box", "unit_price": 1}),
+        )
+        .await;
+    assert_eq!(r.json()["error"], "Invalid unit");
+    let r = server
+        .admin(
+            "PUT",
+            &format!("/api/v1/inventory/products/{SEED_STORE}/Y"),
+            json!({"product_name": "Y", "unit": "kg", "unit_price": -1}),
+        )
+        .await;
+    assert_eq!(r.json()["error"], "Invalid price");
+    let r = server
+        .admin(
+            "PUT",
+            &format!("/api/v1/inventory/products/{SEED_STORE}/Y"),
+            json!({"product_name": "Y", "unit": "kg", "unit_price": 10_000_000.01}),
+        )
+        .await;
+    assert_eq!(r.json()["error"], "Invalid price");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_products_listing_and_availability() {
+    // Goal: the catalogue endpoints round-trip, listing pages by product id, and the
+    // availability check reports shortages without changing anything.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    let r = server
+        .admin("PUT", "/api/v1/stores/S9", json!({"name": "Nine", "tax_rate_percent": 12.5, "delivery_fee": 30, "free_delivery_above": 499, "location": {"lat": 12.9716, "lon": 77.5946}}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let s = server.get("/api/v1/stores/S9").await.json();
+    assert_eq!(
+        (
+            s["tax_rate_percent"].to_string(),
+            s["free_delivery_above"].clone()
+        ),
+        ("12.5".into(), json!(499))
+    );
+    assert_eq!(s["location"]["lat"].to_string(), "12.9716");
+    assert_eq!(
+        server.get("/api/v1/stores/NOPE").await.json()["error"],
+        "Store not found"
+    );
+    for i in 0..5 {
+        server
+            .put_product("S9", &format!("P{i}"), "pieces", json!(10), json!(i))
+            .await;
+    }
+    let page = server
+        .get("/api/v1/inventory/products/S9?limit=2")
+        .await
+        .json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_after"], "P1");
+    let page = server
+        .get("/api/v1/inventory/products/S9?limit=2&after=P3")
+        .await
+        .json();
+    assert_eq!(page["items"][0]["product_id"], "P4");
+    assert_eq!(page["next_after"], Value::Null);
+    assert_eq!(
+        server
+            .get("/api/v1/inventory/products/S9?limit=0")
+            .await
+            .json()["error"],
+        "Invalid limit"
+    );
+    assert_eq!(
+        server.get("/api/v1/inventory/products/S9/P9").await.json()["error"],
+        "Product not found"
+    );
+
+    let r = server
+        .post("/api/v1/inventory/availability", json!({"store_id": "S9", "items": [{"product_id": "P2", "quantity": 1}, {"product_id": "P3", "quantity": 5}]}))
+        .await;
+    assert_eq!(r.status, 200);
+    let a = r.json();
+    assert_eq!(a["all_available"], false);
+    assert_eq!(a["items"][1]["shortage"], 2);
+    assert_eq!(server.stock("S9", "P3").await, 3);
+
+    // Updating a product's stock is an adjustment; other fields change in place.
+    let r = server
+        .admin("PUT", "/api/v1/inventory/products/S9/P3", json!({"product_name": "Renamed", "unit": "pieces", "unit_price": 11, "stock": 7, "category": "Snacks"}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (
+            r.json()["on_hand"].clone(),
+            r.json()["product_name"].clone()
+        ),
+        (json!(7), json!("Renamed"))
+    );
+    let r = server
+        .admin(
+            "POST",
+            "/api/v1/inventory/products/S9/P3/adjustments",
+            json!({"quantity_change": -2, "reason": "damaged"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(
+        (
+            r.json()["previous_stock"].clone(),
+            r.json()["new_stock"].clone()
+        ),
+        (json!(7), json!(5))
+    );
+    let r = server
+        .admin(
+            "POST",
+            "/api/v1/inventory/products/S9/P3/adjustments",
+            json!({"quantity_change": -6, "reason": "lost"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Insufficient stock"))
+    );
+    let r = server
+        .admin(
+            "POST",
+            "/api/v1/inventory/products/S9/P3/adjustments",
+            json!({"quantity_change": 0, "reason": "nothing"}),
+        )
+        .await;
+    assert_eq!(r.json()["error"], "Invalid quantity");
+}

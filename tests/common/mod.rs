@@ -1,0 +1,199 @@
+//! Black-box helpers: start the real `godown` binary on a free port with its own data
+//! directory, talk to it over HTTP, and kill it with SIGKILL.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use godown::client::{Conn, Response};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "test-admin-token";
+pub const SEED_STORE: &str = "STORE-01K8NJ40V9KFKX2Y2FMK466WFH";
+pub const MAGGI: &str = "GP1759847855933";
+
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    /// Starts `godown serve` on 127.0.0.1:0 with `data_dir` and waits until it is ready.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> TestServer {
+        let data_dir = data_dir.to_path_buf();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_godown"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("GODOWN_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start godown");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let server = TestServer {
+            child,
+            addr,
+            data_dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Polls `/ready` until it answers 200 (recovery done), for at most 60 s.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut c) = Conn::connect(self.addr).await
+                && let Ok(r) = c.get("/ready").await
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn conn(&self) -> Conn {
+        Conn::connect(self.addr).await.expect("connect")
+    }
+
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Response {
+        let mut c = self.conn().await;
+        c.send(
+            method,
+            path,
+            headers,
+            body.map(|b| Bytes::from(b.to_string())),
+        )
+        .await
+        .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.req(
+            "GET",
+            path,
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            None,
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.req("POST", path, &[], Some(body)).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Value) -> Response {
+        self.req(
+            method,
+            path,
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn put_store(&self, store: &str) {
+        let r = self
+            .admin(
+                "PUT",
+                &format!("/api/v1/stores/{store}"),
+                json!({"name": format!("Store {store}")}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+    }
+
+    pub async fn put_product(
+        &self,
+        store: &str,
+        product: &str,
+        unit: &str,
+        price: Value,
+        stock: Value,
+    ) {
+        let body = json!({"product_name": format!("Product {product}"), "unit": unit, "unit_price": price, "stock": stock});
+        let r = self
+            .admin(
+                "PUT",
+                &format!("/api/v1/inventory/products/{store}/{product}"),
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+    }
+
+    pub async fn product(&self, store: &str, product: &str) -> Value {
+        let r = self
+            .get(&format!("/api/v1/inventory/products/{store}/{product}"))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        r.json()
+    }
+
+    pub async fn stock(&self, store: &str, product: &str) -> Value {
+        self.product(store, product).await["current_stock"].clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A cod order body for one store.
+pub fn order(store: &str, items: &[(&str, Value)]) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(p, q)| json!({"product_id": p, "quantity": q}))
+        .collect();
+    json!({
+        "store_id": store,
+        "customer_phone": "9876543210",
+        "customer_name": "Test Customer",
+        "delivery_address": "123 Test Street, Mumbai",
+        "items": items,
+        "payment_method": "cod",
+    })
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("godown-test")
+        .tempdir()
+        .expect("temp dir")
+}

@@ -1,0 +1,411 @@
+//! The pure core against a deliberately simple reference model (proptest).
+//!
+//! Random sequences of adjust / reserve / release / order (cod and upi, with and without a
+//! hold) / pay / cancel / expire run against `StoreState` and against plain maps. After
+//! every step both agree on accept-or-refuse and on every product's `on_hand` and
+//! `reserved`; `reserved <= on_hand`; the ledger's movements add up to the counters; and a
+//! snapshot taken at any point plus the events after it rebuilds exactly the live state.
+
+use godown::domain::state::{DraftItem, OrderDraft};
+use godown::domain::*;
+use godown::wal::format::{decode_state, encode_state};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const PRODUCTS: usize = 4;
+
+fn pid(i: usize) -> ProductId {
+    ProductId::parse(&format!("P{i}")).unwrap()
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Adjust(usize, i64),
+    Reserve(Vec<(usize, u64)>, i64),
+    Release(usize),
+    Order {
+        lines: Vec<(usize, u64)>,
+        online: bool,
+        hold: Option<usize>,
+    },
+    Pay(usize, bool),
+    Cancel(usize),
+    Advance(i64),
+}
+
+fn lines() -> impl Strategy<Value = Vec<(usize, u64)>> {
+    proptest::collection::btree_map(0..PRODUCTS, 1u64..6, 1..4)
+        .prop_map(|m| m.into_iter().collect())
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..PRODUCTS, -8i64..12).prop_map(|(p, d)| Op::Adjust(p, d)),
+        (lines(), 1i64..5).prop_map(|(l, t)| Op::Reserve(l, t)),
+        (0usize..8).prop_map(Op::Release),
+        (lines(), any::<bool>(), proptest::option::of(0usize..8)).prop_map(
+            |(lines, online, hold)| Op::Order {
+                lines,
+                online,
+                hold
+            }
+        ),
+        (0usize..8, any::<bool>()).prop_map(|(i, ok)| Op::Pay(i, ok)),
+        (0usize..8).prop_map(Op::Cancel),
+        (1i64..4).prop_map(Op::Advance),
+    ]
+}
+
+type Lines = Vec<(usize, u64)>;
+
+/// The reference: counters in whole units, holds and orders as plain lists.
+#[derive(Default, Debug)]
+struct Model {
+    on_hand: [u64; PRODUCTS],
+    reserved: [u64; PRODUCTS],
+    /// reservation number → (lines, expires_at)
+    holds: BTreeMap<u64, (Lines, i64)>,
+    /// order number → (lines, status, expires_at)
+    orders: BTreeMap<u32, (Lines, &'static str, i64)>,
+}
+
+impl Model {
+    fn available(&self, p: usize) -> u64 {
+        self.on_hand[p] - self.reserved[p]
+    }
+
+    fn expire(&mut self, now: i64) {
+        let due: Vec<u64> = self
+            .holds
+            .iter()
+            .filter(|(_, (_, t))| *t <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            let (lines, _) = self.holds.remove(&k).unwrap();
+            for (p, q) in lines {
+                self.reserved[p] -= q;
+            }
+        }
+        for (lines, status, t) in self.orders.values_mut() {
+            if *status == "pending" && *t <= now {
+                *status = "expired";
+                for (p, q) in lines.iter() {
+                    self.reserved[*p] -= q;
+                }
+            }
+        }
+    }
+}
+
+const UNIT: u64 = 1000;
+const TTL_PAY: i64 = 3;
+
+fn store() -> StoreState {
+    let config = StoreConfig {
+        store_id: StoreId::parse("S").unwrap(),
+        name: "S".into(),
+        tax_rate_bp: 500,
+        delivery_fee: Paise(2000),
+        free_delivery_above: None,
+        location: None,
+        updated_ms: 0,
+    };
+    StoreState::new(config)
+}
+
+fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
+    let mut state = store();
+    let mut model = Model::default();
+    let mut log: Vec<Event> = Vec::new();
+    let mut now: i64 = 0;
+    for i in 0..PRODUCTS {
+        let info = ProductInfo {
+            product_id: pid(i),
+            name: format!("P{i}").into(),
+            unit: Unit::Pieces,
+            unit_price: Paise(1000),
+            low_stock_threshold: Qty::from_units(2),
+            category: None,
+        };
+        let (_, events) = state
+            .execute(
+                Command::SetProduct {
+                    info,
+                    stock: Some(Qty::from_units(5)),
+                },
+                now,
+            )
+            .unwrap();
+        log.extend(events);
+        model.on_hand[i] = 5;
+    }
+    let mut snapshot: Option<(Vec<u8>, usize)> = None;
+    let (mut next_hold, mut next_order) = (1u64, 1u32);
+    let mut hold_ids: Vec<u64> = Vec::new();
+    let mut order_ids: Vec<u32> = Vec::new();
+    for (step, op) in ops.into_iter().enumerate() {
+        if step == snapshot_at {
+            snapshot = Some((encode_state(&state), log.len()));
+        }
+        // The actor expires what is due before every command; so does the model.
+        let (_, events) = state.execute(Command::ExpireDue, now).unwrap();
+        log.extend(events);
+        model.expire(now);
+        let (command, expect_ok) = match op.clone() {
+            Op::Adjust(p, d) => {
+                let ok = d != 0 && model.on_hand[p] as i64 + d >= model.reserved[p] as i64;
+                if ok {
+                    model.on_hand[p] = (model.on_hand[p] as i64 + d) as u64;
+                }
+                (
+                    Command::Adjust {
+                        product_id: pid(p),
+                        change_milli: d * UNIT as i64,
+                        reason: "r".into(),
+                    },
+                    ok,
+                )
+            }
+            Op::Reserve(lines, ttl) => {
+                let ok = lines.iter().all(|&(p, q)| q <= model.available(p));
+                let n = next_hold;
+                next_hold += 1;
+                if ok {
+                    for &(p, q) in &lines {
+                        model.reserved[p] += q;
+                    }
+                    model.holds.insert(n, (lines.clone(), now + ttl));
+                    hold_ids.push(n);
+                }
+                let lines = lines
+                    .iter()
+                    .map(|&(p, q)| ReservationLine {
+                        product_id: pid(p),
+                        quantity: Qty::from_units(q),
+                    })
+                    .collect();
+                (
+                    Command::Reserve {
+                        reservation_id: ReservationId::from_number(n),
+                        lines,
+                        ttl_ms: ttl,
+                    },
+                    ok,
+                )
+            }
+            Op::Release(i) => {
+                let n = hold_ids.get(i).copied().unwrap_or(999);
+                let ok = match model.holds.remove(&n) {
+                    Some((lines, _)) => {
+                        lines.iter().for_each(|&(p, q)| model.reserved[p] -= q);
+                        true
+                    }
+                    None => false,
+                };
+                (
+                    Command::Release {
+                        reservation_id: ReservationId::from_number(n),
+                    },
+                    ok,
+                )
+            }
+            Op::Order {
+                lines,
+                online,
+                hold,
+            } => {
+                let hold_n = hold.map(|i| hold_ids.get(i).copied().unwrap_or(999));
+                let held: Vec<(usize, u64)> = match hold_n {
+                    None => Vec::new(),
+                    Some(n) => model
+                        .holds
+                        .get(&n)
+                        .map(|(l, _)| l.clone())
+                        .unwrap_or_default(),
+                };
+                let hold_ok = hold_n.is_none_or(|n| model.holds.contains_key(&n));
+                let held_of =
+                    |p: usize| held.iter().find(|(hp, _)| *hp == p).map_or(0, |(_, q)| *q);
+                let ok = hold_ok
+                    && lines
+                        .iter()
+                        .all(|&(p, q)| q <= model.available(p) + held_of(p));
+                let n = next_order;
+                next_order += 1;
+                if ok {
+                    if let Some(h) = hold_n {
+                        model.holds.remove(&h);
+                        for &(p, q) in &held {
+                            model.reserved[p] -= q;
+                        }
+                    }
+                    for &(p, q) in &lines {
+                        if online {
+                            model.reserved[p] += q;
+                        } else {
+                            model.on_hand[p] -= q;
+                        }
+                    }
+                    let status = if online { "pending" } else { "confirmed" };
+                    model
+                        .orders
+                        .insert(n, (lines.clone(), status, now + TTL_PAY));
+                    order_ids.push(n);
+                }
+                let draft = OrderDraft {
+                    order_id: OrderId(n),
+                    customer: Customer {
+                        phone: "".into(),
+                        name: "".into(),
+                        delivery_address: "".into(),
+                    },
+                    items: lines
+                        .iter()
+                        .map(|&(p, q)| DraftItem {
+                            product_id: pid(p),
+                            quantity: Qty::from_units(q),
+                            unit_price: None,
+                        })
+                        .collect(),
+                    payment_method: if online {
+                        PaymentMethod::Upi
+                    } else {
+                        PaymentMethod::Cod
+                    },
+                    reservation_id: hold_n.map(ReservationId::from_number),
+                    payment_ttl_ms: TTL_PAY,
+                };
+                (Command::PlaceOrder(Box::new(draft)), ok)
+            }
+            Op::Pay(i, succeeded) => {
+                let n = order_ids.get(i).copied().unwrap_or(999);
+                let ok = match model.orders.get_mut(&n) {
+                    Some((lines, status, _)) if *status == "pending" => {
+                        for &(p, q) in lines.iter() {
+                            model.reserved[p] -= q;
+                            if succeeded {
+                                model.on_hand[p] -= q;
+                            }
+                        }
+                        *status = if succeeded { "confirmed" } else { "failed" };
+                        true
+                    }
+                    _ => false,
+                };
+                (
+                    Command::Pay {
+                        order_id: OrderId(n),
+                        succeeded,
+                        reference: None,
+                    },
+                    ok,
+                )
+            }
+            Op::Cancel(i) => {
+                let n = order_ids.get(i).copied().unwrap_or(999);
+                let ok = match model.orders.get_mut(&n) {
+                    Some((lines, status, _)) if *status == "pending" || *status == "confirmed" => {
+                        for &(p, q) in lines.iter() {
+                            if *status == "pending" {
+                                model.reserved[p] -= q;
+                            } else {
+                                model.on_hand[p] += q;
+                            }
+                        }
+                        *status = "cancelled";
+                        true
+                    }
+                    _ => false,
+                };
+                (
+                    Command::Cancel {
+                        order_id: OrderId(n),
+                        reason: None,
+                    },
+                    ok,
+                )
+            }
+            Op::Advance(ms) => {
+                now += ms;
+                continue;
+            }
+        };
+        let before = encode_state(&state);
+        match state.execute(command, now) {
+            Ok((_, events)) => {
+                prop_assert!(expect_ok, "core accepted what the model refuses: {op:?}");
+                log.extend(events);
+            }
+            Err(e) => {
+                prop_assert!(
+                    !expect_ok,
+                    "core refused what the model accepts: {op:?}: {e}"
+                );
+                prop_assert_eq!(before, encode_state(&state), "a refusal changed nothing");
+            }
+        }
+        for p in 0..PRODUCTS {
+            let product = state.product(&pid(p)).unwrap();
+            prop_assert_eq!(
+                product.on_hand.0,
+                model.on_hand[p] * UNIT,
+                "on_hand of P{} after {:?}",
+                p,
+                op
+            );
+            prop_assert_eq!(
+                product.reserved.0,
+                model.reserved[p] * UNIT,
+                "reserved of P{} after {:?}",
+                p,
+                op
+            );
+            prop_assert!(product.reserved <= product.on_hand);
+        }
+        state.check_invariants();
+    }
+    // The ledger adds up to the counters.
+    for p in 0..PRODUCTS {
+        let (mut on_hand, mut reserved) = (0i64, 0i64);
+        for e in &log {
+            if let Event::Moved(m) = e
+                && m.product_id == pid(p)
+            {
+                on_hand += m.on_hand_change;
+                reserved += m.reserved_change;
+                prop_assert_eq!(m.on_hand_after.0 as i64, on_hand);
+                prop_assert_eq!(m.reserved_after.0 as i64, reserved);
+            }
+        }
+        let product = state.product(&pid(p)).unwrap();
+        prop_assert_eq!(
+            (on_hand, reserved),
+            (product.on_hand.0 as i64, product.reserved.0 as i64)
+        );
+    }
+    // Replaying every event from scratch, or from the snapshot, rebuilds the live state.
+    let mut replayed = store();
+    log.iter().for_each(|e| replayed.apply_event(e));
+    prop_assert_eq!(encode_state(&replayed), encode_state(&state));
+    if let Some((bytes, at)) = snapshot {
+        let mut restored = decode_state(&bytes, &|| "snapshot".into()).unwrap();
+        log[at..].iter().for_each(|e| restored.apply_event(e));
+        prop_assert_eq!(encode_state(&restored), encode_state(&state));
+        prop_assert_eq!(
+            restored.next_deadline_ms(),
+            state.next_deadline_ms(),
+            "deadline index rebuilt"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_core_matches_the_model(ops in proptest::collection::vec(op(), 1..60), snapshot_at in 0usize..60) {
+        run(ops, snapshot_at)?;
+    }
+}
