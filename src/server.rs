@@ -69,7 +69,6 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         println!("godown listening on http://{addr}");
     }
     let server = server.run();
-    let handle = server.handle();
 
     let started = Instant::now();
     let recovered = {
@@ -79,8 +78,8 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     let recovered = match recovered {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            // Returning ends the process (and with it the server that was answering 503).
             tracing::error!(error = %e, "recovery failed; not starting");
-            handle.stop(false).await;
             return Err(std::io::Error::other(e.to_string()));
         }
         Err(e) => return Err(std::io::Error::other(e.to_string())),

@@ -21,7 +21,7 @@ pub enum WalError {
         "record {what} has format version {version}; this godown reads only version {FORMAT_VERSION}"
     )]
     UnknownVersion { what: String, version: u8 },
-    #[error("record {what} is corrupt: {why}")]
+    #[error("{what} is corrupt: {why}")]
     Corrupt { what: String, why: String },
     #[error("the write-ahead log stopped: {0}")]
     Stopped(String),
