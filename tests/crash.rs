@@ -222,7 +222,8 @@ async fn a_flash_sale_survives_kill_9() {
     assert_eq!(server.stock("FLASH", "HOT").await, 0);
     assert_eq!(server.product("FLASH", "HOT").await["on_hand"], 0);
     let mut conn = server.conn().await;
-    for id in winners.lock().unwrap().iter() {
+    let winners = winners.lock().unwrap().clone();
+    for id in &winners {
         assert_eq!(
             conn.get(&format!("/api/v1/orders/{id}"))
                 .await
