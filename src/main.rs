@@ -32,9 +32,9 @@ enum Cmd {
         /// `flush`: an answer means the change is on disk. `none`: benchmarks only.
         #[arg(long, value_enum, default_value = "flush")]
         durability: Durability,
-        /// Minutes an unpaid upi/card order holds its stock.
-        #[arg(long, default_value_t = 15)]
-        payment_ttl_minutes: u64,
+        /// Seconds an unpaid upi/card order holds its stock.
+        #[arg(long, default_value_t = 900)]
+        payment_ttl_seconds: u64,
         /// Snapshot every store after this many WAL records…
         #[arg(long, default_value_t = 200_000)]
         snapshot_every_records: u64,
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             data_dir,
             demo,
             durability,
-            payment_ttl_minutes,
+            payment_ttl_seconds,
             snapshot_every_records,
             snapshot_interval_seconds,
             threads,
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                 data_dir,
                 demo,
                 durability,
-                payment_ttl: Duration::from_secs(payment_ttl_minutes * 60),
+                payment_ttl: Duration::from_secs(payment_ttl_seconds.max(1)),
                 snapshot_every_records: snapshot_every_records.max(1),
                 snapshot_interval: Duration::from_secs(snapshot_interval_seconds.max(1)),
                 admin_token: std::env::var("GODOWN_ADMIN_TOKEN").ok(),
