@@ -8,10 +8,12 @@
 //! - [`wal`]: the write-ahead log in sled — record format, group commit, snapshots, recovery.
 //! - [`http`]: actix-web routes; JSON in and out exactly as `shared/API.md` says.
 //! - [`client`]: a small keep-alive HTTP client for the load generator and the tests.
+//! - [`load`]: the load generator behind `godown load` (and, with `peers`, PostgreSQL/Redis).
 //! - [`server`]: start-up (recovery, demo data), snapshot scheduling, shutdown.
 pub mod actor;
 pub mod client;
 pub mod domain;
 pub mod http;
+pub mod load;
 pub mod server;
 pub mod wal;

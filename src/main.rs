@@ -45,6 +45,42 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Closed-loop load generator: a table of req/s, statuses and latency percentiles.
+    Load {
+        /// `http://127.0.0.1:8000` (godown); with `--features peers` also
+        /// `postgres://user@127.0.0.1:5433/db` and `redis://127.0.0.1:6380`.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        target: String,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds to run (or give --requests).
+        #[arg(long)]
+        duration: Option<f64>,
+        #[arg(long)]
+        requests: Option<u64>,
+        #[arg(long, value_enum, default_value = "throughput")]
+        scenario: godown::load::Scenario,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 100)]
+        stores: usize,
+        #[arg(long, default_value_t = 1000)]
+        products: usize,
+        /// Units of the one product in `flash`.
+        #[arg(long, default_value_t = 1000)]
+        flash_stock: u64,
+        /// Do not create stores and products first (they exist from an earlier run).
+        #[arg(long)]
+        skip_setup: bool,
+        /// Allow a target outside 127.0.0.0/8 and localhost.
+        #[arg(long)]
+        allow_remote: bool,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Check every snapshot and WAL record of a (stopped) server's data directory.
     Verify {
         #[arg(long, default_value = "data/db")]
@@ -92,6 +128,52 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Verify { data_dir } => verify(&data_dir),
+        Cmd::Load {
+            target,
+            clients,
+            duration,
+            requests,
+            scenario,
+            seed,
+            stores,
+            products,
+            flash_stock,
+            skip_setup,
+            allow_remote,
+            json,
+            quiet,
+        } => {
+            let config = godown::load::LoadConfig {
+                target,
+                clients: clients.max(1),
+                duration: duration.map(Duration::from_secs_f64),
+                requests,
+                scenario,
+                seed,
+                stores: stores.max(1),
+                products: products.max(1),
+                flash_stock,
+                admin_token: std::env::var("GODOWN_ADMIN_TOKEN").ok(),
+                skip_setup,
+                allow_remote,
+                quiet,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(godown::load::run(config)) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                    } else {
+                        println!("{}", report.table());
+                    }
+                    if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(3) }
+                }
+                Err(e) => {
+                    eprintln!("godown load: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

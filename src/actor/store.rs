@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 pub const MAILBOX_CAPACITY: usize = 1024;
 /// Finished orders kept in a store's memory after they became durable; older ones are read
 /// back from the order archive when needed (a cancel of last month's order).
-pub const RECENT_ORDERS_MAX: usize = 10_000;
+/// Per store; 1,024 × 1,000 stores × ~1 KiB ≈ 1 GiB would be too much, so the bound is
+/// small: recent orders are a convenience (a quick cancel), the archive holds them all.
+pub const RECENT_ORDERS_MAX: usize = 1024;
 /// How often a store checks deadlines and evicts old orders: expiry is exact to this.
 pub const TICK: Duration = Duration::from_millis(100);
 
@@ -337,11 +339,19 @@ impl StoreActor {
         if !self.wal.try_claim() {
             return Err(StoreError::Overloaded);
         }
+        let claimed_order = match &command {
+            Command::PlaceOrder(draft) => Some(draft.order_id),
+            _ => None,
+        };
         let result = self.state.execute(command, super::now_ms());
         let (outcome, events) = match result {
             Ok(ok) => ok,
             Err(e) => {
                 self.wal.release_claim();
+                if let Some(id) = claimed_order {
+                    // Give the id back; a failure here only leaves an unused claim behind.
+                    let _ = self.storage.orders.compare_and_swap(order_key(id), Some(&[][..]), None::<&[u8]>);
+                }
                 return Err(e.into());
             }
         };
