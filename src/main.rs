@@ -158,15 +158,25 @@ fn main() -> ExitCode {
                 allow_remote,
                 quiet,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             match runtime.block_on(godown::load::run(config)) {
                 Ok(report) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).unwrap_or_default()
+                        );
                     } else {
                         println!("{}", report.table());
                     }
-                    if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(3) }
+                    if report.is_clean() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    }
                 }
                 Err(e) => {
                     eprintln!("godown load: {e}");

@@ -108,6 +108,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         wal,
         storage.clone(),
         config.payment_ttl.as_millis() as i64,
+        recovered.next_order_seq,
     ));
     let fresh = recovered.states.is_empty();
     for s in recovered.states {

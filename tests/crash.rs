@@ -238,8 +238,9 @@ async fn a_flash_sale_survives_kill_9() {
     assert_eq!(r.json()["error"], "Insufficient stock");
 }
 
-/// Damages the WAL record `from_end` places before the last (0 = the last one).
-fn damage_wal_record(db: &std::path::Path, from_end: usize) -> u64 {
+/// Damages the WAL batch `from_end` places before the last (0 = the last one) by cutting
+/// its value in half. Each order here is alone in its batch (one client, one at a time).
+fn damage_wal_batch(db: &std::path::Path, from_end: usize) -> u64 {
     let storage = godown::wal::Storage::open(db).unwrap();
     let (key, value) = storage.wal.iter().rev().nth(from_end).unwrap().unwrap();
     storage.wal.insert(&key, &value[..value.len() / 2]).unwrap();
@@ -269,7 +270,7 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
         );
     }
     server.kill9();
-    damage_wal_record(&db, 0);
+    damage_wal_batch(&db, 0);
     let verify = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
         .arg("verify")
         .arg("--data-dir")
@@ -305,7 +306,7 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
     );
     server.kill9();
 
-    damage_wal_record(&db, 2);
+    damage_wal_batch(&db, 2);
     let verify = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
         .arg("verify")
         .arg("--data-dir")

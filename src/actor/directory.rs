@@ -40,6 +40,8 @@ pub struct Directory {
     pub wal: WalHandle,
     pub storage: Storage,
     pub payment_ttl_ms: i64,
+    /// The next order sequence number (order ids are a bijection of it).
+    pub order_seq: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Directory {
@@ -48,8 +50,10 @@ impl Directory {
         wal: WalHandle,
         storage: Storage,
         payment_ttl_ms: i64,
+        next_order_seq: u32,
     ) -> Directory {
         assert!(!arbiters.is_empty());
+        assert!(next_order_seq > 0);
         Directory {
             stores: RwLock::new(HashMap::new()),
             arbiters,
@@ -57,14 +61,16 @@ impl Directory {
             wal,
             storage,
             payment_ttl_ms,
+            order_seq: Arc::new(std::sync::atomic::AtomicU32::new(next_order_seq)),
         }
     }
 
     fn spawn(&self, state: StoreState, fresh: bool) -> StoreEntry {
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        let (wal, storage, ttl) = (self.wal.clone(), self.storage.clone(), self.payment_ttl_ms);
+        let (wal, storage) = (self.wal.clone(), self.storage.clone());
+        let (ttl, seq) = (self.payment_ttl_ms, self.order_seq.clone());
         let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| {
-            StoreActor::new(state, wal, storage, fresh, ttl)
+            StoreActor::new(state, wal, storage, fresh, ttl, seq)
         });
         StoreEntry {
             addr,

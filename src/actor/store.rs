@@ -7,7 +7,7 @@ use crate::wal::{ItemBody, Storage, WalHandle, WalItem};
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -125,6 +125,8 @@ pub struct StoreActor {
     recent: VecDeque<(OrderId, u64)>,
     last_touch: HashMap<OrderId, u64>,
     payment_ttl_ms: i64,
+    /// The next order sequence number, shared by all stores.
+    order_seq: Arc<AtomicU32>,
 }
 
 impl StoreActor {
@@ -134,6 +136,7 @@ impl StoreActor {
         storage: Storage,
         fresh: bool,
         payment_ttl_ms: i64,
+        order_seq: Arc<AtomicU32>,
     ) -> StoreActor {
         let recent = state.orders().map(|o| (o.order_id, 0)).collect();
         let last_touch = state.orders().map(|o| (o.order_id, 0)).collect();
@@ -147,6 +150,7 @@ impl StoreActor {
             recent,
             last_touch,
             payment_ttl_ms,
+            order_seq,
         }
     }
 
@@ -190,23 +194,9 @@ impl StoreActor {
         rx
     }
 
-    /// A fresh order id, claimed in the order archive so that no other store takes it.
-    fn fresh_order_id(&mut self) -> Result<OrderId, StoreError> {
-        for _ in 0..64 {
-            let id = OrderId(fastrand::u32(..));
-            if self.state.order(id).is_some() {
-                continue;
-            }
-            let claimed = self
-                .storage
-                .orders
-                .compare_and_swap(order_key(id), None::<&[u8]>, Some(&[][..]))
-                .map_err(|e| StoreError::Storage(e.to_string()))?;
-            if claimed.is_ok() {
-                return Ok(id);
-            }
-        }
-        Err(StoreError::Storage("no free order id found".into()))
+    /// A fresh order id from the process-wide order sequence.
+    fn fresh_order_id(&mut self) -> OrderId {
+        OrderId::from_seq(self.order_seq.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Brings an evicted order back from the archive so that a command can change it.
@@ -321,7 +311,7 @@ impl StoreActor {
         let mut command = msg.command;
         match &mut command {
             Command::PlaceOrder(draft) => {
-                draft.order_id = self.fresh_order_id()?;
+                draft.order_id = self.fresh_order_id();
                 draft.payment_ttl_ms = self.payment_ttl_ms;
             }
             Command::Reserve { reservation_id, .. } => loop {
@@ -339,19 +329,11 @@ impl StoreActor {
         if !self.wal.try_claim() {
             return Err(StoreError::Overloaded);
         }
-        let claimed_order = match &command {
-            Command::PlaceOrder(draft) => Some(draft.order_id),
-            _ => None,
-        };
         let result = self.state.execute(command, super::now_ms());
         let (outcome, events) = match result {
             Ok(ok) => ok,
             Err(e) => {
                 self.wal.release_claim();
-                if let Some(id) = claimed_order {
-                    // Give the id back; a failure here only leaves an unused claim behind.
-                    let _ = self.storage.orders.compare_and_swap(order_key(id), Some(&[][..]), None::<&[u8]>);
-                }
                 return Err(e.into());
             }
         };

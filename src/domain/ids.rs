@@ -63,7 +63,32 @@ impl ReservationId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct OrderId(pub u32);
 
+/// Order ids are a bijection of a global sequence number: unique without any claim or
+/// lookup, yet not guessable at a glance (`ORD00000001`, `ORD00000002`… would invite it).
+const ORDER_MUL: u32 = 0x9E37_79B1;
+const ORDER_XOR: u32 = 0x5BD1_E995;
+const ORDER_MUL_INV: u32 = {
+    // Newton's iteration for the inverse of an odd number modulo 2^32.
+    let mut inv = ORDER_MUL;
+    let mut i = 0;
+    while i < 5 {
+        inv = inv.wrapping_mul(2u32.wrapping_sub(ORDER_MUL.wrapping_mul(inv)));
+        i += 1;
+    }
+    inv
+};
+const _: () = assert!(ORDER_MUL.wrapping_mul(ORDER_MUL_INV) == 1);
+
 impl OrderId {
+    pub fn from_seq(seq: u32) -> OrderId {
+        OrderId(seq.wrapping_mul(ORDER_MUL) ^ ORDER_XOR)
+    }
+
+    /// The sequence number this id was made from.
+    pub fn seq(self) -> u32 {
+        (self.0 ^ ORDER_XOR).wrapping_mul(ORDER_MUL_INV)
+    }
+
     pub fn parse(s: &str) -> Option<OrderId> {
         let hex = s.strip_prefix("ORD")?;
         if hex.len() != 8
@@ -103,6 +128,10 @@ mod tests {
         let id = OrderId(0x20F3C25C);
         assert_eq!(id.to_string(), "ORD20F3C25C");
         assert_eq!(OrderId::parse("ORD20F3C25C"), Some(id));
+        for seq in [0, 1, 2, 77, u32::MAX] {
+            assert_eq!(OrderId::from_seq(seq).seq(), seq);
+        }
+        assert_ne!(OrderId::from_seq(1), OrderId::from_seq(2));
         assert_eq!(OrderId::parse("ORD20f3c25c"), None);
         assert_eq!(OrderId::parse("ORD20F3C25"), None);
         assert_eq!(

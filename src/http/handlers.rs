@@ -55,6 +55,77 @@ pub async fn ready(state: Data) -> ApiResult {
     Ok(ok(&json!({"status": "ready"})))
 }
 
+/// Prometheus text format. Written by hand: a dozen counters read from atomics do not
+/// need an exporter crate and its registry.
+pub async fn metrics(state: Data) -> HttpResponse {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric("godown_up", "gauge", "1 while the process runs.", 1.0);
+    metric(
+        "godown_ready",
+        "gauge",
+        "1 once recovery is done.",
+        f64::from(u8::from(state.directory.get().is_some())),
+    );
+    if let Some(dir) = state.directory.get() {
+        let s = &dir.wal.stats;
+        metric("godown_stores", "gauge", "Stores hosted.", dir.len() as f64);
+        metric(
+            "godown_wal_records_total",
+            "counter",
+            "WAL records written.",
+            s.records.load(Relaxed) as f64,
+        );
+        metric(
+            "godown_wal_batches_total",
+            "counter",
+            "Group-commit batches (one flush each).",
+            s.batches.load(Relaxed) as f64,
+        );
+        metric(
+            "godown_wal_snapshots_total",
+            "counter",
+            "Store snapshots written.",
+            s.snapshots.load(Relaxed) as f64,
+        );
+        let flush_s = s.flush_us_total.load(Relaxed) as f64 / 1e6;
+        metric(
+            "godown_wal_batch_seconds_total",
+            "counter",
+            "Time spent writing and flushing batches.",
+            flush_s,
+        );
+        metric(
+            "godown_wal_last_seq",
+            "gauge",
+            "Last durable WAL sequence number.",
+            s.last_seq.load(Relaxed) as f64,
+        );
+        metric(
+            "godown_wal_inflight",
+            "gauge",
+            "Changes accepted and not yet durable.",
+            dir.wal.inflight() as f64,
+        );
+        metric(
+            "godown_wal_truncated_below",
+            "gauge",
+            "WAL records below this are deleted.",
+            s.truncated_below.load(Relaxed) as f64,
+        );
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
 pub async fn not_found() -> ApiResult {
     Err(ApiError::new(
         StatusCode::NOT_FOUND,

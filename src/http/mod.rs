@@ -112,6 +112,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics))
         .service(
             web::resource("/api/v1/stores/{store_id}")
                 .get(get_store)

@@ -13,12 +13,25 @@ pub struct HttpBackend {
 }
 
 impl HttpBackend {
-    pub async fn connect(addr: SocketAddr, admin_token: Option<String>) -> Result<HttpBackend, String> {
+    pub async fn connect(
+        addr: SocketAddr,
+        admin_token: Option<String>,
+    ) -> Result<HttpBackend, String> {
         let conn = Conn::connect(addr).await.map_err(|e| e.to_string())?;
-        Ok(HttpBackend { conn, auth: admin_token.map(|t| format!("Bearer {t}")), body: String::with_capacity(512) })
+        Ok(HttpBackend {
+            conn,
+            auth: admin_token.map(|t| format!("Bearer {t}")),
+            body: String::with_capacity(512),
+        })
     }
 
-    async fn send(&mut self, method: &str, path: &str, body: Option<Bytes>, admin: bool) -> Result<crate::client::Response, u16> {
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+        admin: bool,
+    ) -> Result<crate::client::Response, u16> {
         let auth;
         let headers: &[(&str, &str)] = match (&self.auth, admin) {
             (Some(a), true) => {
@@ -27,7 +40,10 @@ impl HttpBackend {
             }
             _ => &[],
         };
-        self.conn.send(method, path, headers, body).await.map_err(|_| 0u16)
+        self.conn
+            .send(method, path, headers, body)
+            .await
+            .map_err(|_| 0u16)
     }
 
     pub async fn run(&mut self, op: &Op) -> Outcome {
@@ -35,28 +51,47 @@ impl HttpBackend {
             Op::Health => self.send("GET", "/health", None, false).await,
             Op::Order(store, lines) => {
                 self.body.clear();
-                let _ = write!(self.body, r#"{{"store_id":"{}","customer_phone":"9876543210","customer_name":"Load","delivery_address":"Loopback","payment_method":"cod","items":["#, store_id(*store));
+                let _ = write!(
+                    self.body,
+                    r#"{{"store_id":"{}","customer_phone":"9876543210","customer_name":"Load","delivery_address":"Loopback","payment_method":"cod","items":["#,
+                    store_id(*store)
+                );
                 for (i, (p, q)) in lines.iter().enumerate() {
                     let comma = if i == 0 { "" } else { "," };
-                    let _ = write!(self.body, r#"{comma}{{"product_id":"{}","quantity":{q}}}"#, product_id(*p));
+                    let _ = write!(
+                        self.body,
+                        r#"{comma}{{"product_id":"{}","quantity":{q}}}"#,
+                        product_id(*p)
+                    );
                 }
                 self.body.push_str("]}");
                 let body = Bytes::from(self.body.clone());
-                self.send("POST", "/api/v1/orders/", Some(body), false).await
+                self.send("POST", "/api/v1/orders/", Some(body), false)
+                    .await
             }
             Op::Read(s, p) => {
-                let path = format!("/api/v1/inventory/products/{}/{}", store_id(*s), product_id(*p));
+                let path = format!(
+                    "/api/v1/inventory/products/{}/{}",
+                    store_id(*s),
+                    product_id(*p)
+                );
                 self.send("GET", &path, None, false).await
             }
             Op::Restock(s, p, q) => {
-                let path = format!("/api/v1/inventory/products/{}/{}/adjustments", store_id(*s), product_id(*p));
+                let path = format!(
+                    "/api/v1/inventory/products/{}/{}/adjustments",
+                    store_id(*s),
+                    product_id(*p)
+                );
                 let body = Bytes::from(format!(r#"{{"quantity_change":{q},"reason":"restock"}}"#));
                 self.send("POST", &path, Some(body), true).await
             }
         };
         match result {
             Ok(r) if r.status == 200 => Outcome::Ok,
-            Ok(r) if r.status == 400 && r.body.windows(18).any(|w| w == b"Insufficient stock") => Outcome::Short,
+            Ok(r) if r.status == 400 && r.body.windows(18).any(|w| w == b"Insufficient stock") => {
+                Outcome::Short
+            }
             Ok(r) => Outcome::Failed(r.status),
             Err(_) => Outcome::Failed(0),
         }
@@ -65,31 +100,68 @@ impl HttpBackend {
     pub async fn setup_stores(&mut self, plan: &SetupPlan) -> Result<(), String> {
         for s in 0..plan.stores {
             let body = Bytes::from(format!(r#"{{"name":"Load store {s}"}}"#));
-            let r = self.send("PUT", &format!("/api/v1/stores/{}", store_id(s)), Some(body), true).await.map_err(|_| "connection lost")?;
+            let r = self
+                .send(
+                    "PUT",
+                    &format!("/api/v1/stores/{}", store_id(s)),
+                    Some(body),
+                    true,
+                )
+                .await
+                .map_err(|_| "connection lost")?;
             if r.status != 200 {
-                return Err(format!("creating store {s}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+                return Err(format!(
+                    "creating store {s}: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
             }
         }
         Ok(())
     }
 
-    pub async fn setup_product(&mut self, plan: &SetupPlan, s: usize, p: usize) -> Result<(), String> {
+    pub async fn setup_product(
+        &mut self,
+        plan: &SetupPlan,
+        s: usize,
+        p: usize,
+    ) -> Result<(), String> {
         let body = Bytes::from(format!(
             r#"{{"product_name":"Load product {p}","unit":"pieces","unit_price":{},"stock":{}}}"#,
             10 + p % 90,
             plan.units
         ));
-        let path = format!("/api/v1/inventory/products/{}/{}", store_id(s), product_id(p));
-        let r = self.send("PUT", &path, Some(body), true).await.map_err(|_| "connection lost")?;
+        let path = format!(
+            "/api/v1/inventory/products/{}/{}",
+            store_id(s),
+            product_id(p)
+        );
+        let r = self
+            .send("PUT", &path, Some(body), true)
+            .await
+            .map_err(|_| "connection lost")?;
         if r.status != 200 {
-            return Err(format!("creating product {s}/{p}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+            return Err(format!(
+                "creating product {s}/{p}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
         }
         Ok(())
     }
 
     pub async fn stock_units(&mut self, s: usize, p: usize) -> Result<i64, String> {
-        let path = format!("/api/v1/inventory/products/{}/{}", store_id(s), product_id(p));
-        let r = self.send("GET", &path, None, false).await.map_err(|_| "connection lost")?;
-        r.json()["on_hand"].as_i64().ok_or_else(|| format!("no stock in {}", String::from_utf8_lossy(&r.body)))
+        let path = format!(
+            "/api/v1/inventory/products/{}/{}",
+            store_id(s),
+            product_id(p)
+        );
+        let r = self
+            .send("GET", &path, None, false)
+            .await
+            .map_err(|_| "connection lost")?;
+        r.json()["on_hand"]
+            .as_i64()
+            .ok_or_else(|| format!("no stock in {}", String::from_utf8_lossy(&r.body)))
     }
 }

@@ -114,22 +114,31 @@ pub fn check_flash(initial_units: u64, final_units: i64, successes: u64) -> Resu
     }
     let sold = initial_units as i64 - final_units;
     if sold != successes as i64 {
-        return Err(format!("{successes} orders succeeded but stock fell by {sold}"));
+        return Err(format!(
+            "{successes} orders succeeded but stock fell by {sold}"
+        ));
     }
     Ok(())
 }
 
 /// Refuses any target but loopback unless `allow_remote`: load tests stay on this box.
 pub fn check_target(host_port: &str, allow_remote: bool) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> =
-        host_port.to_socket_addrs().map_err(|e| format!("cannot resolve {host_port}: {e}"))?.collect();
-    let addr = addrs.first().copied().ok_or_else(|| format!("{host_port} resolves to nothing"))?;
+    let addrs: Vec<SocketAddr> = host_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host_port}: {e}"))?
+        .collect();
+    let addr = addrs
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{host_port} resolves to nothing"))?;
     let loopback = addrs.iter().all(|a| match a.ip() {
         IpAddr::V4(ip) => ip.octets()[0] == 127,
         IpAddr::V6(ip) => ip.is_loopback(),
     });
     if !loopback && !allow_remote {
-        return Err(format!("{host_port} is not on 127.0.0.0/8 or localhost; pass --allow-remote to load it"));
+        return Err(format!(
+            "{host_port} is not on 127.0.0.0/8 or localhost; pass --allow-remote to load it"
+        ));
     }
     Ok(addr)
 }
@@ -148,18 +157,27 @@ impl Backend {
         if let Some(rest) = cfg.target.strip_prefix("http://") {
             let host = rest.split('/').next().unwrap_or(rest);
             let addr = check_target(host, cfg.allow_remote)?;
-            return Ok(Backend::Http(http::HttpBackend::connect(addr, cfg.admin_token.clone()).await?));
+            return Ok(Backend::Http(
+                http::HttpBackend::connect(addr, cfg.admin_token.clone()).await?,
+            ));
         }
         #[cfg(feature = "peers")]
         {
             if cfg.target.starts_with("postgres://") || cfg.target.starts_with("postgresql://") {
-                return Ok(Backend::Postgres(peers::PgBackend::connect(&cfg.target, cfg.allow_remote).await?));
+                return Ok(Backend::Postgres(
+                    peers::PgBackend::connect(&cfg.target, cfg.allow_remote).await?,
+                ));
             }
             if cfg.target.starts_with("redis://") {
-                return Ok(Backend::Redis(peers::RedisBackend::connect(&cfg.target, cfg.allow_remote).await?));
+                return Ok(Backend::Redis(
+                    peers::RedisBackend::connect(&cfg.target, cfg.allow_remote).await?,
+                ));
             }
         }
-        Err(format!("unsupported target {} (http://…; postgres:// and redis:// need the `peers` feature)", cfg.target))
+        Err(format!(
+            "unsupported target {} (http://…; postgres:// and redis:// need the `peers` feature)",
+            cfg.target
+        ))
     }
 
     async fn run(&mut self, op: &Op) -> Outcome {
@@ -189,13 +207,16 @@ impl Backend {
             let (cfg, plan, next) = (cfg.clone(), plan.clone(), next.clone());
             tasks.push(tokio::spawn(async move {
                 #[allow(irrefutable_let_patterns)]
-                let Backend::Http(mut b) = Backend::connect(&cfg).await? else { return Ok(()) };
+                let Backend::Http(mut b) = Backend::connect(&cfg).await? else {
+                    return Ok(());
+                };
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     if i >= plan.stores * plan.products {
                         return Ok::<(), String>(());
                     }
-                    b.setup_product(&plan, i / plan.products, i % plan.products).await?;
+                    b.setup_product(&plan, i / plan.products, i % plan.products)
+                        .await?;
                 }
             }));
         }
@@ -227,9 +248,21 @@ pub struct SetupPlan {
 impl SetupPlan {
     pub fn of(cfg: &LoadConfig) -> SetupPlan {
         match cfg.scenario {
-            Scenario::Flash => SetupPlan { stores: 1, products: 1, units: cfg.flash_stock },
-            Scenario::Trivial => SetupPlan { stores: 0, products: 0, units: 0 },
-            _ => SetupPlan { stores: cfg.stores, products: cfg.products, units: PLENTY_UNITS },
+            Scenario::Flash => SetupPlan {
+                stores: 1,
+                products: 1,
+                units: cfg.flash_stock,
+            },
+            Scenario::Trivial => SetupPlan {
+                stores: 0,
+                products: 0,
+                units: 0,
+            },
+            _ => SetupPlan {
+                stores: cfg.stores,
+                products: cfg.products,
+                units: PLENTY_UNITS,
+            },
         }
     }
 }
@@ -254,9 +287,25 @@ impl Report {
         let l = &self.latency_us;
         let mut s = format!(
             "target {}  scenario {:?}  clients {}  {:.1} s\n{:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n{:>12} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            self.target, self.scenario, self.clients, self.seconds,
-            "requests", "req/s", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs", "errors",
-            self.requests, self.requests_per_s, l["p50"], l["p90"], l["p99"], l["p99.9"], l["max"],
+            self.target,
+            self.scenario,
+            self.clients,
+            self.seconds,
+            "requests",
+            "req/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "errors",
+            self.requests,
+            self.requests_per_s,
+            l["p50"],
+            l["p90"],
+            l["p99"],
+            l["p99.9"],
+            l["max"],
             self.failed.values().sum::<u64>(),
         );
         s += &format!("answers: {} ok, {} refused for stock", self.ok, self.short);
@@ -270,7 +319,11 @@ impl Report {
     }
 
     pub fn is_clean(&self) -> bool {
-        self.failed.is_empty() && self.flash_check.as_deref().is_none_or(|c| c.starts_with("ok"))
+        self.failed.is_empty()
+            && self
+                .flash_check
+                .as_deref()
+                .is_none_or(|c| c.starts_with("ok"))
     }
 }
 
@@ -294,7 +347,11 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, String> {
         }
     }
     let mut probe = Backend::connect(&cfg).await?;
-    let flash_initial = if cfg.scenario == Scenario::Flash { Some(probe.flash_stock().await?) } else { None };
+    let flash_initial = if cfg.scenario == Scenario::Flash {
+        Some(probe.flash_stock().await?)
+    } else {
+        None
+    };
 
     let done = Arc::new(AtomicU64::new(0));
     let issued = Arc::new(AtomicU64::new(0));
@@ -303,7 +360,9 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, String> {
     let mut tasks = Vec::with_capacity(cfg.clients);
     for client in 0..cfg.clients {
         let (cfg, done, issued, stop) = (cfg.clone(), done.clone(), issued.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move { client_loop(cfg, client, done, issued, stop).await }));
+        tasks.push(tokio::spawn(async move {
+            client_loop(cfg, client, done, issued, stop).await
+        }));
     }
     let progress = {
         let (done, stop, quiet) = (done.clone(), stop.clone(), cfg.quiet);
@@ -315,7 +374,12 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, String> {
                 tick.tick().await;
                 let now = done.load(Ordering::Relaxed);
                 if !quiet {
-                    eprintln!("{:>6.1} s  {:>10} done  {:>8} req/s", started.elapsed().as_secs_f64(), now, now - last);
+                    eprintln!(
+                        "{:>6.1} s  {:>10} done  {:>8} req/s",
+                        started.elapsed().as_secs_f64(),
+                        now,
+                        now - last
+                    );
                 }
                 last = now;
             }
@@ -325,10 +389,18 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, String> {
         tokio::time::sleep(d).await;
         stop.store(true, Ordering::Relaxed);
     }
-    let mut total = ClientResult { histogram: new_histogram(), ok: 0, short: 0, failed: BTreeMap::new() };
+    let mut total = ClientResult {
+        histogram: new_histogram(),
+        ok: 0,
+        short: 0,
+        failed: BTreeMap::new(),
+    };
     for t in tasks {
         let r = t.await.map_err(|e| e.to_string())??;
-        total.histogram.add(&r.histogram).map_err(|e| e.to_string())?;
+        total
+            .histogram
+            .add(&r.histogram)
+            .map_err(|e| e.to_string())?;
         total.ok += r.ok;
         total.short += r.short;
         for (k, v) in r.failed {
@@ -343,7 +415,10 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, String> {
         Some(initial) => {
             let final_units = probe.flash_stock().await?;
             Some(match check_flash(initial as u64, final_units, total.ok) {
-                Ok(()) => format!("ok: {} sold, {initial} → {final_units}, never below 0", total.ok),
+                Ok(()) => format!(
+                    "ok: {} sold, {initial} → {final_units}, never below 0",
+                    total.ok
+                ),
                 Err(e) => format!("FAILED: {e}"),
             })
         }
@@ -382,8 +457,14 @@ async fn client_loop(
     stop: Arc<AtomicBool>,
 ) -> Result<ClientResult, String> {
     let mut backend = Backend::connect(&cfg).await?;
-    let mut rng = fastrand::Rng::with_seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(client as u64));
-    let mut r = ClientResult { histogram: new_histogram(), ok: 0, short: 0, failed: BTreeMap::new() };
+    let mut rng =
+        fastrand::Rng::with_seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(client as u64));
+    let mut r = ClientResult {
+        histogram: new_histogram(),
+        ok: 0,
+        short: 0,
+        failed: BTreeMap::new(),
+    };
     let (stores, products) = (cfg.stores.max(1), cfg.products.max(1));
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -397,13 +478,20 @@ async fn client_loop(
         let op = next_op(cfg.scenario, &mut rng, stores, products);
         let t = Instant::now();
         let outcome = backend.run(&op).await;
-        r.histogram.saturating_record(t.elapsed().as_micros().max(1) as u64);
+        r.histogram
+            .saturating_record(t.elapsed().as_micros().max(1) as u64);
         done.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Outcome::Ok => r.ok += 1,
             Outcome::Short => r.short += 1,
             Outcome::Failed(status) => {
-                *r.failed.entry(if status == 0 { "transport error".into() } else { status.to_string() }).or_default() += 1;
+                *r.failed
+                    .entry(if status == 0 {
+                        "transport error".into()
+                    } else {
+                        status.to_string()
+                    })
+                    .or_default() += 1;
                 if status == 0 {
                     // The connection is gone: reconnect rather than spin on a dead socket.
                     match Backend::connect(&cfg).await {
@@ -427,7 +515,9 @@ mod tests {
         // see the same key distribution.
         let draw = |seed| {
             let mut rng = fastrand::Rng::with_seed(seed);
-            (0..200).map(|_| next_op(Scenario::Mixed, &mut rng, 100, 1000)).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| next_op(Scenario::Mixed, &mut rng, 100, 1000))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -446,7 +536,10 @@ mod tests {
     fn the_flash_check_catches_an_oversell() {
         assert!(check_flash(100, 0, 100).is_ok());
         assert!(check_flash(100, -1, 101).unwrap_err().contains("oversold"));
-        assert!(check_flash(100, 0, 101).is_err(), "more successes than units left the shelf");
+        assert!(
+            check_flash(100, 0, 101).is_err(),
+            "more successes than units left the shelf"
+        );
         assert!(check_flash(100, 5, 96).is_err());
     }
 
@@ -454,7 +547,11 @@ mod tests {
     fn remote_targets_are_refused_unless_allowed() {
         assert!(check_target("127.0.0.1:8000", false).is_ok());
         assert!(check_target("localhost:8000", false).is_ok());
-        assert!(check_target("10.1.2.3:8000", false).unwrap_err().contains("--allow-remote"));
+        assert!(
+            check_target("10.1.2.3:8000", false)
+                .unwrap_err()
+                .contains("--allow-remote")
+        );
         assert!(check_target("10.1.2.3:8000", true).is_ok());
     }
 }

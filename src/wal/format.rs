@@ -153,8 +153,36 @@ pub struct ViewWrite {
     pub value: Vec<u8>,
 }
 
+/// Orders are keyed by their sequence number, so that new orders append to the tree.
 pub fn order_key(id: OrderId) -> [u8; 4] {
-    id.0.to_be_bytes()
+    id.seq().to_be_bytes()
+}
+
+/// Appends one record to a WAL batch value: `[seq: u64 LE][len: u32 LE][frame]`.
+pub fn push_batch_entry(out: &mut Vec<u8>, seq: u64, frame: &[u8]) {
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(frame);
+}
+
+/// Splits a WAL batch value into `(seq, frame)` entries; `Err` at the first malformed one,
+/// with the entries before it.
+pub fn split_batch(value: &[u8]) -> (Vec<(u64, &[u8])>, Option<String>) {
+    let mut entries = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        if rest.len() < 12 {
+            return (entries, Some(format!("{} stray bytes", rest.len())));
+        }
+        let seq = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+        if rest.len() < 12 + len {
+            return (entries, Some(format!("record {seq} is cut short")));
+        }
+        entries.push((seq, &rest[12..12 + len]));
+        rest = &rest[12 + len..];
+    }
+    (entries, None)
 }
 
 /// `store \0 product \0 movement_id(BE)`: ids never contain `\0`, so a product's movements

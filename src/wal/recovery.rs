@@ -5,7 +5,7 @@
 //! short) ends replay there with a warning; damage anywhere else stops start-up.
 
 use super::format::{
-    SnapshotFrame, View, WalError, WalRecord, decode_frame, decode_state, view_writes,
+    SnapshotFrame, View, WalError, WalRecord, decode_frame, decode_state, split_batch, view_writes,
 };
 use super::storage::Storage;
 use crate::domain::{Event, StoreId, StoreState};
@@ -29,6 +29,8 @@ pub struct Recovered {
     pub next_seq: u64,
     /// Per store, the first sequence number a later recovery would need.
     pub replay_from: HashMap<StoreId, u64>,
+    /// The first order sequence number never used by a durable order.
+    pub next_order_seq: u32,
     pub report: RecoveryReport,
 }
 
@@ -56,63 +58,93 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     let mut views: [sled::Batch; 3] = Default::default();
     let mut pending_views = 0usize;
     let mut iter = storage.wal.iter().peekable();
-    while let Some(entry) = iter.next() {
+    'batches: while let Some(entry) = iter.next() {
         let (key, value) = entry?;
-        let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| WalError::Corrupt {
-            what: "WAL key".into(),
-            why: format!("{} bytes", key.len()),
-        })?);
-        let what = || format!("WAL record {seq}");
-        let record: WalRecord = match decode_frame(&value, &what) {
-            Ok(r) => r,
-            Err(WalError::Corrupt { what, why }) if iter.peek().is_none() => {
-                tracing::warn!(%what, %why, "the last WAL record is damaged (a write cut short); replay ends before it");
-                report.torn_tail = true;
-                if repair {
-                    storage.wal.remove(&key)?;
+        let last_batch = iter.peek().is_none();
+        let batch_key =
+            u64::from_be_bytes(key.as_ref().try_into().map_err(|_| WalError::Corrupt {
+                what: "WAL key".into(),
+                why: format!("{} bytes", key.len()),
+            })?);
+        let (entries, damage) = split_batch(&value);
+        let count = entries.len();
+        let mut records = Vec::with_capacity(count);
+        let mut torn: Option<String> = damage;
+        for (i, (seq, frame)) in entries.into_iter().enumerate() {
+            let what = || format!("WAL record {seq}");
+            match decode_frame::<WalRecord>(frame, &what) {
+                Ok(r) => records.push((seq, r)),
+                Err(WalError::Corrupt { why, .. }) if i + 1 == count => {
+                    torn = Some(format!("record {seq}: {why}"));
                 }
-                break;
-            }
-            Err(e) => return Err(e),
-        };
-        report.first_seq.get_or_insert(seq);
-        report.last_seq = Some(seq);
-        next_seq = next_seq.max(seq + 1);
-        let entry = stores.get_mut(&record.store_id);
-        match entry {
-            Some((snap_seq, _)) if seq <= *snap_seq => {
-                report.records_skipped += 1;
-                continue;
-            }
-            Some((_, state)) => record.events.iter().for_each(|e| state.apply_event(e)),
-            None => {
-                let Some(Event::StoreSet(config)) = record.events.first() else {
-                    return Err(WalError::Corrupt {
-                        what: what(),
-                        why: "a store's first record does not create it".into(),
-                    });
-                };
-                let mut state = StoreState::new(config.clone());
-                record.events.iter().for_each(|e| state.apply_event(e));
-                stores.insert(record.store_id.clone(), (0, state));
+                Err(e) => return Err(e),
             }
         }
-        replay_from.entry(record.store_id.clone()).or_insert(seq);
-        report.records_replayed += 1;
-        if repair {
-            for w in view_writes(&record) {
-                let index = match w.view {
-                    View::Orders => 0,
-                    View::Movements => 1,
-                    View::Idem => 2,
-                };
-                views[index].insert(w.key, w.value);
-                pending_views += 1;
+        if let Some(why) = &torn {
+            if !last_batch {
+                return Err(WalError::Corrupt {
+                    what: format!("WAL batch {batch_key}"),
+                    why: why.clone(),
+                });
             }
-            if pending_views >= 10_000 {
-                apply_views(storage, std::mem::take(&mut views))?;
-                pending_views = 0;
+            tracing::warn!(batch = batch_key, %why, "the last WAL record is damaged (a write cut short); replay ends before it");
+            report.torn_tail = true;
+            if repair {
+                // Keep the intact records of the batch, drop the damaged end.
+                let mut kept = Vec::new();
+                for (seq, r) in &records {
+                    super::format::push_batch_entry(
+                        &mut kept,
+                        *seq,
+                        &super::format::encode_frame(r),
+                    );
+                }
+                storage.wal.insert(&key, kept)?;
             }
+        }
+        for (seq, record) in records {
+            let what = || format!("WAL record {seq}");
+            report.first_seq.get_or_insert(seq);
+            report.last_seq = Some(seq);
+            next_seq = next_seq.max(seq + 1);
+            match stores.get_mut(&record.store_id) {
+                Some((snap_seq, _)) if seq <= *snap_seq => {
+                    report.records_skipped += 1;
+                    continue;
+                }
+                Some((_, state)) => record.events.iter().for_each(|e| state.apply_event(e)),
+                None => {
+                    let Some(Event::StoreSet(config)) = record.events.first() else {
+                        return Err(WalError::Corrupt {
+                            what: what(),
+                            why: "a store's first record does not create it".into(),
+                        });
+                    };
+                    let mut state = StoreState::new(config.clone());
+                    record.events.iter().for_each(|e| state.apply_event(e));
+                    stores.insert(record.store_id.clone(), (0, state));
+                }
+            }
+            replay_from.entry(record.store_id.clone()).or_insert(seq);
+            report.records_replayed += 1;
+            if repair {
+                for w in view_writes(&record) {
+                    let index = match w.view {
+                        View::Orders => 0,
+                        View::Movements => 1,
+                        View::Idem => 2,
+                    };
+                    views[index].insert(w.key, w.value);
+                    pending_views += 1;
+                }
+                if pending_views >= 10_000 {
+                    apply_views(storage, std::mem::take(&mut views))?;
+                    pending_views = 0;
+                }
+            }
+        }
+        if torn.is_some() {
+            break 'batches;
         }
     }
     if repair {
@@ -120,6 +152,18 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         storage.db.flush()?;
     }
     let states: Vec<StoreState> = stores.into_values().map(|(_, s)| s).collect();
+    let archived = storage
+        .orders
+        .last()?
+        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u32::from_be_bytes));
+    let in_memory = states
+        .iter()
+        .flat_map(|s| s.orders().map(|o| o.order_id.seq()))
+        .max();
+    let next_order_seq = archived
+        .max(in_memory)
+        .map_or(1, |s| s.saturating_add(1))
+        .max(1);
     for state in &states {
         state.check_invariants();
     }
@@ -128,6 +172,7 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         states,
         next_seq,
         replay_from,
+        next_order_seq,
         report,
     })
 }

@@ -5,7 +5,7 @@
 //! already queued (up to `BATCH_LEN_MAX`). A lone client pays one flush; under load, the
 //! items that queue while a flush runs share the next one.
 
-use super::format::{SnapshotFrame, View, ViewWrite, WalError, encode_frame};
+use super::format::{SnapshotFrame, View, ViewWrite, WalError, encode_frame, push_batch_entry};
 use super::storage::Storage;
 use crate::domain::StoreId;
 use std::collections::HashMap;
@@ -225,7 +225,10 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &[WalItem], stats: &WalStats) -> Result<(), WalError> {
-        let mut wal = sled::Batch::default();
+        // The whole batch's records go into one WAL value keyed by its first sequence number:
+        // one sled insert per flush instead of one per record.
+        let first_seq = self.next_seq;
+        let mut wal_value: Vec<u8> = Vec::new();
         let mut snapshots = sled::Batch::default();
         let mut views: [sled::Batch; 3] = Default::default();
         let (mut records, mut snaps) = (0u64, 0u64);
@@ -238,7 +241,7 @@ impl Writer {
                     frame,
                     views: writes,
                 } => {
-                    wal.insert(&seq.to_be_bytes(), frame.as_slice());
+                    push_batch_entry(&mut wal_value, seq, frame);
                     self.replay_from.entry(store_id.clone()).or_insert(seq);
                     for w in writes {
                         views[view_index(w.view)].insert(w.key.as_slice(), w.value.as_slice());
@@ -252,6 +255,7 @@ impl Writer {
                     });
                     snapshots.insert(store_id.as_str().as_bytes(), frame);
                     self.replay_from.insert(store_id.clone(), seq + 1);
+                    tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
                 }
                 ItemBody::Views(writes) => {
@@ -262,7 +266,11 @@ impl Writer {
             }
         }
         // The WAL first: the views and snapshots are caches of it.
-        self.storage.wal.apply_batch(wal)?;
+        if !wal_value.is_empty() {
+            self.storage
+                .wal
+                .insert(first_seq.to_be_bytes(), wal_value)?;
+        }
         let [orders, movements, idem] = views;
         self.storage.orders.apply_batch(orders)?;
         self.storage.movements.apply_batch(movements)?;
@@ -306,26 +314,32 @@ fn view_index(view: View) -> usize {
     }
 }
 
-/// Deletes WAL records below the requested sequence, a chunk at a time. No flush is needed:
-/// a deletion lost in a crash leaves records that replay skips (they are below a snapshot).
+/// Deletes WAL batches whose every record is below the requested sequence. A batch is keyed
+/// by its first sequence number and ends where the next one starts, so the last batch that
+/// starts at or below `below` may still hold needed records: it is kept. No flush is
+/// needed: a deletion lost in a crash leaves records that replay skips.
 fn truncator(wal: sled::Tree, rx: mpsc::Receiver<u64>, stats: Arc<WalStats>) {
     while let Ok(mut below) = rx.recv() {
         while let Ok(newer) = rx.try_recv() {
             below = below.max(newer);
         }
-        loop {
-            let keys: Vec<_> = wal
-                .range(..below.to_be_bytes())
-                .keys()
-                .take(1024)
-                .filter_map(Result::ok)
-                .collect();
-            if keys.is_empty() {
+        let mut keys = Vec::new();
+        for key in wal.iter().keys() {
+            let Ok(key) = key else { break };
+            let Ok(bytes) = <[u8; 8]>::try_from(key.as_ref()) else {
+                break;
+            };
+            if u64::from_be_bytes(bytes) > below {
                 break;
             }
+            keys.push(key);
+        }
+        keys.pop();
+        tracing::debug!(below, batches = keys.len(), "truncating the WAL");
+        for chunk in keys.chunks(1024) {
             let mut batch = sled::Batch::default();
-            for k in keys {
-                batch.remove(k);
+            for k in chunk {
+                batch.remove(k.clone());
             }
             if let Err(e) = wal.apply_batch(batch) {
                 tracing::warn!(error = %e, "WAL truncation failed; will retry later");

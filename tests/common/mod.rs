@@ -69,7 +69,23 @@ impl TestServer {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "server not ready within 60 s");
+            if Instant::now() >= deadline {
+                if std::env::var_os("GODOWN_KEEP_TEST_DIRS").is_some() {
+                    let _ = Command::new("cp")
+                        .arg("-r")
+                        .arg(self.data_dir.parent().unwrap())
+                        .arg("/tmp/godown-failed")
+                        .status();
+                }
+                let log = std::fs::read_to_string(self.data_dir.with_extension("log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!(
+                    "server on {} not ready within 60 s; its log ends:\n{}",
+                    self.data_dir.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

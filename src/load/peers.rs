@@ -1,0 +1,1 @@
+//! Peers for the benchmark (PostgreSQL, Redis); filled in below.
