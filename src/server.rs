@@ -63,12 +63,16 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     })
     .workers(threads)
     .backlog(4096)
+    // Signals are ours: the final snapshots must be taken while the actors still run.
+    .disable_signals()
     .bind(config.listen)?;
     for addr in server.addrs() {
         // Tests and scripts read this line to learn the port.
         println!("godown listening on http://{addr}");
     }
     let server = server.run();
+    let handle = server.handle();
+    let server = actix_web::rt::spawn(server);
 
     let started = Instant::now();
     let recovered = {
@@ -145,11 +149,33 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         config.snapshot_interval,
     ));
     spawn_idem_sweeper(storage.clone());
-    server.await?;
-    tracing::info!("shutting down: taking final snapshots");
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; taking final snapshots");
+    handle.pause().await;
     snapshot_all(&dir).await;
     let _ = storage.db.flush();
+    handle.stop(true).await;
+    let _ = server.await;
     Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Loads `data/demo.json` through the same parsing and commands as the HTTP API.
