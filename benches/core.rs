@@ -1,1 +1,245 @@
-fn main() {}
+//! Criterion benches: the pure core, the disk's raw flush rate, the WAL's group commit by
+//! batch size, snapshot encoding and recovery replay. Figures go to BENCHMARKS.md.
+//!
+//! `cargo bench --bench core` (add `-- <filter>` for one group).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use godown::domain::state::{DraftItem, OrderDraft};
+use godown::domain::*;
+use godown::wal::format::{WalRecord, decode_state, encode_frame, encode_state};
+use godown::wal::{Durability, ItemBody, Storage, recovery, writer};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const PRODUCTS: usize = 1000;
+
+fn store(products: usize) -> StoreState {
+    let config = StoreConfig {
+        store_id: StoreId::parse("BENCH").unwrap(),
+        name: "bench".into(),
+        tax_rate_bp: 500,
+        delivery_fee: Paise(2000),
+        free_delivery_above: None,
+        location: None,
+        updated_ms: 0,
+    };
+    let mut s = StoreState::new(config);
+    for i in 0..products {
+        let info = ProductInfo {
+            product_id: ProductId::parse(&format!("SKU{i:06}")).unwrap(),
+            name: format!("Product {i}").into(),
+            unit: Unit::Pieces,
+            unit_price: Paise(1400),
+            low_stock_threshold: Qty::from_units(5),
+            category: Some("Staples".into()),
+        };
+        let stock = Some(Qty::from_units(1_000_000_000 / 2));
+        s.execute(Command::SetProduct { info, stock }, 0).unwrap();
+    }
+    s
+}
+
+fn order(n: u32, rng: &mut fastrand::Rng) -> Command {
+    let items = (0..3)
+        .map(|k| DraftItem {
+            product_id: ProductId::parse(&format!(
+                "SKU{:06}",
+                (rng.usize(0..PRODUCTS / 3)) * 3 + k
+            ))
+            .unwrap(),
+            quantity: Qty::from_units(rng.u64(1..=3)),
+            unit_price: None,
+        })
+        .collect();
+    let draft = OrderDraft {
+        order_id: OrderId::from_seq(n),
+        customer: Customer {
+            phone: "9876543210".into(),
+            name: "Bench".into(),
+            delivery_address: "Loopback".into(),
+        },
+        items,
+        payment_method: PaymentMethod::Cod,
+        reservation_id: None,
+        payment_ttl_ms: 900_000,
+    };
+    Command::PlaceOrder(Box::new(draft))
+}
+
+/// Order lines through the pure core (3 lines per order), and the record encoding per order.
+fn core(c: &mut Criterion) {
+    let mut g = c.benchmark_group("core");
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(3));
+    let mut s = store(PRODUCTS);
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut n = 1;
+    g.bench_function("place_order_3_lines", |b| {
+        b.iter(|| {
+            n += 1;
+            s.execute(order(n, &mut rng), 0).unwrap()
+        })
+    });
+    g.bench_function("place_order_3_lines_and_encode_record", |b| {
+        b.iter(|| {
+            n += 1;
+            let (_, events) = s.execute(order(n, &mut rng), 0).unwrap();
+            let record = WalRecord {
+                store_id: s.config.store_id.clone(),
+                events,
+                idem: None,
+            };
+            encode_frame(&record)
+        })
+    });
+    g.finish();
+}
+
+/// The physical limit: one 4 KiB write plus fdatasync, as a log append would do.
+fn disk(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    let mut g = c.benchmark_group("disk");
+    g.measurement_time(Duration::from_secs(3));
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let f = std::fs::File::create(dir.path().join("raw")).unwrap();
+    let buf = vec![1u8; 4096];
+    let mut i = 0u64;
+    g.bench_function("write_4k_fdatasync", |b| {
+        b.iter(|| {
+            f.write_at(&buf, (i % 256) * 4096).unwrap();
+            f.sync_data().unwrap();
+            i += 1;
+        })
+    });
+    g.finish();
+}
+
+/// The WAL writer: `batch` records submitted at once share one flush. Time per record.
+fn wal(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wal_append_flush");
+    g.measurement_time(Duration::from_secs(4));
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    let handle = writer::start(storage, Durability::Flush, 1, HashMap::new());
+    let mut s = store(PRODUCTS);
+    let mut rng = fastrand::Rng::with_seed(2);
+    let frames: Vec<Vec<u8>> = (0..512)
+        .map(|n| {
+            let (_, events) = s.execute(order(n + 1, &mut rng), 0).unwrap();
+            encode_frame(&WalRecord {
+                store_id: s.config.store_id.clone(),
+                events,
+                idem: None,
+            })
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for batch in [1usize, 8, 64, 512] {
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            b.iter(|| {
+                let waiting: Vec<_> = frames[..batch]
+                    .iter()
+                    .map(|f| {
+                        let body = ItemBody::Record {
+                            store_id: s.config.store_id.clone(),
+                            frame: f.clone(),
+                            views: Vec::new(),
+                        };
+                        handle.submit_waiting(body).unwrap()
+                    })
+                    .collect();
+                rt.block_on(async {
+                    for w in waiting {
+                        w.await.unwrap().unwrap();
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Snapshot encode/decode of one store, and replay speed of WAL records.
+fn snapshot_and_recovery(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot");
+    g.measurement_time(Duration::from_secs(3));
+    let s = store(10_000);
+    let bytes = encode_state(&s);
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("encode_10k_products", |b| b.iter(|| encode_state(&s)));
+    g.bench_function("decode_10k_products", |b| {
+        b.iter(|| decode_state(&bytes, &|| "bench".into()).unwrap())
+    });
+    g.finish();
+
+    // Recovery: 100,000 orders as WAL records (plus the catalogue), replayed from the log.
+    let mut g = c.benchmark_group("recovery");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let records = 100_000u64;
+    // The writer thread keeps its handle on the database; recovery reads through a clone.
+    let storage = Storage::open(dir.path()).unwrap();
+    {
+        let handle = writer::start(storage.clone(), Durability::None, 1, HashMap::new());
+        let mut s = store(0);
+        let create = vec![Event::StoreSet(s.config.clone())];
+        let id = s.config.store_id.clone();
+        let submit = |events: Vec<Event>| {
+            let frame = encode_frame(&WalRecord {
+                store_id: id.clone(),
+                events,
+                idem: None,
+            });
+            handle.submit_waiting(ItemBody::Record {
+                store_id: id.clone(),
+                frame,
+                views: Vec::new(),
+            })
+        };
+        submit(create);
+        let catalogue = store(PRODUCTS);
+        for p in catalogue.products() {
+            let (_, events) = s
+                .execute(
+                    Command::SetProduct {
+                        info: p.info.clone(),
+                        stock: Some(p.on_hand),
+                    },
+                    0,
+                )
+                .unwrap();
+            submit(events);
+        }
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut last = None;
+        for n in 0..records {
+            let (_, events) = s.execute(order(n as u32 + 1, &mut rng), 0).unwrap();
+            last = submit(events);
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                last.unwrap().await.unwrap().unwrap();
+            });
+    }
+    g.throughput(Throughput::Elements(records));
+    g.bench_function("replay_100k_order_records", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                let r = recovery::recover(&storage, false).unwrap();
+                assert!(r.report.records_replayed > records);
+            }
+            t.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, core, disk, wal, snapshot_and_recovery);
+criterion_main!(benches);
