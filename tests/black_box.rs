@@ -575,3 +575,83 @@ async fn stores_products_listing_and_availability() {
         .await;
     assert_eq!(r.json()["error"], "Invalid quantity");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_smoke_runs_clean() {
+    // Goal: `godown load` against the real binary, briefly and bounded by request count:
+    // no 5xx, no transport errors, and the flash check finds no oversell. No speed is asserted.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    let target = format!("http://{}", server.addr);
+    let runs: [&[&str]; 3] = [
+        &[
+            "--scenario",
+            "flash",
+            "--flash-stock",
+            "50",
+            "--requests",
+            "300",
+            "--clients",
+            "16",
+        ],
+        &[
+            "--scenario",
+            "mixed",
+            "--stores",
+            "3",
+            "--products",
+            "20",
+            "--requests",
+            "600",
+            "--clients",
+            "8",
+        ],
+        &[
+            "--scenario",
+            "throughput",
+            "--stores",
+            "2",
+            "--products",
+            "10",
+            "--requests",
+            "300",
+            "--clients",
+            "8",
+        ],
+    ];
+    for args in runs {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_godown"))
+            .args(["load", "--target", &target, "--json", "--quiet"])
+            .args(args)
+            .env("GODOWN_ADMIN_TOKEN", ADMIN)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(report["failed"], json!({}), "{args:?}");
+        if args[1] == "flash" {
+            assert_eq!(report["ok"], 50, "exactly the stock is sold");
+            assert_eq!(report["short"], 250);
+            assert!(report["flash_check"].as_str().unwrap().starts_with("ok"));
+        }
+    }
+    let r = tokio::process::Command::new(env!("CARGO_BIN_EXE_godown"))
+        .args([
+            "load",
+            "--target",
+            "http://10.0.0.1:8000",
+            "--requests",
+            "1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!r.status.success(), "a remote target is refused");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--allow-remote"));
+}

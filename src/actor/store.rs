@@ -13,11 +13,10 @@ use tokio::sync::oneshot;
 
 /// Messages a store's mailbox holds beyond the in-flight gate (see `Directory`).
 pub const MAILBOX_CAPACITY: usize = 1024;
-/// Finished orders kept in a store's memory after they became durable; older ones are read
-/// back from the order archive when needed (a cancel of last month's order).
-/// Per store; 1,024 × 1,000 stores × ~1 KiB ≈ 1 GiB would be too much, so the bound is
-/// small: recent orders are a convenience (a quick cancel), the archive holds them all.
-pub const RECENT_ORDERS_MAX: usize = 1024;
+/// Finished orders kept in a store's memory once their latest state is durable in the order
+/// archive. The archive is then as good as memory (a cancel reads the order back), so only
+/// a few are kept: 64 × 1,000 stores × ~1 KiB stays under 64 MiB.
+pub const RECENT_ORDERS_MAX: usize = 64;
 /// How often a store checks deadlines and evicts old orders: expiry is exact to this.
 pub const TICK: Duration = Duration::from_millis(100);
 

@@ -25,7 +25,7 @@ impl Storage {
         std::fs::create_dir_all(dir).map_err(|e| WalError::Sled(sled::Error::Io(e)))?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 << 20)
+            .cache_capacity(64 << 20)
             .open()?;
         Ok(Storage {
             wal: db.open_tree("wal")?,
