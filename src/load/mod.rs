@@ -413,6 +413,9 @@ pub async fn run(cfg: LoadConfig) -> Result<Report, String> {
     let flash_check = match flash_initial {
         None => None,
         Some(initial) => {
+            // A fresh connection: the probe sat idle through the run and may have been
+            // closed by the server's keep-alive timeout.
+            probe = Backend::connect(&cfg).await?;
             let final_units = probe.flash_stock().await?;
             Some(match check_flash(initial as u64, final_units, total.ok) {
                 Ok(()) => format!(
