@@ -655,3 +655,58 @@ async fn the_load_generator_smoke_runs_clean() {
     assert!(!r.status.success(), "a remote target is refused");
     assert!(String::from_utf8_lossy(&r.stderr).contains("--allow-remote"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoints_answer() {
+    // Goal: /health, /ready, /metrics (godown_ names) and /openapi.json (an OpenAPI 3
+    // document listing every error phrase the contract names) are served.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    assert_eq!(server.req("GET", "/health", &[], None).await.status, 200);
+    assert_eq!(server.req("GET", "/ready", &[], None).await.status, 200);
+    let m = server.req("GET", "/metrics", &[], None).await;
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    assert!(text.contains("godown_wal_records_total"), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .all(|l| l.starts_with("godown_"))
+    );
+    let doc = server.req("GET", "/openapi.json", &[], None).await.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let phrases = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"].to_string();
+    for phrase in [
+        "Insufficient stock",
+        "Invalid quantity",
+        "Invalid price",
+        "Price changed",
+        "Invalid id",
+        "Payload too large",
+        "Invalid JSON",
+        "Too many items",
+        "Duplicate product",
+        "store_id is required",
+        "Order must contain at least one item",
+        "Store not found",
+        "Product not found",
+        "Invalid payment method",
+        "Idempotency key reused",
+        "Order not found",
+        "Order not payable",
+        "Invalid payment status",
+        "Order not cancellable",
+        "Invalid ttl",
+        "Reservation not found",
+        "Reservation expired",
+        "Unauthorized",
+        "Forbidden",
+        "Overloaded",
+        "Unsupported media type",
+    ] {
+        assert!(
+            phrases.contains(&format!("\"{phrase}\"")),
+            "{phrase} missing from openapi.json"
+        );
+    }
+    assert!(doc["paths"]["/api/v1/orders/"]["post"].is_object());
+}

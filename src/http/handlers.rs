@@ -126,6 +126,13 @@ pub async fn metrics(state: Data) -> HttpResponse {
         .body(out)
 }
 
+/// The OpenAPI 3 document of this API, kept beside the code (src/http/openapi.json).
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(include_str!("openapi.json"))
+}
+
 pub async fn not_found() -> ApiResult {
     Err(ApiError::new(
         StatusCode::NOT_FOUND,

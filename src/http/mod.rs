@@ -113,6 +113,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi))
         .service(
             web::resource("/api/v1/stores/{store_id}")
                 .get(get_store)
