@@ -22,28 +22,34 @@ struct Cli {
 enum Cmd {
     /// Run the HTTP server.
     Serve {
-        #[arg(long, default_value = "127.0.0.1:8000")]
-        listen: SocketAddr,
-        #[arg(long, default_value = "data/db")]
-        data_dir: PathBuf,
+        /// Address to listen on [default: 127.0.0.1:8000].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The database directory [default: data/db].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Load the demo catalogue into an empty data directory.
         #[arg(long)]
         demo: bool,
-        /// `flush`: an answer means the change is on disk. `none`: benchmarks only.
-        #[arg(long, value_enum, default_value = "flush")]
-        durability: Durability,
-        /// Seconds an unpaid upi/card order holds its stock.
-        #[arg(long, default_value_t = 900)]
-        payment_ttl_seconds: u64,
-        /// Snapshot every store after this many WAL records…
-        #[arg(long, default_value_t = 200_000)]
-        snapshot_every_records: u64,
-        /// …or this many seconds, whichever comes first.
-        #[arg(long, default_value_t = 300)]
-        snapshot_interval_seconds: u64,
-        /// Threads for store actors and for HTTP workers (each); 0 = one per core.
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        /// A JSON file with any of these settings (and `admin_token`, `client_token`);
+        /// flags win over it, and GODOWN_ADMIN_TOKEN / GODOWN_CLIENT_TOKEN over its tokens.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `flush`: an answer means the change is on disk. `none`: benchmarks only [default: flush].
+        #[arg(long, value_enum)]
+        durability: Option<Durability>,
+        /// Seconds an unpaid upi/card order holds its stock [default: 900].
+        #[arg(long)]
+        payment_ttl_seconds: Option<u64>,
+        /// Snapshot every store after this many WAL records… [default: 200000]
+        #[arg(long)]
+        snapshot_every_records: Option<u64>,
+        /// …or this many seconds, whichever comes first [default: 300].
+        #[arg(long)]
+        snapshot_interval_seconds: Option<u64>,
+        /// Threads for store actors and for HTTP workers (each); 0 = one per core [default: 0].
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Closed-loop load generator: a table of req/s, statuses and latency percentiles.
     Load {
@@ -101,23 +107,53 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             demo,
+            config,
             durability,
             payment_ttl_seconds,
             snapshot_every_records,
             snapshot_interval_seconds,
             threads,
         } => {
+            let file = match config
+                .as_deref()
+                .map(godown::server::FileConfig::load)
+                .transpose()
+            {
+                Ok(file) => file.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("godown: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             let config = godown::server::ServeConfig {
-                listen,
-                data_dir,
+                listen: listen
+                    .or(file.listen)
+                    .unwrap_or_else(|| ([127, 0, 0, 1], 8000).into()),
+                data_dir: data_dir
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| "data/db".into()),
                 demo,
-                durability,
-                payment_ttl: Duration::from_secs(payment_ttl_seconds.max(1)),
-                snapshot_every_records: snapshot_every_records.max(1),
-                snapshot_interval: Duration::from_secs(snapshot_interval_seconds.max(1)),
-                admin_token: std::env::var("GODOWN_ADMIN_TOKEN").ok(),
-                client_token: std::env::var("GODOWN_CLIENT_TOKEN").ok(),
-                threads,
+                durability: durability.or(file.durability).unwrap_or(Durability::Flush),
+                payment_ttl: Duration::from_secs(
+                    payment_ttl_seconds
+                        .or(file.payment_ttl_seconds)
+                        .unwrap_or(900)
+                        .max(1),
+                ),
+                snapshot_every_records: snapshot_every_records
+                    .or(file.snapshot_every_records)
+                    .unwrap_or(200_000)
+                    .max(1),
+                snapshot_interval: Duration::from_secs(
+                    snapshot_interval_seconds
+                        .or(file.snapshot_interval_seconds)
+                        .unwrap_or(300)
+                        .max(1),
+                ),
+                admin_token: env("GODOWN_ADMIN_TOKEN").or(file.admin_token),
+                client_token: env("GODOWN_CLIENT_TOKEN").or(file.client_token),
+                threads: threads.or(file.threads).unwrap_or(0),
             };
             match godown::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,

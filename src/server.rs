@@ -18,6 +18,30 @@ pub const DEMO_JSON: &str = include_str!("../data/demo.json");
 /// How long an idempotency key is remembered (the contract promises at least 24 h).
 pub const IDEM_KEEP_MS: i64 = 25 * 3600 * 1000;
 
+/// `godown serve --config FILE`: the same settings as the flags, as JSON. Unknown keys are
+/// refused (a typo must not silently fall back to a default).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub durability: Option<Durability>,
+    pub payment_ttl_seconds: Option<u64>,
+    pub snapshot_every_records: Option<u64>,
+    pub snapshot_interval_seconds: Option<u64>,
+    pub threads: Option<usize>,
+    pub admin_token: Option<String>,
+    pub client_token: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> Result<FileConfig, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub listen: SocketAddr,

@@ -710,3 +710,79 @@ async fn operations_endpoints_answer() {
     }
     assert!(doc["paths"]["/api/v1/orders/"]["post"].is_object());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_sets_the_server_up() {
+    // Goal: `serve --config FILE` takes the listen address, data directory and admin token
+    // from the file; an unknown key in it is refused at start-up.
+    use std::io::BufRead;
+    let dir = temp_dir();
+    let config = dir.path().join("godown.json");
+    let db = dir.path().join("db");
+    let body = json!({"listen": "127.0.0.1:0", "data_dir": db, "admin_token": "from-file", "payment_ttl_seconds": 60});
+    std::fs::write(&config, body.to_string()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("GODOWN_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..500 {
+        if let Ok(mut c) = godown::client::Conn::connect(addr).await
+            && c.get("/ready").await.is_ok_and(|r| r.status == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ready);
+    let mut c = godown::client::Conn::connect(addr).await.unwrap();
+    let store = Some(bytes::Bytes::from(json!({"name": "Cfg"}).to_string()));
+    let r = c
+        .send(
+            "PUT",
+            "/api/v1/stores/CFG",
+            &[("authorization", "Bearer from-file")],
+            store.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "the file's admin token works");
+    let r = c
+        .send(
+            "PUT",
+            "/api/v1/stores/CFG",
+            &[("authorization", "Bearer other")],
+            store,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(db.exists(), "the file's data_dir is used");
+
+    std::fs::write(&config, json!({"lisen": "127.0.0.1:0"}).to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+}

@@ -22,7 +22,8 @@ pub const BATCH_LEN_MAX: usize = 4096;
 pub const INFLIGHT_MAX: usize = 65_536;
 
 /// Whether an answer waits for `fsync`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Every acknowledged change was flushed first (the default, and the contract).
     Flush,
