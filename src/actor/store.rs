@@ -98,6 +98,30 @@ impl Message for Availability {
     type Result = Result<Vec<AvailabilityLine>, DomainError>;
 }
 
+/// A product's newest movement id, and a barrier that completes once every change this
+/// store made so far is durable (and so readable from the ledger in sled).
+pub struct LedgerHead(pub ProductId);
+impl Message for LedgerHead {
+    type Result = Option<(u64, oneshot::Receiver<Durable>)>;
+}
+
+impl Handler<LedgerHead> for StoreActor {
+    type Result = MessageResult<LedgerHead>;
+    fn handle(&mut self, msg: LedgerHead, _: &mut Self::Context) -> Self::Result {
+        let Some(head) = self.state.product(&msg.0).map(|p| p.last_movement_id) else {
+            return MessageResult(None);
+        };
+        self.wal.claim();
+        let (tx, rx) = oneshot::channel();
+        self.wal.submit(WalItem {
+            body: ItemBody::Views(Vec::new()),
+            done: Some(tx),
+            mark: None,
+        });
+        MessageResult(Some((head, rx)))
+    }
+}
+
 /// Writes the store's state as a snapshot; completes when it is durable.
 pub struct TakeSnapshot;
 impl Message for TakeSnapshot {

@@ -47,6 +47,8 @@ pub struct Product {
     /// Units promised to open holds and unpaid orders; never above `on_hand`.
     pub reserved: Qty,
     pub updated_ms: TimeMs,
+    /// The product's newest movement (0: none): the head of its ledger chain.
+    pub last_movement_id: u64,
 }
 
 impl Product {
@@ -209,6 +211,9 @@ impl MovementKind {
 pub struct Movement {
     /// Increasing within a store; the ledger's order.
     pub movement_id: u64,
+    /// The same product's previous movement (0: none). The ledger is stored per store in
+    /// id order (appends), and a product's history is this chain.
+    pub prev_movement_id: u64,
     pub product_id: ProductId,
     pub kind: MovementKind,
     /// Change of `on_hand`, thousandths.

@@ -835,6 +835,7 @@ impl StoreState {
         );
         let movement = Movement {
             movement_id: self.next_movement_id,
+            prev_movement_id: p.last_movement_id,
             product_id: id.clone(),
             kind,
             on_hand_change,
@@ -879,6 +880,7 @@ impl StoreState {
                         on_hand: Qty::ZERO,
                         reserved: Qty::ZERO,
                         updated_ms: *at_ms,
+                        last_movement_id: 0,
                     };
                     self.products.insert(info.product_id.clone(), p);
                 }
@@ -905,6 +907,7 @@ impl StoreState {
                 p.on_hand = m.on_hand_after;
                 p.reserved = m.reserved_after;
                 p.updated_ms = m.at_ms;
+                p.last_movement_id = m.movement_id;
                 self.next_movement_id = self.next_movement_id.max(m.movement_id + 1);
             }
             Event::ReservationOpened(r) => {

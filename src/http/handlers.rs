@@ -5,13 +5,13 @@ use super::idempotency::{Answer, Begin, body_hash, valid_key};
 use super::json::*;
 use super::{AppState, json_response};
 use crate::actor::{
-    Applied, Availability, Directory, Exec, GetProduct, GetStore, ListProducts, LowStock, Reply,
-    now_ms,
+    Applied, Availability, Directory, Exec, GetProduct, GetStore, LedgerHead, ListProducts,
+    LowStock, Reply, now_ms,
 };
 use crate::domain::*;
 use crate::wal::ItemBody;
 use crate::wal::format::{
-    IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, movement_prefix,
+    IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, movement_key,
     order_key,
 };
 use actix_web::http::StatusCode;
@@ -322,20 +322,48 @@ pub async fn get_movements(
             ApiError::bad_request("Invalid after", "`after` must be a movement_id.")
         })?),
     };
-    product_or_404(dir, &store_id, &product_id).await?;
-    let prefix = movement_prefix(&store_id, &product_id);
-    let mut upper = prefix.clone();
-    upper.extend_from_slice(&after.unwrap_or(u64::MAX).to_be_bytes());
+    let (head, barrier) = dir
+        .call(&store_id, LedgerHead(product_id.clone()))
+        .await?
+        .ok_or_else(|| ApiError::from(DomainError::ProductNotFound(product_id.clone())))?;
+    match barrier.await {
+        Ok(Ok(_)) => {}
+        _ => return Err(ApiError::storage("the write-ahead log stopped")),
+    }
+    let read = |id: u64| -> Result<Option<Movement>, ApiError> {
+        match state
+            .storage
+            .movements
+            .get(movement_key(&store_id, id))
+            .map_err(ApiError::storage)?
+        {
+            None => Ok(None),
+            Some(v) => decode_frame(&v, &|| "movement".into())
+                .map(Some)
+                .map_err(ApiError::storage),
+        }
+    };
+    // Newest first along the product's chain; `after` must be one of its movements.
+    let mut cursor = match after {
+        None => head,
+        Some(a) => match read(a)? {
+            Some(m) if m.product_id == product_id => m.prev_movement_id,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "Invalid after",
+                    "`after` is not a movement of this product.",
+                ));
+            }
+        },
+    };
     let mut movements = Vec::with_capacity(limit + 1);
-    for entry in state
-        .storage
-        .movements
-        .range(prefix.clone()..upper)
-        .rev()
-        .take(limit + 1)
-    {
-        let (_, value) = entry.map_err(ApiError::storage)?;
-        let m: Movement = decode_frame(&value, &|| "movement".into()).map_err(ApiError::storage)?;
+    while cursor != 0 && movements.len() <= limit {
+        let Some(m) = read(cursor)? else {
+            return Err(ApiError::storage(format!(
+                "movement {cursor} is missing from the ledger"
+            )));
+        };
+        cursor = m.prev_movement_id;
         movements.push(m);
     }
     let more = movements.len() > limit;

@@ -6,7 +6,7 @@
 //! We do not assume that sled keeps writes to *different* trees in order across a crash, so
 //! the WAL is the only source of truth and every other tree is a cache rebuilt from it.
 
-use crate::domain::{Event, Movement, Order, OrderId, ProductId, StoreId, StoreState, TimeMs};
+use crate::domain::{Event, Order, OrderId, StoreId, StoreState, TimeMs};
 use serde::{Deserialize, Serialize};
 
 /// The only format version this build writes and reads.
@@ -185,20 +185,13 @@ pub fn split_batch(value: &[u8]) -> (Vec<(u64, &[u8])>, Option<String>) {
     (entries, None)
 }
 
-/// `store \0 product \0 movement_id(BE)`: ids never contain `\0`, so a product's movements
-/// are one contiguous, ordered key range.
-pub fn movement_prefix(store: &StoreId, product: &ProductId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(store.as_str().len() + product.as_str().len() + 10);
+/// `store \0 movement_id (BE)`: each store's ledger is appended in id order (cheap for
+/// sled); a product's history is read by following `prev_movement_id` from its head.
+pub fn movement_key(store: &StoreId, movement_id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(store.as_str().len() + 9);
     key.extend_from_slice(store.as_str().as_bytes());
     key.push(0);
-    key.extend_from_slice(product.as_str().as_bytes());
-    key.push(0);
-    key
-}
-
-pub fn movement_key(store: &StoreId, m: &Movement) -> Vec<u8> {
-    let mut key = movement_prefix(store, &m.product_id);
-    key.extend_from_slice(&m.movement_id.to_be_bytes());
+    key.extend_from_slice(&movement_id.to_be_bytes());
     key
 }
 
@@ -210,7 +203,7 @@ pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
         match event {
             Event::Moved(m) => writes.push(ViewWrite {
                 view: View::Movements,
-                key: movement_key(&record.store_id, m),
+                key: movement_key(&record.store_id, m.movement_id),
                 value: encode_frame(m),
             }),
             Event::OrderSet(order) => {
