@@ -14,7 +14,8 @@ pub struct Storage {
     pub snapshots: sled::Tree,
     /// `order id (u32 BE) → Order frame`: every order's latest state, for reads by id.
     pub orders: sled::Tree,
-    /// `store \0 product \0 movement id → Movement frame`: the stock ledger.
+    /// `store \0 movement id (BE) → Movement frame`: the stock ledger, appended per store;
+    /// a product's history is the chain of `prev_movement_id` from its newest movement.
     pub movements: sled::Tree,
     /// `Idempotency-Key → IdemEntry frame`.
     pub idem: sled::Tree,
