@@ -1,0 +1,151 @@
+//! Overload: a full mailbox or a WAL that is too far behind refuses at once (503
+//! "Overloaded" at the HTTP edge) and applies nothing — never an unbounded queue, never a
+//! silent drop. Driven in process, so that "full" is exact rather than hoped for.
+
+use godown::actor::{CallError, Directory, Exec, GetProduct, MAILBOX_CAPACITY, StoreError};
+use godown::domain::*;
+use godown::wal::writer::INFLIGHT_MAX;
+use godown::wal::{Durability, Storage, writer};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        store_id: StoreId::parse("OVER").unwrap(),
+        name: "over".into(),
+        tax_rate_bp: 500,
+        delivery_fee: Paise(2000),
+        free_delivery_above: None,
+        location: None,
+        updated_ms: 0,
+    }
+}
+
+fn set_product() -> Command {
+    let info = ProductInfo {
+        product_id: ProductId::parse("P").unwrap(),
+        name: "P".into(),
+        unit: Unit::Pieces,
+        unit_price: Paise(100),
+        low_stock_threshold: Qty::ZERO,
+        category: None,
+    };
+    Command::SetProduct {
+        info,
+        stock: Some(Qty::from_units(10)),
+    }
+}
+
+fn adjust() -> Command {
+    Command::Adjust {
+        product_id: ProductId::parse("P").unwrap(),
+        change_milli: -1000,
+        reason: "r".into(),
+    }
+}
+
+#[test]
+fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
+    // Goal: with the mailbox gate at its bound, a call is refused (Overloaded) before it is
+    // queued; with the WAL's in-flight bound reached, the actor refuses before changing
+    // anything; once room is back, the same command succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    actix::System::new().block_on(async move {
+        let wal = writer::start(storage.clone(), Durability::Flush, 1, HashMap::new());
+        let arbiters = vec![actix::Arbiter::new().handle()];
+        let directory = Directory::new(arbiters, wal.clone(), storage, 900_000, 1);
+        let store = directory.get_or_create(&config()).unwrap();
+        let id = config().store_id;
+        let applied = directory
+            .call(
+                &id,
+                Exec {
+                    command: set_product(),
+                    idem: None,
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        applied.durable.unwrap().await.unwrap().unwrap();
+
+        // The mailbox gate.
+        store.depth.store(MAILBOX_CAPACITY, Ordering::SeqCst);
+        let refused = directory
+            .call(
+                &id,
+                Exec {
+                    command: adjust(),
+                    idem: None,
+                },
+            )
+            .await;
+        assert!(matches!(refused, Err(CallError::Overloaded)));
+        assert_eq!(
+            store.depth.load(Ordering::SeqCst),
+            MAILBOX_CAPACITY,
+            "a refusal leaves the gate as it was"
+        );
+        store.depth.store(0, Ordering::SeqCst);
+
+        // The WAL's in-flight bound.
+        for _ in 0..INFLIGHT_MAX {
+            wal.claim();
+        }
+        let refused = directory
+            .call(
+                &id,
+                Exec {
+                    command: adjust(),
+                    idem: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(refused, Err(StoreError::Overloaded)));
+        let p = directory
+            .call(&id, GetProduct(ProductId::parse("P").unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.on_hand, Qty::from_units(10), "nothing was applied");
+        for _ in 0..INFLIGHT_MAX {
+            wal.release_claim();
+        }
+
+        let applied = directory
+            .call(
+                &id,
+                Exec {
+                    command: adjust(),
+                    idem: None,
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        applied.durable.unwrap().await.unwrap().unwrap();
+        let p = directory
+            .call(&id, GetProduct(ProductId::parse("P").unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.on_hand, Qty::from_units(9));
+    });
+}
+
+#[test]
+fn overload_is_a_503_with_retry_after() {
+    // Goal: both overload refusals reach clients as 503 "Overloaded" with Retry-After.
+    use actix_web::ResponseError;
+    for e in [
+        godown::http::ApiError::from(CallError::Overloaded),
+        godown::http::ApiError::from(StoreError::Overloaded),
+    ] {
+        let response = e.error_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("Retry-After").unwrap(), "1");
+        assert_eq!(e.body()["error"], "Overloaded");
+    }
+}
