@@ -238,6 +238,16 @@ async fn a_flash_sale_survives_kill_9() {
     assert_eq!(r.json()["error"], "Insufficient stock");
 }
 
+/// Runs `godown verify` on a data directory.
+fn run_verify(db: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(db)
+        .output()
+        .unwrap()
+}
+
 /// Damages the WAL batch `from_end` places before the last (0 = the last one) by cutting
 /// its value in half. Each order here is alone in its batch (one client, one at a time).
 fn damage_wal_batch(db: &std::path::Path, from_end: usize) -> u64 {
@@ -271,12 +281,7 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
     }
     server.kill9();
     damage_wal_batch(&db, 0);
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
-        .arg("verify")
-        .arg("--data-dir")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let verify = run_verify(&db);
     assert!(
         verify.status.success(),
         "{}",
@@ -307,12 +312,7 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
     server.kill9();
 
     damage_wal_batch(&db, 2);
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
-        .arg("verify")
-        .arg("--data-dir")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let verify = run_verify(&db);
     assert_eq!(verify.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&verify.stderr).contains("CORRUPT"));
     let start = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
@@ -341,12 +341,7 @@ async fn verify_summarises_a_healthy_directory() {
         200
     );
     server.kill9();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
-        .arg("verify")
-        .arg("--data-dir")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = run_verify(&db);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stores:            3"), "{text}");

@@ -132,6 +132,28 @@ pub enum Outcome {
     },
 }
 
+/// What settling a line does to the counters.
+#[derive(Clone, Copy)]
+enum Settle {
+    /// Held units leave the shelf (a paid order): on_hand −q, reserved −q.
+    Sell,
+    /// Held units go back to sale: reserved −q.
+    Release,
+    /// Sold units come back (a cancelled confirmed order): on_hand +q.
+    Restock,
+}
+
+impl Settle {
+    fn movement(self, quantity: Qty) -> (MovementKind, i64, i64) {
+        let q = quantity.0 as i64;
+        match self {
+            Settle::Sell => (MovementKind::Sale, -q, -q),
+            Settle::Release => (MovementKind::Release, 0, -q),
+            Settle::Restock => (MovementKind::Cancel, q, 0),
+        }
+    }
+}
+
 /// Something with a deadline: a hold, or an order waiting for payment.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Deadline {
@@ -662,40 +684,14 @@ impl StoreState {
         if order.status != OrderStatus::PendingPayment {
             return Err(DomainError::OrderNotPayable(order.status));
         }
-        let mut order = order.clone();
-        let r: Box<str> = order_id.to_string().into();
-        for l in &order.lines {
-            let q = l.quantity.0 as i64;
-            if succeeded {
-                self.move_stock(
-                    events,
-                    &l.product_id,
-                    MovementKind::Sale,
-                    -q,
-                    -q,
-                    r.clone(),
-                    now_ms,
-                );
-            } else {
-                self.move_stock(
-                    events,
-                    &l.product_id,
-                    MovementKind::Release,
-                    0,
-                    -q,
-                    r.clone(),
-                    now_ms,
-                );
-            }
-        }
-        order.status = if succeeded {
-            OrderStatus::Confirmed
+        let (settle, status) = if succeeded {
+            (Settle::Sell, OrderStatus::Confirmed)
         } else {
-            OrderStatus::PaymentFailed
+            (Settle::Release, OrderStatus::PaymentFailed)
         };
-        order.updated_ms = now_ms;
-        order.payment_reference = reference;
-        self.emit(events, Event::OrderSet(Box::new(order)));
+        self.settle_order(events, order_id, settle, status, now_ms, |o| {
+            o.payment_reference = reference
+        });
         Ok(Outcome::Order(order_id))
     }
 
@@ -710,40 +706,19 @@ impl StoreState {
             .orders
             .get(&order_id)
             .ok_or(DomainError::OrderNotFound)?;
-        let was = order.status;
-        if !matches!(was, OrderStatus::PendingPayment | OrderStatus::Confirmed) {
-            return Err(DomainError::OrderNotCancellable(was));
-        }
-        let mut order = order.clone();
-        let r: Box<str> = order_id.to_string().into();
-        for l in &order.lines {
-            let q = l.quantity.0 as i64;
-            if was == OrderStatus::PendingPayment {
-                self.move_stock(
-                    events,
-                    &l.product_id,
-                    MovementKind::Release,
-                    0,
-                    -q,
-                    r.clone(),
-                    now_ms,
-                );
-            } else {
-                self.move_stock(
-                    events,
-                    &l.product_id,
-                    MovementKind::Cancel,
-                    q,
-                    0,
-                    r.clone(),
-                    now_ms,
-                );
-            }
-        }
-        order.status = OrderStatus::Cancelled;
-        order.updated_ms = now_ms;
-        order.cancel_reason = reason;
-        self.emit(events, Event::OrderSet(Box::new(order)));
+        let settle = match order.status {
+            OrderStatus::PendingPayment => Settle::Release,
+            OrderStatus::Confirmed => Settle::Restock,
+            other => return Err(DomainError::OrderNotCancellable(other)),
+        };
+        self.settle_order(
+            events,
+            order_id,
+            settle,
+            OrderStatus::Cancelled,
+            now_ms,
+            |o| o.cancel_reason = reason,
+        );
         Ok(Outcome::Order(order_id))
     }
 
@@ -760,27 +735,48 @@ impl StoreState {
                     self.close_hold(events, &r, ReservationEnd::Expired, now_ms);
                 }
                 Deadline::Order(id) => {
-                    let mut order = self.orders[&id].clone();
-                    let r: Box<str> = id.to_string().into();
-                    for l in &order.lines {
-                        let q = l.quantity.0 as i64;
-                        self.move_stock(
-                            events,
-                            &l.product_id,
-                            MovementKind::Release,
-                            0,
-                            -q,
-                            r.clone(),
-                            now_ms,
-                        );
-                    }
-                    order.status = OrderStatus::Expired;
-                    order.updated_ms = now_ms;
-                    self.emit(events, Event::OrderSet(Box::new(order)));
+                    self.settle_order(
+                        events,
+                        id,
+                        Settle::Release,
+                        OrderStatus::Expired,
+                        now_ms,
+                        |_| {},
+                    );
                 }
             }
         }
         Outcome::Expired { count }
+    }
+
+    /// Moves every line of an order one way, then records the order's new status.
+    fn settle_order(
+        &mut self,
+        events: &mut Vec<Event>,
+        order_id: OrderId,
+        settle: Settle,
+        status: OrderStatus,
+        now_ms: TimeMs,
+        edit: impl FnOnce(&mut Order),
+    ) {
+        let mut order = self.orders[&order_id].clone();
+        let reference: Box<str> = order_id.to_string().into();
+        for l in &order.lines {
+            let (kind, on_hand, reserved) = settle.movement(l.quantity);
+            self.move_stock(
+                events,
+                &l.product_id,
+                kind,
+                on_hand,
+                reserved,
+                reference.clone(),
+                now_ms,
+            );
+        }
+        order.status = status;
+        order.updated_ms = now_ms;
+        edit(&mut order);
+        self.emit(events, Event::OrderSet(Box::new(order)));
     }
 
     fn close_hold(
@@ -792,25 +788,23 @@ impl StoreState {
     ) {
         let reference: Box<str> = r.reservation_id.as_str().into();
         for l in &r.lines {
-            let q = l.quantity.0 as i64;
+            let (kind, on_hand, reserved) = Settle::Release.movement(l.quantity);
             self.move_stock(
                 events,
                 &l.product_id,
-                MovementKind::Release,
-                0,
-                -q,
+                kind,
+                on_hand,
+                reserved,
                 reference.clone(),
                 now_ms,
             );
         }
-        self.emit(
-            events,
-            Event::ReservationClosed {
-                reservation_id: r.reservation_id.clone(),
-                end,
-                at_ms: now_ms,
-            },
-        );
+        let closed = Event::ReservationClosed {
+            reservation_id: r.reservation_id.clone(),
+            end,
+            at_ms: now_ms,
+        };
+        self.emit(events, closed);
     }
 
     /// Emits one movement of `id`'s counters (and a low-stock event if it crosses the line).
