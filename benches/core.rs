@@ -11,6 +11,11 @@ use godown::wal::{Durability, ItemBody, Storage, recovery, writer};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// glibc's allocator serialises on its arena locks when one thread frees what another
+/// allocated (every request crosses from an HTTP worker to a store actor and back).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PRODUCTS: usize = 1000;
 
 fn store(products: usize) -> StoreState {
@@ -241,5 +246,132 @@ fn snapshot_and_recovery(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, core, disk, wal, snapshot_and_recovery);
+/// The store actors in process: no HTTP and no storage (a writer that discards), so what is
+/// measured is the actor hop, the core and the record encoding, on every core.
+/// `round_trip`: one 1-line order sent to a store's actor and its durable receipt awaited.
+/// `orders_3_lines`: 100 stores × 1,000 products on one arbiter per core, 512 orders in
+/// flight from one driver thread; throughput in order lines.
+fn actors(c: &mut Criterion) {
+    use godown::actor::{Directory, Exec};
+    let mut g = c.benchmark_group("actors");
+    g.measurement_time(Duration::from_secs(5));
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    let sys = actix::System::new();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let directory = sys.block_on(async {
+        let arbiters = (0..cores).map(|_| actix::Arbiter::new().handle()).collect();
+        let wal = writer::start_discarding();
+        std::sync::Arc::new(Directory::new(arbiters, wal, storage, 900_000, 1))
+    });
+    const STORES: usize = 100;
+    let catalogue = store(PRODUCTS);
+    let products: Vec<ProductId> = catalogue
+        .products()
+        .map(|p| p.info.product_id.clone())
+        .collect();
+    let stores: Vec<_> = sys.block_on(async {
+        let mut entries = Vec::new();
+        for s in 0..STORES {
+            let mut config = catalogue.config.clone();
+            config.store_id = StoreId::parse(&format!("S{s:03}")).unwrap();
+            let entry = directory.get_or_create(&config).unwrap();
+            for p in catalogue.products() {
+                let command = Command::SetProduct {
+                    info: p.info.clone(),
+                    stock: Some(p.on_hand),
+                };
+                let applied = Directory::call_entry(
+                    &entry,
+                    Exec {
+                        command,
+                        idem: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .unwrap();
+                applied.durable.unwrap().await.unwrap().unwrap();
+            }
+            entries.push(entry);
+        }
+        entries
+    });
+    let draft = |rng: &mut fastrand::Rng, lines: usize| {
+        let first = rng.usize(0..PRODUCTS / lines);
+        let items = (0..lines)
+            .map(|k| DraftItem {
+                product_id: products[first * lines + k].clone(),
+                quantity: Qty::from_units(rng.u64(1..=3)),
+                unit_price: None,
+            })
+            .collect();
+        Command::PlaceOrder(Box::new(OrderDraft {
+            order_id: OrderId::from_seq(1),
+            customer: Customer {
+                phone: "9876543210".into(),
+                name: "Bench".into(),
+                delivery_address: "Loopback".into(),
+            },
+            items,
+            payment_method: PaymentMethod::Cod,
+            reservation_id: None,
+            payment_ttl_ms: 900_000,
+        }))
+    };
+    let place = |entry: godown::actor::StoreEntry, command: Command| async move {
+        let applied = Directory::call_entry(
+            &entry,
+            Exec {
+                command,
+                idem: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        applied.durable.unwrap().await.unwrap().unwrap();
+    };
+
+    g.throughput(Throughput::Elements(1));
+    let mut rng = fastrand::Rng::with_seed(4);
+    g.bench_function("round_trip", |b| {
+        b.iter(|| {
+            let entry = stores[rng.usize(..STORES)].clone();
+            let command = draft(&mut rng, 1);
+            sys.block_on(place(entry, command))
+        })
+    });
+
+    const IN_FLIGHT: u64 = 512;
+    g.throughput(Throughput::Elements(3));
+    g.bench_function("orders_3_lines", |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(IN_FLIGHT);
+            let t = Instant::now();
+            sys.block_on(async {
+                let tasks: Vec<_> = (0..IN_FLIGHT)
+                    .map(|k| {
+                        let stores = stores.clone();
+                        let mut rng = fastrand::Rng::with_seed(k);
+                        let commands: Vec<_> = (0..per_task).map(|_| draft(&mut rng, 3)).collect();
+                        actix::spawn(async move {
+                            for command in commands {
+                                place(stores[rng.usize(..STORES)].clone(), command).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            t.elapsed()
+                .mul_f64(iters as f64 / (per_task * IN_FLIGHT) as f64)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, core, disk, wal, snapshot_and_recovery, actors);
 criterion_main!(benches);

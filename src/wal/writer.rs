@@ -163,6 +163,38 @@ pub fn start(
     }
 }
 
+/// A writer that completes every item at once and stores nothing: the store actors'
+/// own cost (execute, encode the record, hand it over) measured without any storage.
+/// For benchmarks only; nothing it is given survives.
+pub fn start_discarding() -> WalHandle {
+    let (tx, rx) = mpsc::channel::<WalItem>();
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(WalStats::default());
+    let (inflight2, stats2) = (inflight.clone(), stats.clone());
+    std::thread::Builder::new()
+        .name("wal-discard".into())
+        .spawn(move || {
+            let mut seq = 1u64;
+            while let Ok(item) = rx.recv() {
+                if let Some((mark, value)) = &item.mark {
+                    mark.fetch_max(*value, Ordering::AcqRel);
+                }
+                if let Some(done) = item.done {
+                    let _ = done.send(Ok(seq));
+                }
+                seq += 1;
+                stats2.records.fetch_add(1, Ordering::Relaxed);
+                inflight2.fetch_sub(1, Ordering::AcqRel);
+            }
+        })
+        .expect("spawning the discarding WAL writer");
+    WalHandle {
+        tx,
+        inflight,
+        stats,
+    }
+}
+
 struct Writer {
     storage: Storage,
     durability: Durability,
