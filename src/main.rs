@@ -273,7 +273,13 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
                 opt(rep.first_seq),
                 opt(rep.last_seq)
             );
-            println!("movements:         {}", storage.movements.len());
+            match count_movements(&storage) {
+                Ok(n) => println!("movements:         {n}"),
+                Err(e) => {
+                    eprintln!("godown verify: CORRUPT: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             if rep.torn_tail {
                 println!(
                     "warning: the last WAL record is damaged (a write cut short); recovery will drop it"
@@ -291,4 +297,16 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
 
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// Movements in the ledger (each chunk decoded, so that damage is found).
+fn count_movements(storage: &Storage) -> Result<usize, godown::wal::WalError> {
+    let mut n = 0;
+    for entry in storage.movements.iter() {
+        let (_, value) = entry?;
+        let chunk: Vec<godown::domain::Movement> =
+            godown::wal::format::decode_frame(&value, &|| "a ledger chunk".into())?;
+        n += chunk.len();
+    }
+    Ok(n)
 }

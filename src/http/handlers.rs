@@ -11,8 +11,8 @@ use crate::actor::{
 use crate::domain::*;
 use crate::wal::ItemBody;
 use crate::wal::format::{
-    IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, movement_key,
-    order_key,
+    IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, order_key,
+    read_movement,
 };
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -331,17 +331,7 @@ pub async fn get_movements(
         _ => return Err(ApiError::storage("the write-ahead log stopped")),
     }
     let read = |id: u64| -> Result<Option<Movement>, ApiError> {
-        match state
-            .storage
-            .movements
-            .get(movement_key(&store_id, id))
-            .map_err(ApiError::storage)?
-        {
-            None => Ok(None),
-            Some(v) => decode_frame(&v, &|| "movement".into())
-                .map(Some)
-                .map_err(ApiError::storage),
-        }
+        read_movement(&state.storage.movements, &store_id, id).map_err(ApiError::storage)
     };
     // Newest first along the product's chain; `after` must be one of its movements.
     let mut cursor = match after {

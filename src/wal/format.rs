@@ -6,7 +6,7 @@
 //! We do not assume that sled keeps writes to *different* trees in order across a crash, so
 //! the WAL is the only source of truth and every other tree is a cache rebuilt from it.
 
-use crate::domain::{Event, Order, OrderId, StoreId, StoreState, TimeMs};
+use crate::domain::{Event, Movement, Order, OrderId, StoreId, StoreState, TimeMs};
 use serde::{Deserialize, Serialize};
 
 /// The only format version this build writes and reads.
@@ -185,8 +185,9 @@ pub fn split_batch(value: &[u8]) -> (Vec<(u64, &[u8])>, Option<String>) {
     (entries, None)
 }
 
-/// `store \0 movement_id (BE)`: each store's ledger is appended in id order (cheap for
-/// sled); a product's history is read by following `prev_movement_id` from its head.
+/// `store \0 movement_id (BE)`: the key of a ledger chunk, named by its first movement.
+/// Each store's ledger is appended in id order (cheap for sled); a product's history is
+/// read by following `prev_movement_id` from its head.
 pub fn movement_key(store: &StoreId, movement_id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(store.as_str().len() + 9);
     key.extend_from_slice(store.as_str().as_bytes());
@@ -195,17 +196,31 @@ pub fn movement_key(store: &StoreId, movement_id: u64) -> Vec<u8> {
     key
 }
 
+/// Reads one movement from the ledger. The movements of one record have consecutive ids
+/// and are stored as one chunk (one sled value) keyed by the first of them, so the chunk
+/// holding `movement_id` is the last one whose key is at or below its key.
+pub fn read_movement(
+    ledger: &sled::Tree,
+    store: &StoreId,
+    movement_id: u64,
+) -> Result<Option<Movement>, WalError> {
+    let range = movement_key(store, 0)..=movement_key(store, movement_id);
+    let Some(entry) = ledger.range(range).next_back() else {
+        return Ok(None);
+    };
+    let (_, value) = entry?;
+    let chunk: Vec<Movement> = decode_frame(&value, &|| format!("ledger chunk of store {store}"))?;
+    Ok(chunk.into_iter().find(|m| m.movement_id == movement_id))
+}
+
 /// The view writes that a record implies. Used live by the actor and again by recovery.
 pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
-    let mut writes = Vec::with_capacity(record.events.len() + 1);
+    let mut writes = Vec::with_capacity(3);
     let mut first_order = None;
+    let mut moved: Vec<&Movement> = Vec::new();
     for event in &record.events {
         match event {
-            Event::Moved(m) => writes.push(ViewWrite {
-                view: View::Movements,
-                key: movement_key(&record.store_id, m.movement_id),
-                value: encode_frame(m),
-            }),
+            Event::Moved(m) => moved.push(m),
             Event::OrderSet(order) => {
                 first_order.get_or_insert(order.order_id);
                 writes.push(ViewWrite {
@@ -216,6 +231,19 @@ pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
             }
             _ => {}
         }
+    }
+    if let Some(first) = moved.first() {
+        debug_assert!(
+            moved
+                .windows(2)
+                .all(|w| w[1].movement_id == w[0].movement_id + 1),
+            "a record's movements have consecutive ids"
+        );
+        writes.push(ViewWrite {
+            view: View::Movements,
+            key: movement_key(&record.store_id, first.movement_id),
+            value: encode_frame(&moved),
+        });
     }
     if let (Some(tag), Some(order_id)) = (&record.idem, first_order) {
         let entry = IdemEntry {
@@ -256,5 +284,65 @@ mod tests {
             Err(WalError::UnknownVersion { version: 9, .. })
         ));
         assert!(decode_frame::<(u64, String)>(&frame[..3], &what).is_err());
+    }
+
+    #[test]
+    fn a_movement_is_found_inside_its_chunk_and_stores_do_not_mix() {
+        // Goal: the ledger stores one chunk per record (consecutive ids) and finds every
+        // movement in it, first, middle or last; ids past the end, before the start or of
+        // another store (one whose id extends this one's) are not found.
+        use crate::domain::{MovementKind, ProductId, Qty};
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .temporary(true)
+            .path(dir.path())
+            .open()
+            .unwrap();
+        let ledger = db.open_tree("movements").unwrap();
+        let movement = |id: u64| Movement {
+            movement_id: id,
+            prev_movement_id: 0,
+            product_id: ProductId::parse(&format!("P{id}")).unwrap(),
+            kind: MovementKind::Sale,
+            on_hand_change: -1000,
+            reserved_change: 0,
+            on_hand_after: Qty(0),
+            reserved_after: Qty(0),
+            reference: "ORD".into(),
+            at_ms: 0,
+        };
+        let (a, ab) = (StoreId::parse("A").unwrap(), StoreId::parse("AB").unwrap());
+        let write = |store: &StoreId, ids: std::ops::RangeInclusive<u64>| {
+            let record = WalRecord {
+                store_id: store.clone(),
+                events: ids.map(|i| Event::Moved(movement(i))).collect(),
+                idem: None,
+            };
+            for w in view_writes(&record) {
+                assert_eq!(w.view, View::Movements);
+                ledger.insert(w.key, w.value).unwrap();
+            }
+        };
+        write(&a, 1..=3);
+        write(&a, 4..=4);
+        write(&a, 5..=9);
+        write(&ab, 1..=2);
+        assert_eq!(ledger.len(), 4, "one chunk per record");
+        for id in 1..=9 {
+            let m = read_movement(&ledger, &a, id).unwrap().unwrap();
+            assert_eq!(m.movement_id, id);
+        }
+        assert!(read_movement(&ledger, &a, 0).unwrap().is_none());
+        assert!(read_movement(&ledger, &a, 10).unwrap().is_none());
+        assert!(read_movement(&ledger, &ab, 3).unwrap().is_none());
+        assert_eq!(
+            read_movement(&ledger, &ab, 2).unwrap().unwrap().movement_id,
+            2
+        );
+        assert!(
+            read_movement(&ledger, &StoreId::parse("B").unwrap(), 1)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -14,8 +14,9 @@ pub struct Storage {
     pub snapshots: sled::Tree,
     /// `order id (u32 BE) → Order frame`: every order's latest state, for reads by id.
     pub orders: sled::Tree,
-    /// `store \0 movement id (BE) → Movement frame`: the stock ledger, appended per store;
-    /// a product's history is the chain of `prev_movement_id` from its newest movement.
+    /// `store \0 first movement id (BE) → Vec<Movement> frame`: the stock ledger, one chunk
+    /// per record (its movements have consecutive ids), appended per store; a product's
+    /// history is the chain of `prev_movement_id` from its newest movement.
     pub movements: sled::Tree,
     /// `Idempotency-Key → IdemEntry frame`.
     pub idem: sled::Tree,
