@@ -55,12 +55,24 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         .collect();
     let mut next_seq = stores.values().map(|(seq, _)| seq + 1).max().unwrap_or(1);
 
+    // A batch's views are flushed with it, so only the last batch's views can be missing
+    // (sled need not keep writes to different trees in order within an interrupted flush).
+    // The views of the last two batches are rewritten, also for records a snapshot covers;
+    // older batches' views are on disk already, and rewriting them all would double the
+    // time of a large recovery.
+    let mut last_two = storage.wal.iter().keys().rev().take(2);
+    let (_, rewrite_from) = (last_two.next(), last_two.next());
+    let rewrite_from: Vec<u8> = match rewrite_from {
+        Some(key) => key?.to_vec(),
+        None => Vec::new(),
+    };
     let mut views: [sled::Batch; 3] = Default::default();
     let mut pending_views = 0usize;
     let mut iter = storage.wal.iter().peekable();
     'batches: while let Some(entry) = iter.next() {
         let (key, value) = entry?;
         let last_batch = iter.peek().is_none();
+        let rewrite_views = repair && key.as_ref() >= rewrite_from.as_slice();
         let batch_key =
             u64::from_be_bytes(key.as_ref().try_into().map_err(|_| WalError::Corrupt {
                 what: "WAL key".into(),
@@ -110,6 +122,9 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
             match stores.get_mut(&record.store_id) {
                 Some((snap_seq, _)) if seq <= *snap_seq => {
                     report.records_skipped += 1;
+                    if rewrite_views {
+                        pending_views += add_views(&mut views, &record);
+                    }
                     continue;
                 }
                 Some((_, state)) => record.events.iter().for_each(|e| state.apply_event(e)),
@@ -127,16 +142,16 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
             }
             replay_from.entry(record.store_id.clone()).or_insert(seq);
             report.records_replayed += 1;
-            if repair {
-                for w in view_writes(&record) {
-                    let index = match w.view {
-                        View::Orders => 0,
-                        View::Movements => 1,
-                        View::Idem => 2,
-                    };
-                    views[index].insert(w.key, w.value);
-                    pending_views += 1;
+            // Finished orders live in the archive, not in memory (as the actor keeps them).
+            if let Some((_, state)) = stores.get_mut(&record.store_id) {
+                for event in &record.events {
+                    if let Event::OrderSet(order) = event {
+                        state.evict_order(order.order_id);
+                    }
                 }
+            }
+            if rewrite_views {
+                pending_views += add_views(&mut views, &record);
                 if pending_views >= 10_000 {
                     apply_views(storage, std::mem::take(&mut views))?;
                     pending_views = 0;
@@ -177,10 +192,130 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     })
 }
 
+/// Adds a record's view writes to `views`; returns how many.
+fn add_views(views: &mut [sled::Batch; 3], record: &WalRecord) -> usize {
+    let writes = view_writes(record);
+    let n = writes.len();
+    for w in writes {
+        let index = match w.view {
+            View::Orders => 0,
+            View::Movements => 1,
+            View::Idem => 2,
+        };
+        views[index].insert(w.key, w.value);
+    }
+    n
+}
+
 fn apply_views(storage: &Storage, views: [sled::Batch; 3]) -> Result<(), WalError> {
     let [orders, movements, idem] = views;
     storage.orders.apply_batch(orders)?;
     storage.movements.apply_batch(movements)?;
     storage.idem.apply_batch(idem)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::state::{DraftItem, OrderDraft};
+    use crate::domain::*;
+    use crate::wal::format::{encode_frame, order_key, push_batch_entry};
+
+    fn record(state: &mut StoreState, command: Command) -> WalRecord {
+        let (_, events) = state.execute(command, 0).unwrap();
+        WalRecord {
+            store_id: state.config.store_id.clone(),
+            events,
+            idem: None,
+        }
+    }
+
+    #[test]
+    fn recovery_rewrites_the_last_batches_views_and_keeps_finished_orders_out_of_memory() {
+        // Goal: views lost with the last batches (an interrupted flush) come back, older
+        // batches' views are not rewritten, and replayed finished orders are not held in
+        // memory (they are in the archive).
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let config = StoreConfig {
+            store_id: StoreId::parse("S").unwrap(),
+            name: "s".into(),
+            tax_rate_bp: 0,
+            delivery_fee: Paise(0),
+            free_delivery_above: None,
+            location: None,
+            updated_ms: 0,
+        };
+        let mut state = StoreState::new(config.clone());
+        let mut records = vec![WalRecord {
+            store_id: config.store_id.clone(),
+            events: vec![Event::StoreSet(config.clone())],
+            idem: None,
+        }];
+        state.apply_event(&records[0].events[0]);
+        let info = ProductInfo {
+            product_id: ProductId::parse("P").unwrap(),
+            name: "p".into(),
+            unit: Unit::Pieces,
+            unit_price: Paise(100),
+            low_stock_threshold: Qty::ZERO,
+            category: None,
+        };
+        let stock = Some(Qty::from_units(100));
+        records.push(record(&mut state, Command::SetProduct { info, stock }));
+        for seq in 1..=4 {
+            let draft = OrderDraft {
+                order_id: OrderId::from_seq(seq),
+                customer: Customer {
+                    phone: "1".into(),
+                    name: "c".into(),
+                    delivery_address: "a".into(),
+                },
+                items: vec![DraftItem {
+                    product_id: ProductId::parse("P").unwrap(),
+                    quantity: Qty::from_units(1),
+                    unit_price: None,
+                }],
+                payment_method: PaymentMethod::Cod,
+                reservation_id: None,
+                payment_ttl_ms: 1000,
+            };
+            records.push(record(&mut state, Command::PlaceOrder(Box::new(draft))));
+        }
+        // Four batches: [store, product], [order 1], [order 2], [order 3, order 4].
+        let batches: [&[usize]; 4] = [&[0, 1], &[2], &[3], &[4, 5]];
+        let mut seq = 1u64;
+        for batch in batches {
+            let first = seq;
+            let mut value = Vec::new();
+            for &i in batch {
+                push_batch_entry(&mut value, seq, &encode_frame(&records[i]));
+                seq += 1;
+            }
+            storage.wal.insert(first.to_be_bytes(), value).unwrap();
+        }
+        let archived = |seq: u32| {
+            storage
+                .orders
+                .contains_key(order_key(OrderId::from_seq(seq)))
+                .unwrap()
+        };
+        let r = recover(&storage, true).unwrap();
+        assert!(!archived(1), "views of older batches are not rewritten");
+        assert!(archived(2) && archived(3) && archived(4));
+        assert!(!storage.movements.is_empty());
+        assert_eq!(r.report.records_replayed, 6);
+        assert_eq!(r.states.len(), 1);
+        assert_eq!(
+            r.states[0].orders().count(),
+            0,
+            "finished orders stay in the archive"
+        );
+        let p = r.states[0]
+            .product(&ProductId::parse("P").unwrap())
+            .unwrap();
+        assert_eq!(p.on_hand, Qty::from_units(96));
+        assert_eq!(r.next_order_seq, 5);
+    }
 }
