@@ -6,7 +6,8 @@
 #
 # Prints the restart's recovery report (records replayed, milliseconds), the time until
 # /ready answers 200, and the RSS after recovery. Everything runs on 127.0.0.1:8092 with
-# data in a temporary directory that is removed at the end.
+# data in a temporary directory that is removed at the end (kept with KEEP=1).
+# STORES, PRODUCTS and ORDERS change the sizes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +22,7 @@ PID=
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 cleanup() {
     [[ -n "$PID" ]] && kill -9 "$PID" 2>/dev/null || true
-    rm -rf "$TMP"
+    if [[ -n "${KEEP:-}" ]]; then echo "kept: $TMP/db" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 
@@ -56,6 +57,7 @@ wait "$PID" || true
 
 log "2. writing $ORDERS orders to the WAL (no snapshots)"
 start "${NO_SNAPSHOTS[@]}"
+echo "products only: ready after ${READY_S} s; RSS $(rss_mb) MB"
 "$GODOWN" load --target "http://$ADDR" --scenario throughput --stores "$STORES" \
     --products "$PRODUCTS" --requests "$ORDERS" --skip-setup --quiet --json >"$TMP/orders.json"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   %d orders at %.0f/s, failed %s" % (r["requests"], r["requests_per_s"], r["failed"]))' "$TMP/orders.json" >&2
@@ -69,4 +71,6 @@ log "3. restart and recover"
 : >"$TMP/server.log"
 start "${NO_SNAPSHOTS[@]}"
 grep -E "recovery done" "$TMP/server.log" | sed -e 's/\x1b\[[0-9;]*m//g' >&2
-echo "ready after ${READY_S} s (process start to /ready = 200); RSS $(rss_mb) MB"
+echo "products + $ORDERS records: ready after ${READY_S} s (process start to /ready = 200); RSS $(rss_mb) MB"
+sleep 10
+echo "RSS 10 s later: $(rss_mb) MB"
