@@ -5,7 +5,8 @@
 //! short) ends replay there with a warning; damage anywhere else stops start-up.
 
 use super::format::{
-    SnapshotFrame, View, WalError, WalRecord, decode_frame, decode_state, split_batch, view_writes,
+    SnapshotFrame, View, WalError, WalRecord, decode_frame, decode_state, read_snapshot_frames,
+    split_batch, view_writes,
 };
 use super::storage::Storage;
 use crate::domain::{Event, StoreId, StoreState};
@@ -40,9 +41,7 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let mut stores: HashMap<StoreId, (u64, StoreState)> = HashMap::new();
-    for entry in storage.snapshots.iter() {
-        let (key, value) = entry?;
-        let name = String::from_utf8_lossy(&key).into_owned();
+    for (name, value) in read_snapshot_frames(&storage.snapshots)? {
         let what = || format!("snapshot of store {name}");
         let frame: SnapshotFrame = decode_frame(&value, &what)?;
         let state = decode_state(&frame.state, &what)?;

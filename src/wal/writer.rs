@@ -5,10 +5,12 @@
 //! already queued (up to `BATCH_LEN_MAX`). A lone client pays one flush; under load, the
 //! items that queue while a flush runs share the next one.
 
-use super::format::{SnapshotFrame, View, ViewWrite, WalError, encode_frame, push_batch_entry};
+use super::format::{
+    SnapshotFrame, View, ViewWrite, WalError, encode_frame, push_batch_entry, snapshot_parts,
+};
 use super::storage::Storage;
 use crate::domain::StoreId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -17,6 +19,11 @@ use tokio::sync::oneshot;
 
 /// Most items in one batch: bounds one flush's latency and the memory of one batch.
 pub const BATCH_LEN_MAX: usize = 4096;
+/// A group commit slower than this is logged.
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
+/// Most old WAL batches deleted with each new one (truncation keeps pace with appends
+/// as long as this is above 1).
+const TRUNCATE_PER_BATCH: usize = 8;
 /// Most items accepted but not yet durable, over all stores. Past it, stores answer 503
 /// before changing anything, so the writer's queue can never grow without bound.
 pub const INFLIGHT_MAX: usize = 65_536;
@@ -136,20 +143,20 @@ pub fn start(
     stats
         .last_seq
         .store(next_seq.saturating_sub(1), Ordering::Relaxed);
-    let (trunc_tx, trunc_rx) = mpsc::channel::<u64>();
-    let wal_tree = storage.wal.clone();
-    let trunc_stats = stats.clone();
-    std::thread::Builder::new()
-        .name("wal-truncate".into())
-        .spawn(move || truncator(wal_tree, trunc_rx, trunc_stats))
-        .expect("spawning the WAL truncator");
+    // The WAL's batch keys, oldest first: what truncation will delete, a few per batch.
+    let wal_keys: VecDeque<u64> = storage
+        .wal
+        .iter()
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter_map(|k| <[u8; 8]>::try_from(k.as_ref()).ok().map(u64::from_be_bytes))
+        .collect();
     let writer = Writer {
         storage,
         durability,
         next_seq,
         replay_from,
-        truncate_sent: 0,
-        trunc_tx,
+        wal_keys,
     };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
     std::thread::Builder::new()
@@ -200,8 +207,8 @@ struct Writer {
     durability: Durability,
     next_seq: u64,
     replay_from: HashMap<StoreId, u64>,
-    truncate_sent: u64,
-    trunc_tx: mpsc::Sender<u64>,
+    /// First sequence numbers of the WAL's batches, oldest first.
+    wal_keys: VecDeque<u64>,
 }
 
 impl Writer {
@@ -224,9 +231,17 @@ impl Writer {
             let started = Instant::now();
             match self.write_batch(&batch, &stats) {
                 Ok(()) => {
+                    let took = started.elapsed();
+                    if took >= SLOW_BATCH {
+                        tracing::warn!(
+                            items = batch.len(),
+                            ms = took.as_millis() as u64,
+                            "slow group commit"
+                        );
+                    }
                     stats
                         .flush_us_total
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats.last_seq.store(self.next_seq - 1, Ordering::Release);
                     let n = batch.len();
@@ -239,7 +254,6 @@ impl Writer {
                         }
                     }
                     inflight.fetch_sub(n, Ordering::AcqRel);
-                    self.maybe_truncate();
                 }
                 Err(e) => {
                     // Memory is now ahead of the disk: answering from it would be a lie that
@@ -260,6 +274,9 @@ impl Writer {
     fn write_batch(&mut self, batch: &[WalItem], stats: &WalStats) -> Result<(), WalError> {
         // The whole batch's records go into one WAL value keyed by its first sequence number:
         // one sled insert per flush instead of one per record.
+        // Before this batch's snapshots move any replay point: a deletion must never rely
+        // on a snapshot written in the same flush (sled need not keep trees in order).
+        let mut wal_batch = self.truncation(stats);
         let first_seq = self.next_seq;
         let mut wal_value: Vec<u8> = Vec::new();
         let mut snapshots = sled::Batch::default();
@@ -286,7 +303,11 @@ impl Writer {
                         seq,
                         state: state.clone(),
                     });
-                    snapshots.insert(store_id.as_str().as_bytes(), frame);
+                    // Replaces the whole-frame key of the layout before parts, if any.
+                    snapshots.remove(store_id.as_str().as_bytes());
+                    for (key, value) in snapshot_parts(store_id, &frame) {
+                        snapshots.insert(key, value);
+                    }
                     self.replay_from.insert(store_id.clone(), seq + 1);
                     tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
@@ -298,12 +319,14 @@ impl Writer {
                 }
             }
         }
-        // The WAL first: the views and snapshots are caches of it.
+        // The WAL first: the views and snapshots are caches of it. The same write deletes
+        // a few batches that no recovery needs any more (see `truncation`), by the replay
+        // points of earlier, flushed batches.
         if !wal_value.is_empty() {
-            self.storage
-                .wal
-                .insert(first_seq.to_be_bytes(), wal_value)?;
+            wal_batch.insert(&first_seq.to_be_bytes(), wal_value);
+            self.wal_keys.push_back(first_seq);
         }
+        self.storage.wal.apply_batch(wal_batch)?;
         let [orders, movements, idem] = views;
         self.storage.orders.apply_batch(orders)?;
         self.storage.movements.apply_batch(movements)?;
@@ -326,16 +349,30 @@ impl Writer {
         Ok(())
     }
 
-    /// Records below every store's replay point are no longer needed: hand them to the
-    /// truncator (in large steps, so that it runs rarely).
-    fn maybe_truncate(&mut self) {
+    /// Deletions of the oldest WAL batches whose every record is below every store's replay
+    /// point, at most `TRUNCATE_PER_BATCH` of them. A batch ends where the next one starts,
+    /// so batch `k` may go once batch `k + 1` starts at or below that point. Deleting a few
+    /// per group commit, in the writer's own sled write, keeps truncation from competing
+    /// with the log (a bulk delete after each snapshot round stalled it for up to 140 ms).
+    /// A deletion lost in a crash only leaves records that replay skips.
+    fn truncation(&mut self, stats: &WalStats) -> sled::Batch {
+        let mut batch = sled::Batch::default();
         let Some(below) = self.replay_from.values().copied().min() else {
-            return;
+            return batch;
         };
-        if below > self.truncate_sent + 1024 {
-            self.truncate_sent = below;
-            let _ = self.trunc_tx.send(below);
+        let mut removed = 0;
+        while removed < TRUNCATE_PER_BATCH && self.wal_keys.len() >= 2 && self.wal_keys[1] <= below
+        {
+            let key = self.wal_keys.pop_front().expect("two keys");
+            batch.remove(&key.to_be_bytes());
+            removed += 1;
         }
+        if removed > 0 {
+            stats
+                .truncated_below
+                .store(self.wal_keys[0], Ordering::Relaxed);
+        }
+        batch
     }
 }
 
@@ -344,41 +381,5 @@ fn view_index(view: View) -> usize {
         View::Orders => 0,
         View::Movements => 1,
         View::Idem => 2,
-    }
-}
-
-/// Deletes WAL batches whose every record is below the requested sequence. A batch is keyed
-/// by its first sequence number and ends where the next one starts, so the last batch that
-/// starts at or below `below` may still hold needed records: it is kept. No flush is
-/// needed: a deletion lost in a crash leaves records that replay skips.
-fn truncator(wal: sled::Tree, rx: mpsc::Receiver<u64>, stats: Arc<WalStats>) {
-    while let Ok(mut below) = rx.recv() {
-        while let Ok(newer) = rx.try_recv() {
-            below = below.max(newer);
-        }
-        let mut keys = Vec::new();
-        for key in wal.iter().keys() {
-            let Ok(key) = key else { break };
-            let Ok(bytes) = <[u8; 8]>::try_from(key.as_ref()) else {
-                break;
-            };
-            if u64::from_be_bytes(bytes) > below {
-                break;
-            }
-            keys.push(key);
-        }
-        keys.pop();
-        tracing::debug!(below, batches = keys.len(), "truncating the WAL");
-        for chunk in keys.chunks(1024) {
-            let mut batch = sled::Batch::default();
-            for k in chunk {
-                batch.remove(k.clone());
-            }
-            if let Err(e) = wal.apply_batch(batch) {
-                tracing::warn!(error = %e, "WAL truncation failed; will retry later");
-                break;
-            }
-        }
-        stats.truncated_below.store(below, Ordering::Relaxed);
     }
 }
