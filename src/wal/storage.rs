@@ -10,7 +10,8 @@ pub struct Storage {
     pub db: sled::Db,
     /// `seq (u64 BE) → WalRecord frame`: the source of truth.
     pub wal: sled::Tree,
-    /// `store id → SnapshotFrame`: a cache of replaying the WAL up to its `seq`.
+    /// `store \0 part (u32 BE) → part of a SnapshotFrame` (see `format::snapshot_parts`):
+    /// a cache of replaying the WAL up to its `seq`.
     pub snapshots: sled::Tree,
     /// `order id (u32 BE) → Order frame`: every order's latest state, for reads by id.
     pub orders: sled::Tree,
