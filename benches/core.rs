@@ -125,7 +125,7 @@ fn wal(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
     let dir = tempfile::tempdir_in(".").unwrap();
     let storage = Storage::open(dir.path()).unwrap();
-    let handle = writer::start(storage, Durability::Flush, 1, HashMap::new());
+    let handle = writer::start(storage, Durability::Flush, 1, HashMap::new(), Vec::new());
     let mut s = store(PRODUCTS);
     let mut rng = fastrand::Rng::with_seed(2);
     let frames: Vec<Vec<u8>> = (0..512)
@@ -189,7 +189,13 @@ fn snapshot_and_recovery(c: &mut Criterion) {
     // The writer thread keeps its handle on the database; recovery reads through a clone.
     let storage = Storage::open(dir.path()).unwrap();
     {
-        let handle = writer::start(storage.clone(), Durability::None, 1, HashMap::new());
+        let handle = writer::start(
+            storage.clone(),
+            Durability::None,
+            1,
+            HashMap::new(),
+            Vec::new(),
+        );
         let mut s = store(0);
         let create = vec![Event::StoreSet(s.config.clone())];
         let id = s.config.store_id.clone();

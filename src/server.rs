@@ -127,6 +127,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         config.durability,
         recovered.next_seq,
         recovered.replay_from,
+        recovered.batch_keys,
     );
     let arbiters: Vec<_> = (0..threads)
         .map(|_| actix::Arbiter::new().handle())

@@ -52,7 +52,13 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path()).unwrap();
     actix::System::new().block_on(async move {
-        let wal = writer::start(storage.clone(), Durability::Flush, 1, HashMap::new());
+        let wal = writer::start(
+            storage.clone(),
+            Durability::Flush,
+            1,
+            HashMap::new(),
+            Vec::new(),
+        );
         let arbiters = vec![actix::Arbiter::new().handle()];
         let directory = Directory::new(arbiters, wal.clone(), storage, 900_000, 1);
         let store = directory.get_or_create(&config()).unwrap();

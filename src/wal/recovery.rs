@@ -32,6 +32,8 @@ pub struct Recovered {
     pub replay_from: HashMap<StoreId, u64>,
     /// The first order sequence number never used by a durable order.
     pub next_order_seq: u32,
+    /// The keys (first sequence numbers) of the log's batches, oldest first.
+    pub batch_keys: Vec<u64>,
     pub report: RecoveryReport,
 }
 
@@ -67,6 +69,7 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     };
     let mut views: [sled::Batch; 3] = Default::default();
     let mut pending_views = 0usize;
+    let mut batch_keys = Vec::new();
     let mut iter = storage.wal.iter().peekable();
     'batches: while let Some(entry) = iter.next() {
         let (key, value) = entry?;
@@ -77,6 +80,7 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
                 what: "WAL key".into(),
                 why: format!("{} bytes", key.len()),
             })?);
+        batch_keys.push(batch_key);
         let (entries, damage) = split_batch(&value);
         let count = entries.len();
         let mut records = Vec::with_capacity(count);
@@ -187,6 +191,7 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         next_seq,
         replay_from,
         next_order_seq,
+        batch_keys,
         report,
     })
 }

@@ -130,12 +130,14 @@ impl WalHandle {
 }
 
 /// Starts the writer thread. `next_seq` continues the log; `replay_from` says, per store,
-/// the first sequence number recovery would need (so that older records may be deleted).
+/// the first sequence number recovery would need (so that older records may be deleted);
+/// `batch_keys` are the keys of the log's batches, oldest first (from recovery).
 pub fn start(
     storage: Storage,
     durability: Durability,
     next_seq: u64,
     replay_from: HashMap<StoreId, u64>,
+    batch_keys: Vec<u64>,
 ) -> WalHandle {
     let (tx, rx) = mpsc::channel::<WalItem>();
     let inflight = Arc::new(AtomicUsize::new(0));
@@ -143,20 +145,12 @@ pub fn start(
     stats
         .last_seq
         .store(next_seq.saturating_sub(1), Ordering::Relaxed);
-    // The WAL's batch keys, oldest first: what truncation will delete, a few per batch.
-    let wal_keys: VecDeque<u64> = storage
-        .wal
-        .iter()
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter_map(|k| <[u8; 8]>::try_from(k.as_ref()).ok().map(u64::from_be_bytes))
-        .collect();
     let writer = Writer {
         storage,
         durability,
         next_seq,
         replay_from,
-        wal_keys,
+        wal_keys: batch_keys.into(),
     };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
     std::thread::Builder::new()
@@ -272,11 +266,12 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: &[WalItem], stats: &WalStats) -> Result<(), WalError> {
+        // Truncation is decided before this batch's snapshots move any replay point: a
+        // deletion must never rely on a snapshot in the same flush (sled need not keep
+        // trees in order across an interrupted flush).
+        let mut wal_batch = self.truncation(stats);
         // The whole batch's records go into one WAL value keyed by its first sequence number:
         // one sled insert per flush instead of one per record.
-        // Before this batch's snapshots move any replay point: a deletion must never rely
-        // on a snapshot written in the same flush (sled need not keep trees in order).
-        let mut wal_batch = self.truncation(stats);
         let first_seq = self.next_seq;
         let mut wal_value: Vec<u8> = Vec::new();
         let mut snapshots = sled::Batch::default();
