@@ -10,7 +10,7 @@ use super::format::{
 };
 use super::storage::Storage;
 use crate::domain::StoreId;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -149,7 +149,7 @@ pub fn start(
         storage,
         durability,
         next_seq,
-        replay_from,
+        replay: ReplayPoints::new(replay_from),
         wal_keys: batch_keys.into(),
     };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
@@ -200,7 +200,7 @@ struct Writer {
     storage: Storage,
     durability: Durability,
     next_seq: u64,
-    replay_from: HashMap<StoreId, u64>,
+    replay: ReplayPoints,
     /// First sequence numbers of the WAL's batches, oldest first.
     wal_keys: VecDeque<u64>,
 }
@@ -287,7 +287,7 @@ impl Writer {
                     views: writes,
                 } => {
                     push_batch_entry(&mut wal_value, seq, frame);
-                    self.replay_from.entry(store_id.clone()).or_insert(seq);
+                    self.replay.first_record(store_id, seq);
                     for w in writes {
                         views[view_index(w.view)].insert(w.key.as_slice(), w.value.as_slice());
                     }
@@ -303,7 +303,7 @@ impl Writer {
                     for (key, value) in snapshot_parts(store_id, &frame) {
                         snapshots.insert(key, value);
                     }
-                    self.replay_from.insert(store_id.clone(), seq + 1);
+                    self.replay.snapshot(store_id, seq);
                     tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
                 }
@@ -352,7 +352,7 @@ impl Writer {
     /// A deletion lost in a crash only leaves records that replay skips.
     fn truncation(&mut self, stats: &WalStats) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        let Some(below) = self.replay_from.values().copied().min() else {
+        let Some(below) = self.replay.min() else {
             return batch;
         };
         let mut removed = 0;
@@ -371,10 +371,86 @@ impl Writer {
     }
 }
 
+/// Per store, the first sequence number a recovery would need, and their minimum in
+/// O(log n): the writer asks for the minimum on every batch, and there may be 100,000 stores.
+struct ReplayPoints {
+    by_store: HashMap<StoreId, u64>,
+    /// Replay point → how many stores have it.
+    counts: BTreeMap<u64, u32>,
+}
+
+impl ReplayPoints {
+    fn new(by_store: HashMap<StoreId, u64>) -> ReplayPoints {
+        let mut counts = BTreeMap::new();
+        for &seq in by_store.values() {
+            *counts.entry(seq).or_insert(0) += 1;
+        }
+        ReplayPoints { by_store, counts }
+    }
+
+    fn set(&mut self, store: &StoreId, seq: u64) {
+        if let Some(old) = self.by_store.insert(store.clone(), seq)
+            && let Some(n) = self.counts.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&old);
+            }
+        }
+        *self.counts.entry(seq).or_insert(0) += 1;
+    }
+
+    /// A record at `seq`: the store's replay point if it has none yet.
+    fn first_record(&mut self, store: &StoreId, seq: u64) {
+        if !self.by_store.contains_key(store) {
+            self.set(store, seq);
+        }
+    }
+
+    /// A snapshot at `seq` covers every record of the store before it.
+    fn snapshot(&mut self, store: &StoreId, seq: u64) {
+        self.set(store, seq + 1);
+    }
+
+    fn min(&self) -> Option<u64> {
+        self.counts.keys().next().copied()
+    }
+}
+
 fn view_index(view: View) -> usize {
     match view {
         View::Orders => 0,
         View::Movements => 1,
         View::Idem => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_points_track_the_minimum_over_stores() {
+        // Goal: the minimum follows new stores and snapshots, whichever store held it.
+        let id = |s: &str| StoreId::parse(s).unwrap();
+        let mut points = ReplayPoints::new(HashMap::from([(id("A"), 5), (id("B"), 5)]));
+        assert_eq!(points.min(), Some(5));
+        points.first_record(&id("A"), 9);
+        assert_eq!(
+            points.min(),
+            Some(5),
+            "a later record does not move a replay point"
+        );
+        points.snapshot(&id("A"), 10);
+        assert_eq!(points.min(), Some(5), "B still needs 5");
+        points.snapshot(&id("B"), 12);
+        assert_eq!(points.min(), Some(11));
+        points.first_record(&id("C"), 20);
+        points.snapshot(&id("A"), 30);
+        assert_eq!(points.min(), Some(13));
+        points.snapshot(&id("B"), 31);
+        assert_eq!(points.min(), Some(20));
+        points.snapshot(&id("C"), 40);
+        assert_eq!(points.min(), Some(31));
     }
 }
