@@ -258,7 +258,7 @@ fn snapshot_and_recovery(c: &mut Criterion) {
 /// `orders_3_lines`: 100 stores × 1,000 products on one arbiter per core, 512 orders in
 /// flight from one driver thread; throughput in order lines.
 fn actors(c: &mut Criterion) {
-    use godown::actor::{Directory, Exec};
+    use godown::actor::Directory;
     let mut g = c.benchmark_group("actors");
     g.measurement_time(Duration::from_secs(5));
     let dir = tempfile::tempdir_in(".").unwrap();
@@ -287,17 +287,7 @@ fn actors(c: &mut Criterion) {
                     info: p.info.clone(),
                     stock: Some(p.on_hand),
                 };
-                let applied = Directory::call_entry(
-                    &entry,
-                    Exec {
-                        command,
-                        idem: None,
-                    },
-                )
-                .await
-                .unwrap()
-                .unwrap();
-                applied.durable.unwrap().await.unwrap().unwrap();
+                exec_durably(entry.clone(), command).await;
             }
             entries.push(entry);
         }
@@ -325,19 +315,6 @@ fn actors(c: &mut Criterion) {
             payment_ttl_ms: 900_000,
         }))
     };
-    let place = |entry: godown::actor::StoreEntry, command: Command| async move {
-        let applied = Directory::call_entry(
-            &entry,
-            Exec {
-                command,
-                idem: None,
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        applied.durable.unwrap().await.unwrap().unwrap();
-    };
 
     g.throughput(Throughput::Elements(1));
     let mut rng = fastrand::Rng::with_seed(4);
@@ -345,7 +322,7 @@ fn actors(c: &mut Criterion) {
         b.iter(|| {
             let entry = stores[rng.usize(..STORES)].clone();
             let command = draft(&mut rng, 1);
-            sys.block_on(place(entry, command))
+            sys.block_on(exec_durably(entry, command))
         })
     });
 
@@ -363,7 +340,7 @@ fn actors(c: &mut Criterion) {
                         let commands: Vec<_> = (0..per_task).map(|_| draft(&mut rng, 3)).collect();
                         actix::spawn(async move {
                             for command in commands {
-                                place(stores[rng.usize(..STORES)].clone(), command).await;
+                                exec_durably(stores[rng.usize(..STORES)].clone(), command).await;
                             }
                         })
                     })
@@ -377,6 +354,17 @@ fn actors(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Sends a command to a store's actor and waits for its (discarded) write.
+async fn exec_durably(entry: godown::actor::StoreEntry, command: Command) {
+    use godown::actor::{Directory, Exec};
+    let exec = Exec {
+        command,
+        idem: None,
+    };
+    let applied = Directory::call_entry(&entry, exec).await.unwrap().unwrap();
+    applied.durable.unwrap().await.unwrap().unwrap();
 }
 
 criterion_group!(benches, core, disk, wal, snapshot_and_recovery, actors);
