@@ -37,8 +37,8 @@ pub struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Rebuilds every store. With `repair`, a torn tail record is deleted and the views are
-/// rewritten from the replayed records; without it (for `godown verify`) nothing is written.
+/// Rebuilds every store. With `repair`, a torn tail record is deleted and the views of the
+/// last two batches are rewritten; without it (for `godown verify`) nothing is written.
 pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
