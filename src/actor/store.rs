@@ -49,7 +49,7 @@ pub enum Reply {
     },
     Reservation(Reservation),
     Released(ReservationId),
-    Order(Box<Order>),
+    Order(Arc<Order>),
     None,
 }
 
@@ -297,7 +297,7 @@ impl StoreActor {
             Outcome::Order(id) => self
                 .state
                 .order(*id)
-                .map_or(Reply::None, |o| Reply::Order(Box::new(o.clone()))),
+                .map_or(Reply::None, |o| Reply::Order(o.clone())),
             Outcome::Expired { .. } => Reply::None,
         }
     }

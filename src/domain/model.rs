@@ -5,6 +5,7 @@
 use super::ids::{OrderId, ProductId, ReservationId, StoreId};
 use super::number::{Paise, Qty, Unit};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Milliseconds since the Unix epoch (UTC). Every clock reading enters the core as one.
 pub type TimeMs = i64;
@@ -243,8 +244,9 @@ pub enum Event {
         end: ReservationEnd,
         at_ms: TimeMs,
     },
-    /// The whole order after a change (created, paid, cancelled, expired).
-    OrderSet(Box<Order>),
+    /// The whole order after a change (created, paid, cancelled, expired). Shared with the
+    /// store's state and the answer, so that the order is built once per change.
+    OrderSet(Arc<Order>),
     /// A product's `current_stock` fell to or below its threshold.
     LowStock {
         product_id: ProductId,

@@ -10,6 +10,7 @@ use super::number::{Paise, QTY_MILLI_MAX, Qty};
 use super::pricing;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Most lines in one order, hold or availability check: a big kirana basket is ~100 lines;
 /// 500 keeps one command's work (and one WAL record) small and bounded.
@@ -167,7 +168,7 @@ pub struct StoreState {
     products: BTreeMap<ProductId, Product>,
     reservations: BTreeMap<ReservationId, Reservation>,
     /// Open orders (always) and recently touched ones (until the actor evicts them).
-    orders: BTreeMap<OrderId, Order>,
+    orders: BTreeMap<OrderId, Arc<Order>>,
     next_movement_id: u64,
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
@@ -213,12 +214,12 @@ impl StoreState {
         self.products.len()
     }
 
-    pub fn order(&self, id: OrderId) -> Option<&Order> {
+    pub fn order(&self, id: OrderId) -> Option<&Arc<Order>> {
         self.orders.get(&id)
     }
 
     pub fn orders(&self) -> impl Iterator<Item = &Order> {
-        self.orders.values()
+        self.orders.values().map(|o| &**o)
     }
 
     pub fn order_count(&self) -> usize {
@@ -252,7 +253,9 @@ impl StoreState {
     /// Brings back an order read from the archive, unless a newer copy is in memory.
     pub fn restore_order(&mut self, order: Order) {
         assert!(!order.status.holds_stock(), "open orders are never evicted");
-        self.orders.entry(order.order_id).or_insert(order);
+        self.orders
+            .entry(order.order_id)
+            .or_insert_with(|| Arc::new(order));
     }
 
     /// Rebuilds derived indexes after deserialising a snapshot.
@@ -665,7 +668,7 @@ impl StoreState {
             payment_reference: None,
             cancel_reason: None,
         };
-        self.emit(events, Event::OrderSet(Box::new(order)));
+        self.emit(events, Event::OrderSet(Arc::new(order)));
         Ok(Outcome::Order(draft.order_id))
     }
 
@@ -759,7 +762,7 @@ impl StoreState {
         now_ms: TimeMs,
         edit: impl FnOnce(&mut Order),
     ) {
-        let mut order = self.orders[&order_id].clone();
+        let mut order = Order::clone(&self.orders[&order_id]);
         let reference: Box<str> = order_id.to_string().into();
         for l in &order.lines {
             let (kind, on_hand, reserved) = settle.movement(l.quantity);
@@ -776,7 +779,7 @@ impl StoreState {
         order.status = status;
         order.updated_ms = now_ms;
         edit(&mut order);
-        self.emit(events, Event::OrderSet(Box::new(order)));
+        self.emit(events, Event::OrderSet(Arc::new(order)));
     }
 
     fn close_hold(
@@ -925,7 +928,7 @@ impl StoreState {
                 if let (true, Some(t)) = (order.status.holds_stock(), order.expires_ms) {
                     self.deadlines.insert((t, Deadline::Order(order.order_id)));
                 }
-                self.orders.insert(order.order_id, (**order).clone());
+                self.orders.insert(order.order_id, order.clone());
             }
             Event::LowStock { .. } => {}
         }

@@ -592,7 +592,7 @@ async fn place_order(
     let ParsedOrder { store_id, draft } = parsed.parse()?;
     let applied = exec(dir, &store_id, Command::PlaceOrder(Box::new(draft)), idem).await?;
     match applied.reply {
-        Reply::Order(o) => Ok(*o),
+        Reply::Order(o) => Ok(Arc::unwrap_or_clone(o)),
         _ => Err(ApiError::storage("unexpected reply")),
     }
 }
