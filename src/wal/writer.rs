@@ -430,6 +430,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn truncation_never_relies_on_a_snapshot_of_the_same_flush() {
+        // Goal: batches covered by a snapshot are deleted only by a later batch (the snapshot
+        // is durable by then), the last batch is always kept, and deletion then catches up.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let handle = start(
+            storage.clone(),
+            Durability::Flush,
+            1,
+            HashMap::new(),
+            Vec::new(),
+        );
+        let store = StoreId::parse("A").unwrap();
+        // One item per batch: each waits for the previous to be durable.
+        let write = |body: ItemBody| {
+            handle
+                .submit_waiting(body)
+                .unwrap()
+                .blocking_recv()
+                .unwrap()
+                .unwrap()
+        };
+        let record = || ItemBody::Record {
+            store_id: store.clone(),
+            frame: vec![1, 2, 3],
+            views: Vec::new(),
+        };
+        let keys = || -> Vec<u64> {
+            storage
+                .wal
+                .iter()
+                .keys()
+                .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
+                .collect()
+        };
+        for seq in 1..=3 {
+            assert_eq!(write(record()), seq);
+        }
+        let snapshot = ItemBody::Snapshot {
+            store_id: store.clone(),
+            state: Vec::new(),
+        };
+        assert_eq!(write(snapshot), 4);
+        assert_eq!(
+            keys(),
+            [1, 2, 3],
+            "nothing deleted in the snapshot's own flush"
+        );
+        assert_eq!(write(record()), 5);
+        assert_eq!(
+            keys(),
+            [3, 5],
+            "deleted once the snapshot was durable; 3 ends at 4"
+        );
+        assert_eq!(write(record()), 6);
+        assert_eq!(keys(), [5, 6]);
+    }
+
+    #[test]
     fn replay_points_track_the_minimum_over_stores() {
         // Goal: the minimum follows new stores and snapshots, whichever store held it.
         let id = |s: &str| StoreId::parse(s).unwrap();
