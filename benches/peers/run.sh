@@ -22,7 +22,7 @@ ROOT=$(pwd)
 CLIENTS=${CLIENTS:-64}
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
-SCENARIOS=(throughput flash)
+SCENARIOS=(throughput flash mixed)
 SYSTEMS=(godown postgres redis)
 PG_PORT=5433
 REDIS_PORT=6380
@@ -301,7 +301,7 @@ print(f"{clients} clients, {duration} s a run, median of {runs} run(s) each.\n")
 print("| system | durability | scenario | runs | req/s | p50 µs | p99 µs | notes |")
 print("|---|---|---|---:|---:|---:|---:|---|")
 rps = {}
-for key in sorted(order, key=lambda k: (k[1] != "fsync", ["trivial", "throughput", "flash"].index(k[2]), ["godown", "postgres", "redis"].index(k[0]))):
+for key in sorted(order, key=lambda k: (k[1] != "fsync", ["trivial", "throughput", "flash", "mixed"].index(k[2]), ["godown", "postgres", "redis"].index(k[0]))):
     system, durability, scenario = key
     g = groups[key]
     r = med(g, lambda r: r["requests_per_s"])
@@ -329,7 +329,7 @@ for key in sorted(order, key=lambda k: (k[1] != "fsync", ["trivial", "throughput
 print("\n| durability | scenario | godown req/s | godown / PostgreSQL | godown / Redis |")
 print("|---|---|---:|---:|---:|")
 for durability in ("fsync", "relaxed"):
-    for scenario in ("throughput", "flash"):
+    for scenario in ("throughput", "flash", "mixed"):
         g = rps.get(("godown", durability, scenario))
         def ratio(peer):
             p = rps.get((peer, durability, scenario))
