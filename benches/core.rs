@@ -56,7 +56,12 @@ fn order(n: u32, rng: &mut fastrand::Rng) -> Command {
             unit_price: None,
         })
         .collect();
-    let draft = OrderDraft {
+    place_order(n, items)
+}
+
+/// A cash-on-delivery order of `items` (the actor replaces the id with a fresh one).
+fn place_order(n: u32, items: Vec<DraftItem>) -> Command {
+    Command::PlaceOrder(Box::new(OrderDraft {
         order_id: OrderId::from_seq(n),
         customer: Customer {
             phone: "9876543210".into(),
@@ -67,8 +72,7 @@ fn order(n: u32, rng: &mut fastrand::Rng) -> Command {
         payment_method: PaymentMethod::Cod,
         reservation_id: None,
         payment_ttl_ms: 900_000,
-    };
-    Command::PlaceOrder(Box::new(draft))
+    }))
 }
 
 /// Order lines through the pure core (3 lines per order), and the record encoding per order.
@@ -302,18 +306,7 @@ fn actors(c: &mut Criterion) {
                 unit_price: None,
             })
             .collect();
-        Command::PlaceOrder(Box::new(OrderDraft {
-            order_id: OrderId::from_seq(1),
-            customer: Customer {
-                phone: "9876543210".into(),
-                name: "Bench".into(),
-                delivery_address: "Loopback".into(),
-            },
-            items,
-            payment_method: PaymentMethod::Cod,
-            reservation_id: None,
-            payment_ttl_ms: 900_000,
-        }))
+        place_order(1, items)
     };
 
     g.throughput(Throughput::Elements(1));

@@ -348,6 +348,14 @@ pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
 mod tests {
     use super::*;
 
+    /// A sled tree in a temporary directory (removed when the guard drops).
+    fn temp_tree(name: &str) -> (tempfile::TempDir, sled::Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree(name).unwrap();
+        (dir, tree)
+    }
+
     #[test]
     fn frames_round_trip_and_detect_damage() {
         // Goal: a frame decodes to what was encoded; a flipped bit or a new version is caught.
@@ -376,13 +384,7 @@ mod tests {
         // movement in it, first, middle or last; ids past the end, before the start or of
         // another store (one whose id extends this one's) are not found.
         use crate::domain::{MovementKind, ProductId, Qty};
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .temporary(true)
-            .path(dir.path())
-            .open()
-            .unwrap();
-        let ledger = db.open_tree("movements").unwrap();
+        let (_dir, ledger) = temp_tree("movements");
         let movement = |id: u64| Movement {
             movement_id: id,
             prev_movement_id: 0,
@@ -435,13 +437,7 @@ mod tests {
         // Goal: a snapshot frame of any size comes back whole from its parts; a smaller,
         // newer snapshot ignores the stale parts of a larger one; a whole-frame value of the
         // layout before parts is still read; a missing part is corruption, not a short read.
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .temporary(true)
-            .path(dir.path())
-            .open()
-            .unwrap();
-        let tree = db.open_tree("snapshots").unwrap();
+        let (_dir, tree) = temp_tree("snapshots");
         let write = |store: &str, frame: &[u8]| {
             let store = StoreId::parse(store).unwrap();
             let mut batch = sled::Batch::default();
