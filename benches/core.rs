@@ -7,8 +7,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use godown::domain::state::{DraftItem, OrderDraft};
 use godown::domain::*;
 use godown::wal::format::{WalRecord, decode_state, encode_frame, encode_state};
+use godown::wal::views::PENDING_RECORDS_MAX;
+use godown::wal::writer::LogPosition;
 use godown::wal::{Durability, ItemBody, Storage, recovery, writer};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// glibc's allocator serialises on its arena locks when one thread frees what another
@@ -129,7 +130,12 @@ fn wal(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
     let dir = tempfile::tempdir_in(".").unwrap();
     let storage = Storage::open(dir.path()).unwrap();
-    let handle = writer::start(storage, Durability::Flush, 1, HashMap::new(), Vec::new());
+    let handle = writer::start(
+        storage,
+        Durability::Flush,
+        LogPosition::default(),
+        PENDING_RECORDS_MAX,
+    );
     let mut s = store(PRODUCTS);
     let mut rng = fastrand::Rng::with_seed(2);
     let frames: Vec<Vec<u8>> = (0..512)
@@ -196,9 +202,8 @@ fn snapshot_and_recovery(c: &mut Criterion) {
         let handle = writer::start(
             storage.clone(),
             Durability::None,
-            1,
-            HashMap::new(),
-            Vec::new(),
+            LogPosition::default(),
+            PENDING_RECORDS_MAX,
         );
         let mut s = store(0);
         let create = vec![Event::StoreSet(s.config.clone())];

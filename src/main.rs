@@ -52,6 +52,10 @@ enum Cmd {
         /// …or this many seconds, whichever comes first [default: 300].
         #[arg(long)]
         snapshot_interval_seconds: Option<u64>,
+        /// Write the order archive and the ledger out of memory after at most this many
+        /// WAL records (sooner when 4,096 orders are waiting) [default: 65536].
+        #[arg(long)]
+        views_every_records: Option<u64>,
         /// Threads for store actors and for HTTP workers (each); 0 = one per core [default: 0].
         #[arg(long)]
         threads: Option<usize>,
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             payment_ttl_seconds,
             snapshot_every_records,
             snapshot_interval_seconds,
+            views_every_records,
             threads,
         } => {
             let file = match config
@@ -156,6 +161,10 @@ fn main() -> ExitCode {
                         .unwrap_or(300)
                         .max(1),
                 ),
+                views_every_records: views_every_records
+                    .or(file.views_every_records)
+                    .unwrap_or(godown::wal::views::PENDING_RECORDS_MAX)
+                    .max(1),
                 admin_token: env("GODOWN_ADMIN_TOKEN").or(file.admin_token),
                 client_token: env("GODOWN_CLIENT_TOKEN").or(file.client_token),
                 threads: threads.or(file.threads).unwrap_or(0),
@@ -246,12 +255,13 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
     match recovery::recover(&storage, false) {
         Ok(r) => {
             let products: usize = r.states.iter().map(|s| s.product_count()).sum();
-            let orders = storage
-                .orders
-                .iter()
-                .values()
-                .filter(|v| v.as_ref().is_ok_and(|v| !v.is_empty()))
-                .count();
+            let (orders, movements) = match godown::wal::views::count_views(&storage) {
+                Ok(counts) => counts,
+                Err(e) => {
+                    eprintln!("godown verify: CORRUPT: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let rep = &r.report;
             println!("stores:            {}", r.states.len());
             println!("products:          {products}");
@@ -273,13 +283,7 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
                 opt(rep.first_seq),
                 opt(rep.last_seq)
             );
-            match count_movements(&storage) {
-                Ok(n) => println!("movements:         {n}"),
-                Err(e) => {
-                    eprintln!("godown verify: CORRUPT: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+            println!("movements:         {movements}");
             if rep.torn_tail {
                 println!(
                     "warning: the last WAL record is damaged (a write cut short); recovery will drop it"
@@ -297,16 +301,4 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
 
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
-}
-
-/// Movements in the ledger (each chunk decoded, so that damage is found).
-fn count_movements(storage: &Storage) -> Result<usize, godown::wal::WalError> {
-    let mut n = 0;
-    for entry in storage.movements.iter() {
-        let (_, value) = entry?;
-        let chunk: Vec<godown::domain::Movement> =
-            godown::wal::format::decode_frame(&value, &|| "a ledger chunk".into())?;
-        n += chunk.len();
-    }
-    Ok(n)
 }

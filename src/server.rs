@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub payment_ttl_seconds: Option<u64>,
     pub snapshot_every_records: Option<u64>,
     pub snapshot_interval_seconds: Option<u64>,
+    pub views_every_records: Option<u64>,
     pub threads: Option<usize>,
     pub admin_token: Option<String>,
     pub client_token: Option<String>,
@@ -51,6 +52,8 @@ pub struct ServeConfig {
     pub payment_ttl: Duration,
     pub snapshot_every_records: u64,
     pub snapshot_interval: Duration,
+    /// The most WAL records whose views wait in memory (see `wal::views`).
+    pub views_every_records: u64,
     pub admin_token: Option<String>,
     pub client_token: Option<String>,
     /// Arbiters for store actors and actix-web workers (each); 0 = one per core.
@@ -125,9 +128,8 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     let wal = writer::start(
         storage.clone(),
         config.durability,
-        recovered.next_seq,
-        recovered.replay_from,
-        recovered.batch_keys,
+        recovered.log,
+        config.views_every_records,
     );
     let arbiters: Vec<_> = (0..threads)
         .map(|_| actix::Arbiter::new().handle())

@@ -101,10 +101,16 @@ async fn acknowledged_orders_survive_kill_9_and_retries_apply_once() {
     // mid-load. After each restart every acknowledged order is there with its items; after
     // re-sending every request (acknowledged or in flight) with its key, acknowledged ones
     // get their same order back and each product's on_hand is the initial stock less the
-    // quantities of all distinct requests, exactly. Snapshots run often to cover truncation.
+    // quantities of all distinct requests, exactly. Snapshots and view
+    // write-outs run often to cover truncation and reads of written-out orders.
     let dir = temp_dir();
     let db = dir.path().join("db");
-    let args = ["--snapshot-every-records", "300"];
+    let args = [
+        "--snapshot-every-records",
+        "300",
+        "--views-every-records",
+        "200",
+    ];
     let mut server = TestServer::start(&db, &args).await;
     server.put_store("CRASH").await;
     for p in 0..PRODUCTS {

@@ -4,9 +4,9 @@
 
 use godown::actor::{CallError, Directory, Exec, GetProduct, MAILBOX_CAPACITY, StoreError};
 use godown::domain::*;
-use godown::wal::writer::INFLIGHT_MAX;
+use godown::wal::views::PENDING_RECORDS_MAX;
+use godown::wal::writer::{INFLIGHT_MAX, LogPosition};
 use godown::wal::{Durability, Storage, writer};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 fn config() -> StoreConfig {
@@ -55,9 +55,8 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
         let wal = writer::start(
             storage.clone(),
             Durability::Flush,
-            1,
-            HashMap::new(),
-            Vec::new(),
+            LogPosition::default(),
+            PENDING_RECORDS_MAX,
         );
         let arbiters = vec![actix::Arbiter::new().handle()];
         let directory = Directory::new(arbiters, wal.clone(), storage, 900_000, 1);

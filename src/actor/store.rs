@@ -1,7 +1,6 @@
 use crate::domain::*;
-use crate::wal::format::{
-    IdemTag, WalRecord, decode_frame, encode_frame, encode_state, order_key, view_writes,
-};
+use crate::wal::format::{IdemTag, WalRecord, encode_frame, encode_state, view_writes};
+use crate::wal::views::read_order;
 use crate::wal::writer::Durable;
 use crate::wal::{ItemBody, Storage, WalHandle, WalItem};
 use actix::prelude::*;
@@ -227,19 +226,14 @@ impl StoreActor {
         if self.state.order(id).is_some() {
             return Ok(());
         }
-        let bytes = self
-            .storage
-            .orders
-            .get(order_key(id))
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
-        if let Some(bytes) = bytes.filter(|b| !b.is_empty()) {
-            let order: Order = decode_frame(&bytes, &|| format!("order {id}"))
-                .map_err(|e| StoreError::Storage(e.to_string()))?;
-            if order.store_id == self.state.config.store_id {
-                self.state.restore_order(order);
-                self.recent.push_back((id, 0));
-                self.last_touch.insert(id, 0);
-            }
+        let order =
+            read_order(&self.storage, id).map_err(|e| StoreError::Storage(e.to_string()))?;
+        if let Some(order) = order
+            && order.store_id == self.state.config.store_id
+        {
+            self.state.restore_order(order);
+            self.recent.push_back((id, 0));
+            self.last_touch.insert(id, 0);
         }
         Ok(())
     }

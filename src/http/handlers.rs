@@ -10,10 +10,8 @@ use crate::actor::{
 };
 use crate::domain::*;
 use crate::wal::ItemBody;
-use crate::wal::format::{
-    IdemAnswer, IdemEntry, IdemTag, View, ViewWrite, decode_frame, encode_frame, order_key,
-    read_movement,
-};
+use crate::wal::format::{IdemAnswer, IdemEntry, IdemTag, decode_frame, encode_frame};
+use crate::wal::views::{self, LedgerReader, ViewWrite};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -330,8 +328,9 @@ pub async fn get_movements(
         Ok(Ok(_)) => {}
         _ => return Err(ApiError::storage("the write-ahead log stopped")),
     }
-    let read = |id: u64| -> Result<Option<Movement>, ApiError> {
-        read_movement(&state.storage.movements, &store_id, id).map_err(ApiError::storage)
+    let mut ledger = LedgerReader::new(&state.storage, &store_id);
+    let mut read = |id: u64| -> Result<Option<Movement>, ApiError> {
+        ledger.read(id).map_err(ApiError::storage)
     };
     // Newest first along the product's chain; `after` must be one of its movements.
     let mut cursor = match after {
@@ -485,18 +484,7 @@ pub async fn delete_reservation(
 // ---------- orders ----------
 
 fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiError> {
-    let bytes = state
-        .storage
-        .orders
-        .get(order_key(id))
-        .map_err(ApiError::storage)?;
-    match bytes {
-        Some(b) if !b.is_empty() => {
-            let order = decode_frame(&b, &|| format!("order {id}")).map_err(ApiError::storage)?;
-            Ok(Some(order))
-        }
-        _ => Ok(None),
-    }
+    views::read_order(&state.storage, id).map_err(ApiError::storage)
 }
 
 fn order_by_path(state: &AppState, path: &str) -> Result<Order, ApiError> {
@@ -739,8 +727,7 @@ async fn remember_refusal(
             body: answer.body.to_vec(),
         },
     };
-    let write = ViewWrite {
-        view: View::Idem,
+    let write = ViewWrite::Idem {
         key: key.as_bytes().to_vec(),
         value: encode_frame(&entry),
     };

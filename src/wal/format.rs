@@ -6,6 +6,7 @@
 //! We do not assume that sled keeps writes to *different* trees in order across a crash, so
 //! the WAL is the only source of truth and every other tree is a cache rebuilt from it.
 
+use super::views::ViewWrite;
 use crate::domain::{Event, Movement, Order, OrderId, StoreId, StoreState, TimeMs};
 use serde::{Deserialize, Serialize};
 
@@ -222,22 +223,7 @@ pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreStat
 }
 
 /// The trees derived from the WAL (caches, rebuilt by replay when needed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum View {
-    Orders,
-    Movements,
-    Idem,
-}
-
-/// One write into a view tree.
-#[derive(Clone, Debug)]
-pub struct ViewWrite {
-    pub view: View,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-}
-
-/// Orders are keyed by their sequence number, so that new orders append to the tree.
+/// The key of an order in the archive of godown before order blocks (see `views`).
 pub fn order_key(id: OrderId) -> [u8; 4] {
     id.seq().to_be_bytes()
 }
@@ -280,53 +266,50 @@ pub fn movement_key(store: &StoreId, movement_id: u64) -> Vec<u8> {
     key
 }
 
-/// Reads one movement from the ledger. The movements of one record have consecutive ids
-/// and are stored as one chunk (one sled value) keyed by the first of them, so the chunk
-/// holding `movement_id` is the last one whose key is at or below its key.
-pub fn read_movement(
+/// Reads the ledger run that would hold `movement_id` (empty if none). A store's ledger is
+/// stored in runs of consecutive ids, one sled value each, keyed by the first of them, so
+/// the run holding `movement_id` is the last one whose key is at or below its key.
+pub fn read_ledger_run(
     ledger: &sled::Tree,
     store: &StoreId,
     movement_id: u64,
-) -> Result<Option<Movement>, WalError> {
+) -> Result<Vec<Movement>, WalError> {
     let range = movement_key(store, 0)..=movement_key(store, movement_id);
     let Some(entry) = ledger.range(range).next_back() else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let (_, value) = entry?;
-    let chunk: Vec<Movement> = decode_frame(&value, &|| format!("ledger chunk of store {store}"))?;
-    Ok(chunk.into_iter().find(|m| m.movement_id == movement_id))
+    decode_frame(&value, &|| format!("ledger chunk of store {store}"))
 }
 
 /// The view writes that a record implies. Used live by the actor and again by recovery.
 pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
     let mut writes = Vec::with_capacity(3);
     let mut first_order = None;
-    let mut moved: Vec<&Movement> = Vec::new();
+    let mut moved: Vec<Movement> = Vec::new();
     for event in &record.events {
         match event {
-            Event::Moved(m) => moved.push(m),
+            Event::Moved(m) => moved.push(m.clone()),
             Event::OrderSet(order) => {
                 first_order.get_or_insert(order.order_id);
-                writes.push(ViewWrite {
-                    view: View::Orders,
-                    key: order_key(order.order_id).to_vec(),
-                    value: encode_frame::<Order>(order),
+                writes.push(ViewWrite::Order {
+                    seq: order.order_id.seq(),
+                    frame: encode_frame::<Order>(order),
                 })
             }
             _ => {}
         }
     }
-    if let Some(first) = moved.first() {
+    if !moved.is_empty() {
         debug_assert!(
             moved
                 .windows(2)
                 .all(|w| w[1].movement_id == w[0].movement_id + 1),
             "a record's movements have consecutive ids"
         );
-        writes.push(ViewWrite {
-            view: View::Movements,
-            key: movement_key(&record.store_id, first.movement_id),
-            value: encode_frame(&moved),
+        writes.push(ViewWrite::Movements {
+            store: record.store_id.clone(),
+            movements: moved,
         });
     }
     if let (Some(tag), Some(order_id)) = (&record.idem, first_order) {
@@ -335,8 +318,7 @@ pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
             at_ms: tag.at_ms,
             answer: IdemAnswer::Order(order_id),
         };
-        writes.push(ViewWrite {
-            view: View::Idem,
+        writes.push(ViewWrite::Idem {
             key: tag.key.as_bytes().to_vec(),
             value: encode_frame(&entry),
         });
@@ -405,9 +387,16 @@ mod tests {
                 idem: None,
             };
             for w in view_writes(&record) {
-                assert_eq!(w.view, View::Movements);
-                ledger.insert(w.key, w.value).unwrap();
+                let ViewWrite::Movements { store, movements } = w else {
+                    panic!("only movements");
+                };
+                let key = movement_key(&store, movements[0].movement_id);
+                ledger.insert(key, encode_frame(&movements)).unwrap();
             }
+        };
+        let read_movement = |store: &StoreId, id: u64| -> Result<Option<Movement>, WalError> {
+            let run = read_ledger_run(&ledger, store, id)?;
+            Ok(run.into_iter().find(|m| m.movement_id == id))
         };
         write(&a, 1..=3);
         write(&a, 4..=4);
@@ -415,18 +404,15 @@ mod tests {
         write(&ab, 1..=2);
         assert_eq!(ledger.len(), 4, "one chunk per record");
         for id in 1..=9 {
-            let m = read_movement(&ledger, &a, id).unwrap().unwrap();
+            let m = read_movement(&a, id).unwrap().unwrap();
             assert_eq!(m.movement_id, id);
         }
-        assert!(read_movement(&ledger, &a, 0).unwrap().is_none());
-        assert!(read_movement(&ledger, &a, 10).unwrap().is_none());
-        assert!(read_movement(&ledger, &ab, 3).unwrap().is_none());
-        assert_eq!(
-            read_movement(&ledger, &ab, 2).unwrap().unwrap().movement_id,
-            2
-        );
+        assert!(read_movement(&a, 0).unwrap().is_none());
+        assert!(read_movement(&a, 10).unwrap().is_none());
+        assert!(read_movement(&ab, 3).unwrap().is_none());
+        assert_eq!(read_movement(&ab, 2).unwrap().unwrap().movement_id, 2);
         assert!(
-            read_movement(&ledger, &StoreId::parse("B").unwrap(), 1)
+            read_movement(&StoreId::parse("B").unwrap(), 1)
                 .unwrap()
                 .is_none()
         );

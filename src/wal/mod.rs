@@ -7,6 +7,7 @@
 pub mod format;
 pub mod recovery;
 pub mod storage;
+pub mod views;
 pub mod writer;
 
 pub use format::{IdemAnswer, IdemEntry, IdemTag, WalError, WalRecord};

@@ -5,10 +5,12 @@
 //! short) ends replay there with a warning; damage anywhere else stops start-up.
 
 use super::format::{
-    SnapshotFrame, View, WalError, WalRecord, decode_frame, decode_state, read_snapshot_frames,
+    SnapshotFrame, WalError, WalRecord, decode_frame, decode_state, read_snapshot_frames,
     split_batch, view_writes,
 };
 use super::storage::Storage;
+use super::views;
+use super::writer::LogPosition;
 use crate::domain::{Event, StoreId, StoreState};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,18 +29,17 @@ pub struct RecoveryReport {
 
 pub struct Recovered {
     pub states: Vec<StoreState>,
-    pub next_seq: u64,
-    /// Per store, the first sequence number a later recovery would need.
-    pub replay_from: HashMap<StoreId, u64>,
+    /// Where the writer continues the log.
+    pub log: LogPosition,
     /// The first order sequence number never used by a durable order.
     pub next_order_seq: u32,
-    /// The keys (first sequence numbers) of the log's batches, oldest first.
-    pub batch_keys: Vec<u64>,
     pub report: RecoveryReport,
 }
 
-/// Rebuilds every store. With `repair`, a torn tail record is deleted and the views of the
-/// last two batches are rewritten; without it (for `godown verify`) nothing is written.
+/// Rebuilds every store, and the views that may be missing from sled (into
+/// `storage.pending`, which the writer writes out later). With `repair`, a torn tail record
+/// is deleted and idempotency entries are rewritten; without it (for `godown verify`)
+/// nothing is written.
 pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
@@ -56,30 +57,27 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         .collect();
     let mut next_seq = stores.values().map(|(seq, _)| seq + 1).max().unwrap_or(1);
 
-    // A batch's views are flushed with it, so only the last batch's views can be missing
-    // (sled need not keep writes to different trees in order within an interrupted flush).
-    // The views of the last two batches are rewritten, also for records a snapshot covers;
-    // older batches' views are on disk already, and rewriting them all would double the
-    // time of a large recovery.
-    let mut last_two = storage.wal.iter().keys().rev().take(2);
-    let (_, rewrite_from) = (last_two.next(), last_two.next());
-    let rewrite_from: Vec<u8> = match rewrite_from {
-        Some(key) => key?.to_vec(),
-        None => Vec::new(),
+    // Views of records from `views_from` on may be missing from sled. A database of the
+    // layout before order blocks has no marker: it wrote each batch's views with it, so
+    // only its last two batches' views can be missing (an interrupted flush).
+    let views_from = match views::views_from(storage)? {
+        Some(seq) => seq,
+        None if storage.orders.is_empty() => 0,
+        None => {
+            let mut last_two = storage.wal.iter().keys().rev().take(2);
+            match (last_two.next(), last_two.next()) {
+                (_, Some(key)) => batch_key_of(&key?)?,
+                _ => 0,
+            }
+        }
     };
-    let mut views: [sled::Batch; 3] = Default::default();
-    let mut pending_views = 0usize;
+    let mut idem = sled::Batch::default();
     let mut batch_keys = Vec::new();
     let mut iter = storage.wal.iter().peekable();
     'batches: while let Some(entry) = iter.next() {
         let (key, value) = entry?;
         let last_batch = iter.peek().is_none();
-        let rewrite_views = repair && key.as_ref() >= rewrite_from.as_slice();
-        let batch_key =
-            u64::from_be_bytes(key.as_ref().try_into().map_err(|_| WalError::Corrupt {
-                what: "WAL key".into(),
-                why: format!("{} bytes", key.len()),
-            })?);
+        let batch_key = batch_key_of(&key)?;
         batch_keys.push(batch_key);
         let (entries, damage) = split_batch(&value);
         let count = entries.len();
@@ -122,12 +120,12 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
             report.first_seq.get_or_insert(seq);
             report.last_seq = Some(seq);
             next_seq = next_seq.max(seq + 1);
+            if seq >= views_from {
+                storage.pending.add(view_writes(&record), &mut idem);
+            }
             match stores.get_mut(&record.store_id) {
                 Some((snap_seq, _)) if seq <= *snap_seq => {
                     report.records_skipped += 1;
-                    if rewrite_views {
-                        pending_views += add_views(&mut views, &record);
-                    }
                     continue;
                 }
                 Some((_, state)) => record.events.iter().for_each(|e| state.apply_event(e)),
@@ -153,27 +151,17 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
                     }
                 }
             }
-            if rewrite_views {
-                pending_views += add_views(&mut views, &record);
-                if pending_views >= 10_000 {
-                    apply_views(storage, std::mem::take(&mut views))?;
-                    pending_views = 0;
-                }
-            }
         }
         if torn.is_some() {
             break 'batches;
         }
     }
     if repair {
-        apply_views(storage, views)?;
+        storage.idem.apply_batch(idem)?;
         storage.db.flush()?;
     }
     let states: Vec<StoreState> = stores.into_values().map(|(_, s)| s).collect();
-    let archived = storage
-        .orders
-        .last()?
-        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u32::from_be_bytes));
+    let archived = views::max_order_seq(storage)?;
     let in_memory = states
         .iter()
         .flat_map(|s| s.orders().map(|o| o.order_id.seq()))
@@ -188,35 +176,24 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     report.elapsed = started.elapsed();
     Ok(Recovered {
         states,
-        next_seq,
-        replay_from,
+        log: LogPosition {
+            next_seq,
+            replay_from,
+            views_from,
+            batch_keys,
+        },
         next_order_seq,
-        batch_keys,
         report,
     })
 }
 
-/// Adds a record's view writes to `views`; returns how many.
-fn add_views(views: &mut [sled::Batch; 3], record: &WalRecord) -> usize {
-    let writes = view_writes(record);
-    let n = writes.len();
-    for w in writes {
-        let index = match w.view {
-            View::Orders => 0,
-            View::Movements => 1,
-            View::Idem => 2,
-        };
-        views[index].insert(w.key, w.value);
-    }
-    n
-}
-
-fn apply_views(storage: &Storage, views: [sled::Batch; 3]) -> Result<(), WalError> {
-    let [orders, movements, idem] = views;
-    storage.orders.apply_batch(orders)?;
-    storage.movements.apply_batch(movements)?;
-    storage.idem.apply_batch(idem)?;
-    Ok(())
+fn batch_key_of(key: &[u8]) -> Result<u64, WalError> {
+    Ok(u64::from_be_bytes(key.try_into().map_err(|_| {
+        WalError::Corrupt {
+            what: "WAL key".into(),
+            why: format!("{} bytes", key.len()),
+        }
+    })?))
 }
 
 #[cfg(test)]
@@ -235,11 +212,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn recovery_rewrites_the_last_batches_views_and_keeps_finished_orders_out_of_memory() {
-        // Goal: views lost with the last batches (an interrupted flush) come back, older
-        // batches' views are not rewritten, and replayed finished orders are not held in
-        // memory (they are in the archive).
+    /// A log of four batches, sequence numbers 1..=6: [store, product], [order 1],
+    /// [order 2], [order 3, order 4]; no views in sled.
+    fn four_batches() -> (tempfile::TempDir, Storage) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let config = StoreConfig {
@@ -299,16 +274,33 @@ mod tests {
             }
             storage.wal.insert(first.to_be_bytes(), value).unwrap();
         }
-        let archived = |seq: u32| {
-            storage
-                .orders
-                .contains_key(order_key(OrderId::from_seq(seq)))
-                .unwrap()
-        };
+        (dir, storage)
+    }
+
+    fn has_order(storage: &Storage, seq: u32) -> bool {
+        views::read_order(storage, OrderId::from_seq(seq))
+            .unwrap()
+            .is_some()
+    }
+
+    #[test]
+    fn recovery_rebuilds_views_from_the_marker_and_keeps_finished_orders_out_of_memory() {
+        // Goal: views of records from `views_from` on come back (into memory, readable),
+        // older records' views are not rebuilt (they are in sled by then), and replayed
+        // finished orders are not held in memory (they are in the archive).
+        let (_dir, storage) = four_batches();
+        storage
+            .meta
+            .insert(views::VIEWS_FROM_KEY, &4u64.to_be_bytes())
+            .unwrap();
         let r = recover(&storage, true).unwrap();
-        assert!(!archived(1), "views of older batches are not rewritten");
-        assert!(archived(2) && archived(3) && archived(4));
-        assert!(!storage.movements.is_empty());
+        assert_eq!(r.log.views_from, 4);
+        assert!(
+            !has_order(&storage, 1),
+            "views before the marker are not rebuilt"
+        );
+        assert!(has_order(&storage, 2) && has_order(&storage, 3) && has_order(&storage, 4));
+        assert_eq!(storage.pending.len(), (3, 3));
         assert_eq!(r.report.records_replayed, 6);
         assert_eq!(r.states.len(), 1);
         assert_eq!(
@@ -321,5 +313,27 @@ mod tests {
             .unwrap();
         assert_eq!(p.on_hand, Qty::from_units(96));
         assert_eq!(r.next_order_seq, 5);
+        assert_eq!(r.log.next_seq, 7);
+        assert_eq!(r.log.batch_keys, [1, 3, 4, 5]);
+    }
+
+    #[test]
+    fn without_a_marker_every_view_is_rebuilt_unless_the_database_predates_blocks() {
+        // Goal: a new database whose views were never written out rebuilds them all; one of
+        // the layout before order blocks (per-order archive, no marker) rebuilds only its
+        // last two batches' views, as that layout needed.
+        let (_dir, storage) = four_batches();
+        let r = recover(&storage, true).unwrap();
+        assert_eq!(r.log.views_from, 0);
+        assert!((1..=4).all(|seq| has_order(&storage, seq)));
+
+        let (_dir, storage) = four_batches();
+        storage
+            .orders
+            .insert(order_key(OrderId::from_seq(1)), encode_frame(&"old"))
+            .unwrap();
+        let r = recover(&storage, true).unwrap();
+        assert_eq!(r.log.views_from, 4, "the second-last batch");
+        assert_eq!(storage.pending.len(), (3, 3), "orders 2, 3 and 4");
     }
 }

@@ -1,7 +1,9 @@
 //! The sled database and its trees.
 
 use super::format::WalError;
+use super::views::PendingViews;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The WAL and the trees derived from it. All trees live in one sled `Db`, so one
 /// `Db::flush` makes a whole batch durable.
@@ -13,14 +15,22 @@ pub struct Storage {
     /// `store \0 part (u32 BE) → part of a SnapshotFrame` (see `format::snapshot_parts`):
     /// a cache of replaying the WAL up to its `seq`.
     pub snapshots: sled::Tree,
-    /// `order id (u32 BE) → Order frame`: every order's latest state, for reads by id.
+    /// `order number / 64 (u32 BE) → [(order number, Order frame)]`: every order's latest
+    /// state, for reads by id (see `views`).
+    pub order_blocks: sled::Tree,
+    /// `order number (u32 BE) → Order frame`: the archive of godown before order blocks;
+    /// still read, never written.
     pub orders: sled::Tree,
-    /// `store \0 first movement id (BE) → Vec<Movement> frame`: the stock ledger, one chunk
-    /// per record (its movements have consecutive ids), appended per store; a product's
-    /// history is the chain of `prev_movement_id` from its newest movement.
+    /// `store \0 first movement id (BE) → Vec<Movement> frame`: the stock ledger in runs of
+    /// consecutive ids, appended per store; a product's history is the chain of
+    /// `prev_movement_id` from its newest movement.
     pub movements: sled::Tree,
     /// `Idempotency-Key → IdemEntry frame`.
     pub idem: sled::Tree,
+    /// `views_from → seq (u64 BE)`: see `views`.
+    pub meta: sled::Tree,
+    /// Views of the newest records, not yet in `order_blocks` and `movements`.
+    pub pending: Arc<PendingViews>,
 }
 
 impl Storage {
@@ -36,6 +46,9 @@ impl Storage {
             orders: db.open_tree("orders")?,
             movements: db.open_tree("movements")?,
             idem: db.open_tree("idem")?,
+            order_blocks: db.open_tree("order_blocks")?,
+            meta: db.open_tree("meta")?,
+            pending: Arc::default(),
             db,
         })
     }

@@ -5,10 +5,9 @@
 //! already queued (up to `BATCH_LEN_MAX`). A lone client pays one flush; under load, the
 //! items that queue while a flush runs share the next one.
 
-use super::format::{
-    SnapshotFrame, View, ViewWrite, WalError, encode_frame, push_batch_entry, snapshot_parts,
-};
+use super::format::{SnapshotFrame, WalError, encode_frame, push_batch_entry, snapshot_parts};
 use super::storage::Storage;
+use super::views::{VIEWS_FROM_KEY, ViewWrite};
 use crate::domain::StoreId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -129,16 +128,29 @@ impl WalHandle {
     }
 }
 
-/// Starts the writer thread. `next_seq` continues the log; `replay_from` says, per store,
-/// the first sequence number recovery would need (so that older records may be deleted);
-/// `batch_keys` are the keys of the log's batches, oldest first (from recovery).
+/// Where the writer continues a log (from recovery).
+#[derive(Default)]
+pub struct LogPosition {
+    /// The next sequence number.
+    pub next_seq: u64,
+    /// Per store, the first sequence number recovery would need (so that older records may
+    /// be deleted).
+    pub replay_from: HashMap<StoreId, u64>,
+    /// The first sequence number whose views may be missing from sled (see `views`).
+    pub views_from: u64,
+    /// The keys of the log's batches, oldest first.
+    pub batch_keys: Vec<u64>,
+}
+
+/// Starts the writer thread. The views of at most `views_every_records` records (and at
+/// most `views::PENDING_ORDERS_MAX` orders) wait in memory before they are written out.
 pub fn start(
     storage: Storage,
     durability: Durability,
-    next_seq: u64,
-    replay_from: HashMap<StoreId, u64>,
-    batch_keys: Vec<u64>,
+    at: LogPosition,
+    views_every_records: u64,
 ) -> WalHandle {
+    let next_seq = at.next_seq.max(1);
     let (tx, rx) = mpsc::channel::<WalItem>();
     let inflight = Arc::new(AtomicUsize::new(0));
     let stats = Arc::new(WalStats::default());
@@ -149,8 +161,11 @@ pub fn start(
         storage,
         durability,
         next_seq,
-        replay: ReplayPoints::new(replay_from),
-        wal_keys: batch_keys.into(),
+        replay: ReplayPoints::new(at.replay_from),
+        views_from: at.views_from,
+        views_marker: None,
+        views_every_records: views_every_records.max(1),
+        wal_keys: at.batch_keys.into(),
     };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
     std::thread::Builder::new()
@@ -201,6 +216,12 @@ struct Writer {
     durability: Durability,
     next_seq: u64,
     replay: ReplayPoints,
+    /// Every record before it has its views in sled, flushed.
+    views_from: u64,
+    /// A new `views_from` to persist with the next batch (after the views it speaks of
+    /// were flushed, never in the same flush).
+    views_marker: Option<u64>,
+    views_every_records: u64,
     /// First sequence numbers of the WAL's batches, oldest first.
     wal_keys: VecDeque<u64>,
 }
@@ -223,7 +244,7 @@ impl Writer {
             }
             let first_seq = self.next_seq;
             let started = Instant::now();
-            match self.write_batch(&batch, &stats) {
+            match self.write_batch(&mut batch, &stats) {
                 Ok(()) => {
                     let took = started.elapsed();
                     if took >= SLOW_BATCH {
@@ -265,7 +286,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: &[WalItem], stats: &WalStats) -> Result<(), WalError> {
+    fn write_batch(&mut self, batch: &mut [WalItem], stats: &WalStats) -> Result<(), WalError> {
         // Truncation is decided before this batch's snapshots move any replay point: a
         // deletion must never rely on a snapshot in the same flush (sled need not keep
         // trees in order across an interrupted flush).
@@ -275,12 +296,12 @@ impl Writer {
         let first_seq = self.next_seq;
         let mut wal_value: Vec<u8> = Vec::new();
         let mut snapshots = sled::Batch::default();
-        let mut views: [sled::Batch; 3] = Default::default();
+        let mut views: Vec<ViewWrite> = Vec::new();
         let (mut records, mut snaps) = (0u64, 0u64);
-        for item in batch {
+        for item in batch.iter_mut() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            match &item.body {
+            match &mut item.body {
                 ItemBody::Record {
                     store_id,
                     frame,
@@ -288,9 +309,7 @@ impl Writer {
                 } => {
                     push_batch_entry(&mut wal_value, seq, frame);
                     self.replay.first_record(store_id, seq);
-                    for w in writes {
-                        views[view_index(w.view)].insert(w.key.as_slice(), w.value.as_slice());
-                    }
+                    views.append(writes);
                     records += 1;
                 }
                 ItemBody::Snapshot { store_id, state } => {
@@ -307,13 +326,11 @@ impl Writer {
                     tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
                 }
-                ItemBody::Views(writes) => {
-                    for w in writes {
-                        views[view_index(w.view)].insert(w.key.as_slice(), w.value.as_slice());
-                    }
-                }
+                ItemBody::Views(writes) => views.append(writes),
             }
         }
+        let mut idem = sled::Batch::default();
+        self.storage.pending.add(views, &mut idem);
         // The WAL first: the views and snapshots are caches of it. The same write deletes
         // a few batches that no recovery needs any more (see `truncation`), by the replay
         // points of earlier, flushed batches.
@@ -322,15 +339,32 @@ impl Writer {
             self.wal_keys.push_back(first_seq);
         }
         self.storage.wal.apply_batch(wal_batch)?;
-        let [orders, movements, idem] = views;
-        self.storage.orders.apply_batch(orders)?;
-        self.storage.movements.apply_batch(movements)?;
         self.storage.idem.apply_batch(idem)?;
         if snaps > 0 {
             self.storage.snapshots.apply_batch(snapshots)?;
         }
+        if let Some(from) = self.views_marker.take() {
+            self.storage
+                .meta
+                .insert(VIEWS_FROM_KEY, &from.to_be_bytes())?;
+        }
+        // The order archive and the ledger go to sled a few thousand records at a time.
+        let views_written = if self.storage.pending.is_empty() {
+            true
+        } else if self.storage.pending.is_full()
+            || self.next_seq.saturating_sub(self.views_from) >= self.views_every_records
+        {
+            self.storage.pending.write_out(&self.storage)?;
+            true
+        } else {
+            false
+        };
         if self.durability == Durability::Flush {
             self.storage.db.flush()?;
+        }
+        if views_written && self.views_from != self.next_seq {
+            self.views_from = self.next_seq;
+            self.views_marker = Some(self.next_seq);
         }
         stats.records.fetch_add(records, Ordering::Relaxed);
         stats.snapshots.fetch_add(snaps, Ordering::Relaxed);
@@ -352,7 +386,7 @@ impl Writer {
     /// A deletion lost in a crash only leaves records that replay skips.
     fn truncation(&mut self, stats: &WalStats) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        let Some(below) = self.replay.min() else {
+        let Some(below) = self.replay.min().map(|m| m.min(self.views_from)) else {
             return batch;
         };
         let mut removed = 0;
@@ -417,17 +451,10 @@ impl ReplayPoints {
     }
 }
 
-fn view_index(view: View) -> usize {
-    match view {
-        View::Orders => 0,
-        View::Movements => 1,
-        View::Idem => 2,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::views::PENDING_RECORDS_MAX;
 
     #[test]
     fn truncation_never_relies_on_a_snapshot_of_the_same_flush() {
@@ -438,9 +465,11 @@ mod tests {
         let handle = start(
             storage.clone(),
             Durability::Flush,
-            1,
-            HashMap::new(),
-            Vec::new(),
+            LogPosition {
+                next_seq: 1,
+                ..LogPosition::default()
+            },
+            PENDING_RECORDS_MAX,
         );
         let store = StoreId::parse("A").unwrap();
         // One item per batch: each waits for the previous to be durable.

@@ -1,0 +1,326 @@
+//! The order archive and the stock ledger: read by id, written in chunks.
+//!
+//! Written as one sled value per order and one per record's movements, these views cost
+//! half of a durable order: two inserts per order, each copying a leaf page inside sled
+//! (the profile and the A/B run are in BENCHMARKS.md). So the WAL writer keeps the views of
+//! recent records in memory ([`PendingViews`]) and writes them every few thousand records
+//! as a few large values: orders in blocks of [`ORDER_BLOCK`] consecutive order numbers,
+//! movements in runs of up to [`LEDGER_RUN_MAX`] per store. Readers look in memory first.
+//!
+//! The WAL stays the only truth. The meta tree's `views_from` says from which record on the
+//! views may be missing from sled; recovery rebuilds those (into memory again), and the
+//! writer never truncates the log past that point.
+
+use super::format::{
+    WalError, decode_frame, encode_frame, movement_key, order_key, read_ledger_run,
+};
+use super::storage::Storage;
+use crate::domain::{Movement, Order, OrderId, StoreId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+/// Consecutive order numbers per archive block (one sled value).
+pub const ORDER_BLOCK: u32 = 64;
+/// Most movements in one ledger value.
+pub const LEDGER_RUN_MAX: usize = 128;
+/// The writer writes the pending views out when they hold this many orders…
+pub const PENDING_ORDERS_MAX: usize = 4096;
+/// …or this many movements…
+pub const PENDING_MOVEMENTS_MAX: usize = 16_384;
+/// …or when this many records were logged since the last time (bounds recovery's work
+/// and the log kept for it even when records carry no views).
+pub const PENDING_RECORDS_MAX: u64 = 65_536;
+/// The meta key of the first sequence number whose views may be missing from sled.
+pub const VIEWS_FROM_KEY: &[u8] = b"views_from";
+
+/// A write into the views that a WAL record implies.
+#[derive(Clone, Debug)]
+pub enum ViewWrite {
+    /// An order's latest state, as a frame.
+    Order { seq: u32, frame: Vec<u8> },
+    /// A record's movements (consecutive ids) in one store.
+    Movements {
+        store: StoreId,
+        movements: Vec<Movement>,
+    },
+    /// An idempotency entry (written straight to sled: few, and keyed by the client).
+    Idem { key: Vec<u8>, value: Vec<u8> },
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Order number → the order's latest frame.
+    orders: HashMap<u32, Vec<u8>>,
+    /// Store → first movement id → a record's movements.
+    movements: HashMap<StoreId, BTreeMap<u64, Vec<Movement>>>,
+    movement_count: usize,
+}
+
+/// Views of records not yet written to sled. Only the WAL writer (and recovery, before it
+/// starts) adds to them; anyone reads them.
+#[derive(Default)]
+pub struct PendingViews {
+    inner: RwLock<Pending>,
+}
+
+impl PendingViews {
+    /// Adds view writes, newest last; idempotency entries are returned for sled.
+    pub fn add(&self, writes: impl IntoIterator<Item = ViewWrite>, idem: &mut sled::Batch) {
+        let mut p = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for w in writes {
+            match w {
+                ViewWrite::Order { seq, frame } => {
+                    p.orders.insert(seq, frame);
+                }
+                ViewWrite::Movements { store, movements } => {
+                    let Some(first) = movements.first().map(|m| m.movement_id) else {
+                        continue;
+                    };
+                    p.movement_count += movements.len();
+                    p.movements
+                        .entry(store)
+                        .or_default()
+                        .insert(first, movements);
+                }
+                ViewWrite::Idem { key, value } => idem.insert(key, value),
+            }
+        }
+    }
+
+    /// Whether the writer should write them out now.
+    pub fn is_full(&self) -> bool {
+        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        p.orders.len() >= PENDING_ORDERS_MAX || p.movement_count >= PENDING_MOVEMENTS_MAX
+    }
+
+    pub fn len(&self) -> (usize, usize) {
+        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        (p.orders.len(), p.movement_count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+
+    fn order_frame(&self, seq: u32) -> Option<Vec<u8>> {
+        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        p.orders.get(&seq).cloned()
+    }
+
+    /// The pending run of `store` that holds `movement_id`, if any.
+    fn movement_run(&self, store: &StoreId, movement_id: u64) -> Option<Vec<Movement>> {
+        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let (_, run) = p.movements.get(store)?.range(..=movement_id).next_back()?;
+        let last = run.last()?.movement_id;
+        (movement_id <= last).then(|| run.clone())
+    }
+
+    /// Writes every pending view into sled's trees (not flushed) and then forgets them.
+    /// Readers see each view in memory until sled has it. Called by one thread at a time.
+    pub fn write_out(&self, storage: &Storage) -> Result<(), WalError> {
+        let (blocks, ledger) = {
+            let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            (order_blocks(storage, &p)?, ledger_runs(&p))
+        };
+        storage.order_blocks.apply_batch(blocks)?;
+        storage.movements.apply_batch(ledger)?;
+        let mut p = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        *p = Pending::default();
+        Ok(())
+    }
+
+    /// The highest order number held.
+    fn max_order_seq(&self) -> Option<u32> {
+        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        p.orders.keys().max().copied()
+    }
+}
+
+/// An archive block: `(order number, Order frame)`, ascending.
+type Block = Vec<(u32, Vec<u8>)>;
+
+fn block_key(seq: u32) -> [u8; 4] {
+    (seq / ORDER_BLOCK).to_be_bytes()
+}
+
+/// The pending orders merged into their blocks (a block already in sled is read first).
+fn order_blocks(storage: &Storage, p: &Pending) -> Result<sled::Batch, WalError> {
+    let mut by_block: BTreeMap<[u8; 4], Vec<(u32, &Vec<u8>)>> = BTreeMap::new();
+    for (&seq, frame) in &p.orders {
+        by_block
+            .entry(block_key(seq))
+            .or_default()
+            .push((seq, frame));
+    }
+    let mut batch = sled::Batch::default();
+    for (key, news) in by_block {
+        let mut block: BTreeMap<u32, Vec<u8>> = match storage.order_blocks.get(key)? {
+            Some(bytes) => decode_frame::<Block>(&bytes, &|| "an order block".into())?
+                .into_iter()
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        for (seq, frame) in news {
+            block.insert(seq, frame.clone());
+        }
+        let block: Block = block.into_iter().collect();
+        batch.insert(&key, encode_frame(&block));
+    }
+    Ok(batch)
+}
+
+/// Each store's pending movements as runs of at most `LEDGER_RUN_MAX`, keyed by the first.
+fn ledger_runs(p: &Pending) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (store, runs) in &p.movements {
+        let all: Vec<&Movement> = runs.values().flatten().collect();
+        for chunk in all.chunks(LEDGER_RUN_MAX) {
+            batch.insert(
+                movement_key(store, chunk[0].movement_id),
+                encode_frame(&chunk),
+            );
+        }
+    }
+    batch
+}
+
+/// An order by id: pending, then its archive block, then the per-order tree of older
+/// versions of godown.
+pub fn read_order(storage: &Storage, id: OrderId) -> Result<Option<Order>, WalError> {
+    let what = || format!("order {id}");
+    let seq = id.seq();
+    if let Some(frame) = storage.pending.order_frame(seq) {
+        return decode_frame(&frame, &what).map(Some);
+    }
+    if let Some(bytes) = storage.order_blocks.get(block_key(seq))? {
+        let block: Block = decode_frame(&bytes, &|| "an order block".into())?;
+        if let Ok(i) = block.binary_search_by_key(&seq, |(s, _)| *s) {
+            return decode_frame(&block[i].1, &what).map(Some);
+        }
+    }
+    match storage.orders.get(order_key(id))? {
+        Some(b) if !b.is_empty() => decode_frame(&b, &what).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The highest order number in the views (to continue the sequence after a restart).
+pub fn max_order_seq(storage: &Storage) -> Result<Option<u32>, WalError> {
+    let from_blocks = match storage.order_blocks.last()? {
+        Some((_, bytes)) => decode_frame::<Block>(&bytes, &|| "an order block".into())?
+            .last()
+            .map(|(s, _)| *s),
+        None => None,
+    };
+    let legacy = storage
+        .orders
+        .last()?
+        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u32::from_be_bytes));
+    Ok(from_blocks.max(legacy).max(storage.pending.max_order_seq()))
+}
+
+/// Reads a store's ledger along a chain of ids, keeping the last run it decoded (a
+/// product's consecutive movements are often in the same run).
+pub struct LedgerReader<'a> {
+    storage: &'a Storage,
+    store: &'a StoreId,
+    run: Vec<Movement>,
+}
+
+impl<'a> LedgerReader<'a> {
+    pub fn new(storage: &'a Storage, store: &'a StoreId) -> LedgerReader<'a> {
+        LedgerReader {
+            storage,
+            store,
+            run: Vec::new(),
+        }
+    }
+
+    pub fn read(&mut self, movement_id: u64) -> Result<Option<Movement>, WalError> {
+        if let Some(m) = find(&self.run, movement_id) {
+            return Ok(Some(m.clone()));
+        }
+        self.run = match self.storage.pending.movement_run(self.store, movement_id) {
+            Some(run) => run,
+            None => read_ledger_run(&self.storage.movements, self.store, movement_id)?,
+        };
+        Ok(find(&self.run, movement_id).cloned())
+    }
+}
+
+/// A movement in a run (ascending ids).
+fn find(run: &[Movement], movement_id: u64) -> Option<&Movement> {
+    let i = run
+        .binary_search_by_key(&movement_id, |m| m.movement_id)
+        .ok()?;
+    Some(&run[i])
+}
+
+/// The persisted `views_from`, if this database has one.
+pub fn views_from(storage: &Storage) -> Result<Option<u64>, WalError> {
+    Ok(storage
+        .meta
+        .get(VIEWS_FROM_KEY)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+}
+
+/// Orders and movements in the views, each value decoded (so that damage is found); an
+/// order or movement both pending and in sled counts once. For `godown verify`.
+pub fn count_views(storage: &Storage) -> Result<(usize, usize), WalError> {
+    let mut orders: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    for entry in storage.order_blocks.iter() {
+        let (_, bytes) = entry?;
+        let block: Block = decode_frame(&bytes, &|| "an order block".into())?;
+        orders.extend(block.iter().map(|(seq, _)| *seq));
+    }
+    for entry in storage.orders.iter() {
+        let (key, bytes) = entry?;
+        if let (Ok(k), false) = (<[u8; 4]>::try_from(key.as_ref()), bytes.is_empty()) {
+            orders.insert(u32::from_be_bytes(k));
+        }
+    }
+    // Per store, the id ranges of its runs; their union is its ledger.
+    let mut ranges: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
+    for entry in storage.movements.iter() {
+        let (key, bytes) = entry?;
+        let run: Vec<Movement> = decode_frame(&bytes, &|| "a ledger chunk".into())?;
+        if let (Some(first), Some(last)) = (run.first(), run.last()) {
+            let store = key[..key.len().saturating_sub(9)].to_vec();
+            ranges
+                .entry(store)
+                .or_default()
+                .push((first.movement_id, last.movement_id));
+        }
+    }
+    {
+        let p = storage
+            .pending
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        orders.extend(p.orders.keys());
+        for (store, runs) in &p.movements {
+            for run in runs.values() {
+                if let (Some(first), Some(last)) = (run.first(), run.last()) {
+                    ranges
+                        .entry(store.as_str().as_bytes().to_vec())
+                        .or_default()
+                        .push((first.movement_id, last.movement_id));
+                }
+            }
+        }
+    }
+    let mut movements = 0u64;
+    for runs in ranges.values_mut() {
+        runs.sort_unstable();
+        let mut covered_to = 0u64;
+        for &(first, last) in runs.iter() {
+            let from = first.max(covered_to + 1);
+            if last >= from {
+                movements += last - from + 1;
+                covered_to = last;
+            }
+        }
+    }
+    Ok((orders.len(), movements as usize))
+}
