@@ -518,6 +518,62 @@ mod tests {
     }
 
     #[test]
+    fn views_hold_truncation_back_until_written_out_and_the_marker_follows_a_flush_later() {
+        // Goal: records whose views are only in memory are never deleted from the log, even
+        // under a snapshot; once the views are written out (here every 5 sequence numbers) and
+        // flushed, the next batch persists `views_from` and deletes the covered batches.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let handle = start(
+            storage.clone(),
+            Durability::Flush,
+            LogPosition::default(),
+            5,
+        );
+        let store = StoreId::parse("A").unwrap();
+        let write = |body: ItemBody| {
+            handle
+                .submit_waiting(body)
+                .unwrap()
+                .blocking_recv()
+                .unwrap()
+                .unwrap()
+        };
+        let record = |seq: u32| ItemBody::Record {
+            store_id: store.clone(),
+            frame: vec![1, 2, 3],
+            views: vec![ViewWrite::Order {
+                seq,
+                frame: vec![seq as u8],
+            }],
+        };
+        let keys = || -> Vec<u64> {
+            storage
+                .wal
+                .iter()
+                .keys()
+                .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
+                .collect()
+        };
+        let marker = || crate::wal::views::views_from(&storage).unwrap();
+        assert_eq!(write(record(1)), 1);
+        assert_eq!(write(record(2)), 2);
+        let snapshot = ItemBody::Snapshot {
+            store_id: store.clone(),
+            state: Vec::new(),
+        };
+        assert_eq!(write(snapshot), 3);
+        assert_eq!(write(record(3)), 4);
+        assert_eq!(keys(), [1, 2, 4], "views of 1..=4 were only in memory");
+        assert!(storage.pending.is_empty(), "written out with record 4");
+        assert_eq!(storage.order_blocks.len(), 1);
+        assert_eq!(marker(), None, "not in the write-out's own flush");
+        assert_eq!(write(record(4)), 5);
+        assert_eq!(marker(), Some(5));
+        assert_eq!(keys(), [4, 5], "deleted once the views were durable");
+    }
+
+    #[test]
     fn replay_points_track_the_minimum_over_stores() {
         // Goal: the minimum follows new stores and snapshots, whichever store held it.
         let id = |s: &str| StoreId::parse(s).unwrap();
