@@ -17,7 +17,7 @@ use super::format::{
 use super::storage::Storage;
 use crate::domain::{Movement, Order, OrderId, StoreId};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// Consecutive order numbers per archive block (one sled value).
 pub const ORDER_BLOCK: u32 = 16;
@@ -56,17 +56,65 @@ struct Pending {
     movement_count: usize,
 }
 
-/// Views of records not yet written to sled. Only the WAL writer (and recovery, before it
-/// starts) adds to them; anyone reads them.
+impl Pending {
+    fn order_frame(&self, seq: u32) -> Option<&Vec<u8>> {
+        self.orders.get(&seq)
+    }
+
+    fn movement_run(&self, store: &StoreId, movement_id: u64) -> Option<&Vec<Movement>> {
+        let (_, run) = self
+            .movements
+            .get(store)?
+            .range(..=movement_id)
+            .next_back()?;
+        (movement_id <= run.last()?.movement_id).then_some(run)
+    }
+}
+
+#[derive(Default)]
+struct Generations {
+    /// Views the WAL writer adds to.
+    filling: Pending,
+    /// Views being written into sled by the views thread (newer versions may be filling).
+    sealed: Option<Arc<Pending>>,
+}
+
+/// A set of views sealed for writing out: every view of the records before `below`.
+pub struct Sealed {
+    views: Arc<Pending>,
+    below: u64,
+}
+
+impl Sealed {
+    /// Orders and movements in it.
+    pub fn len(&self) -> (usize, usize) {
+        (self.views.orders.len(), self.views.movement_count)
+    }
+}
+
+/// Views of records not yet written to sled: the WAL writer adds to them, the views thread
+/// (see `writer`) writes them out a generation at a time, anyone reads them.
 #[derive(Default)]
 pub struct PendingViews {
-    inner: RwLock<Pending>,
+    inner: RwLock<Generations>,
+    /// Every record before it has its views applied to sled's trees (not yet flushed).
+    applied_below: Mutex<u64>,
+    applied: Condvar,
 }
 
 impl PendingViews {
-    /// Adds view writes, newest last; idempotency entries are returned for sled.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Generations> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Generations> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds view writes, newest last; idempotency entries go to `idem` (for sled).
     pub fn add(&self, writes: impl IntoIterator<Item = ViewWrite>, idem: &mut sled::Batch) {
-        let mut p = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.write();
+        let p = &mut g.filling;
         for w in writes {
             match w {
                 ViewWrite::Order { seq, frame } => {
@@ -87,52 +135,106 @@ impl PendingViews {
         }
     }
 
-    /// Whether the writer should write them out now.
+    /// Whether the filling generation is large enough to be written out.
     pub fn is_full(&self) -> bool {
-        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        p.orders.len() >= PENDING_ORDERS_MAX || p.movement_count >= PENDING_MOVEMENTS_MAX
+        let g = self.read();
+        g.filling.orders.len() >= PENDING_ORDERS_MAX
+            || g.filling.movement_count >= PENDING_MOVEMENTS_MAX
     }
 
+    /// Orders and movements held, both generations.
     pub fn len(&self) -> (usize, usize) {
-        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        (p.orders.len(), p.movement_count)
+        let g = self.read();
+        let sealed = g.sealed.as_deref();
+        (
+            g.filling.orders.len() + sealed.map_or(0, |p| p.orders.len()),
+            g.filling.movement_count + sealed.map_or(0, |p| p.movement_count),
+        )
     }
 
+    /// Whether every view is in sled's trees.
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0)
     }
 
+    /// Seals the filling generation as the views of every record before `below`; `None`
+    /// while the previous one is still being written out.
+    pub fn seal(&self, below: u64) -> Option<Sealed> {
+        let mut g = self.write();
+        if g.sealed.is_some() {
+            return None;
+        }
+        let views = Arc::new(std::mem::take(&mut g.filling));
+        g.sealed = Some(views.clone());
+        Some(Sealed { views, below })
+    }
+
+    /// Writes a sealed generation into sled's trees (not flushed), then forgets it. Readers
+    /// see each view in memory until sled has it. One generation at a time.
+    pub fn write_sealed(&self, storage: &Storage, sealed: Sealed) -> Result<(), WalError> {
+        let blocks = order_blocks(storage, &sealed.views)?;
+        storage.order_blocks.apply_batch(blocks)?;
+        storage.movements.apply_batch(ledger_runs(&sealed.views))?;
+        self.write().sealed = None;
+        let mut applied = self.applied_below.lock().unwrap_or_else(|e| e.into_inner());
+        *applied = (*applied).max(sealed.below);
+        self.applied.notify_all();
+        Ok(())
+    }
+
+    /// Seals and writes out at once (recovery's tests, benches).
+    pub fn write_out(&self, storage: &Storage, below: u64) -> Result<(), WalError> {
+        match self.seal(below) {
+            Some(sealed) => self.write_sealed(storage, sealed),
+            None => Err(WalError::Stopped(
+                "a generation is being written out".into(),
+            )),
+        }
+    }
+
+    /// Every record before it has its views applied to sled's trees.
+    pub fn applied_below(&self) -> u64 {
+        *self.applied_below.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the starting point (recovery's `views_from`).
+    pub fn set_applied_below(&self, seq: u64) {
+        *self.applied_below.lock().unwrap_or_else(|e| e.into_inner()) = seq;
+    }
+
+    /// Blocks until the views of every record before `seq` are applied to sled's trees.
+    pub fn wait_applied(&self, seq: u64) {
+        let mut applied = self.applied_below.lock().unwrap_or_else(|e| e.into_inner());
+        while *applied < seq {
+            applied = self
+                .applied
+                .wait(applied)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     fn order_frame(&self, seq: u32) -> Option<Vec<u8>> {
-        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        p.orders.get(&seq).cloned()
+        let g = self.read();
+        g.filling
+            .order_frame(seq)
+            .or_else(|| g.sealed.as_ref()?.order_frame(seq))
+            .cloned()
     }
 
     /// The pending run of `store` that holds `movement_id`, if any.
     fn movement_run(&self, store: &StoreId, movement_id: u64) -> Option<Vec<Movement>> {
-        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let (_, run) = p.movements.get(store)?.range(..=movement_id).next_back()?;
-        let last = run.last()?.movement_id;
-        (movement_id <= last).then(|| run.clone())
-    }
-
-    /// Writes every pending view into sled's trees (not flushed) and then forgets them.
-    /// Readers see each view in memory until sled has it. Called by one thread at a time.
-    pub fn write_out(&self, storage: &Storage) -> Result<(), WalError> {
-        let (blocks, ledger) = {
-            let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
-            (order_blocks(storage, &p)?, ledger_runs(&p))
-        };
-        storage.order_blocks.apply_batch(blocks)?;
-        storage.movements.apply_batch(ledger)?;
-        let mut p = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        *p = Pending::default();
-        Ok(())
+        let g = self.read();
+        g.filling
+            .movement_run(store, movement_id)
+            .or_else(|| g.sealed.as_ref()?.movement_run(store, movement_id))
+            .cloned()
     }
 
     /// The highest order number held.
     fn max_order_seq(&self) -> Option<u32> {
-        let p = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        p.orders.keys().max().copied()
+        let g = self.read();
+        let sealed = g.sealed.as_ref().and_then(|p| p.orders.keys().max());
+        g.filling.orders.keys().max().max(sealed).copied()
     }
 }
 
@@ -292,12 +394,8 @@ pub fn count_views(storage: &Storage) -> Result<(usize, usize), WalError> {
                 .push((first.movement_id, last.movement_id));
         }
     }
-    {
-        let p = storage
-            .pending
-            .inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+    let g = storage.pending.read();
+    for p in std::iter::once(&g.filling).chain(g.sealed.as_deref()) {
         orders.extend(p.orders.keys());
         for (store, runs) in &p.movements {
             for run in runs.values() {
@@ -403,7 +501,7 @@ mod tests {
         );
         assert_eq!(status(&storage, 7), Some(OrderStatus::PendingPayment));
         assert_eq!(status(&storage, 21), None);
-        storage.pending.write_out(&storage).unwrap();
+        storage.pending.write_out(&storage, 0).unwrap();
         assert!(storage.pending.is_empty());
         let blocks = 20 / ORDER_BLOCK as usize + 1;
         assert_eq!(storage.order_blocks.len(), blocks, "1..=20 in whole blocks");
@@ -421,7 +519,7 @@ mod tests {
             Some(OrderStatus::Confirmed),
             "pending wins"
         );
-        storage.pending.write_out(&storage).unwrap();
+        storage.pending.write_out(&storage, 0).unwrap();
         assert_eq!(status(&storage, 7), Some(OrderStatus::Confirmed));
         assert_eq!(status(&storage, 8), Some(OrderStatus::PendingPayment));
         assert_eq!(status(&storage, 30), Some(OrderStatus::Confirmed));
@@ -462,7 +560,7 @@ mod tests {
         };
         assert_eq!(read(&a, n), Some(n));
         assert_eq!(read(&ab, 3), None);
-        storage.pending.write_out(&storage).unwrap();
+        storage.pending.write_out(&storage, 0).unwrap();
         assert_eq!(storage.movements.len(), 3, "A in two runs, AB in one");
         storage
             .pending

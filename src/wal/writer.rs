@@ -7,7 +7,7 @@
 
 use super::format::{SnapshotFrame, WalError, encode_frame, push_batch_entry, snapshot_parts};
 use super::storage::Storage;
-use super::views::{VIEWS_FROM_KEY, ViewWrite};
+use super::views::{Sealed, VIEWS_FROM_KEY, ViewWrite};
 use crate::domain::StoreId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -157,14 +157,17 @@ pub fn start(
     stats
         .last_seq
         .store(next_seq.saturating_sub(1), Ordering::Relaxed);
+    storage.pending.set_applied_below(at.views_from);
     let writer = Writer {
-        storage,
+        storage: storage.clone(),
         durability,
         next_seq,
         replay: ReplayPoints::new(at.replay_from),
         views_from: at.views_from,
         views_marker: None,
         views_every_records: views_every_records.max(1),
+        sealed_at: at.views_from,
+        views_tx: start_views_thread(storage.clone()),
         wal_keys: at.batch_keys.into(),
     };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
@@ -211,6 +214,32 @@ pub fn start_discarding() -> WalHandle {
     }
 }
 
+/// The thread that writes sealed views into sled's trees (see `views`). It stops with the
+/// writer (which holds the sender); a failure stops the process, as the writer's does.
+fn start_views_thread(storage: Storage) -> mpsc::Sender<Sealed> {
+    let (tx, rx) = mpsc::channel::<Sealed>();
+    std::thread::Builder::new()
+        .name("views-writer".into())
+        .spawn(move || {
+            while let Ok(sealed) = rx.recv() {
+                let started = Instant::now();
+                let (orders, movements) = sealed.len();
+                if let Err(e) = storage.pending.write_sealed(&storage, sealed) {
+                    tracing::error!(error = %e, "the views cannot be written; stopping");
+                    std::process::exit(70);
+                }
+                tracing::debug!(
+                    orders,
+                    movements,
+                    us = started.elapsed().as_micros() as u64,
+                    "views written out"
+                );
+            }
+        })
+        .expect("spawning the views writer");
+    tx
+}
+
 struct Writer {
     storage: Storage,
     durability: Durability,
@@ -222,6 +251,9 @@ struct Writer {
     /// were flushed, never in the same flush).
     views_marker: Option<u64>,
     views_every_records: u64,
+    /// `next_seq` when the views were last sealed for writing out.
+    sealed_at: u64,
+    views_tx: mpsc::Sender<Sealed>,
     /// First sequence numbers of the WAL's batches, oldest first.
     wal_keys: VecDeque<u64>,
 }
@@ -348,23 +380,30 @@ impl Writer {
                 .meta
                 .insert(VIEWS_FROM_KEY, &from.to_be_bytes())?;
         }
-        // The order archive and the ledger go to sled a few thousand records at a time.
-        let views_written = if self.storage.pending.is_empty() {
-            true
-        } else if self.storage.pending.is_full()
-            || self.next_seq.saturating_sub(self.views_from) >= self.views_every_records
-        {
-            self.storage.pending.write_out(&self.storage)?;
-            true
+        // The order archive and the ledger go to sled a few thousand records at a time, on
+        // the views thread, while this one goes on. Whatever that thread has applied
+        // before this flush is durable after it.
+        let pending = &self.storage.pending;
+        let views_ready = if pending.is_empty() {
+            self.next_seq
         } else {
-            false
+            if (pending.is_full()
+                || self.next_seq.saturating_sub(self.sealed_at) >= self.views_every_records)
+                && let Some(sealed) = pending.seal(self.next_seq)
+            {
+                self.sealed_at = self.next_seq;
+                if self.views_tx.send(sealed).is_err() {
+                    return Err(WalError::Stopped("the views thread has stopped".into()));
+                }
+            }
+            pending.applied_below()
         };
         if self.durability == Durability::Flush {
             self.storage.db.flush()?;
         }
-        if views_written && self.views_from != self.next_seq {
-            self.views_from = self.next_seq;
-            self.views_marker = Some(self.next_seq);
+        if views_ready > self.views_from {
+            self.views_from = views_ready;
+            self.views_marker = Some(views_ready);
         }
         stats.records.fetch_add(records, Ordering::Relaxed);
         stats.snapshots.fetch_add(snaps, Ordering::Relaxed);
@@ -565,12 +604,16 @@ mod tests {
         assert_eq!(write(snapshot), 3);
         assert_eq!(write(record(3)), 4);
         assert_eq!(keys(), [1, 2, 4], "views of 1..=4 were only in memory");
-        assert!(storage.pending.is_empty(), "written out with record 4");
+        // Sealed with record 4; the views thread writes them out meanwhile.
+        storage.pending.wait_applied(5);
+        assert!(storage.pending.is_empty());
         assert_eq!(storage.order_blocks.len(), 1);
-        assert_eq!(marker(), None, "not in the write-out's own flush");
         assert_eq!(write(record(4)), 5);
+        assert_eq!(keys(), [1, 2, 4, 5], "the views became durable only now");
+        assert_eq!(marker(), None, "not in the flush that made them durable");
+        assert_eq!(write(record(5)), 6);
         assert_eq!(marker(), Some(5));
-        assert_eq!(keys(), [4, 5], "deleted once the views were durable");
+        assert_eq!(keys(), [4, 5, 6], "deleted once the views were durable");
     }
 
     #[test]
