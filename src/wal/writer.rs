@@ -23,6 +23,8 @@ const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most old WAL batches deleted with each new one (truncation keeps pace with appends
 /// as long as this is above 1).
 const TRUNCATE_PER_BATCH: usize = 8;
+/// With no views in memory, `views_from` is persisted only when it moved this far.
+const MARKER_STEP: u64 = 4096;
 /// Most items accepted but not yet durable, over all stores. Past it, stores answer 503
 /// before changing anything, so the writer's queue can never grow without bound.
 pub const INFLIGHT_MAX: usize = 65_536;
@@ -165,6 +167,7 @@ pub fn start(
         replay: ReplayPoints::new(at.replay_from),
         views_from: at.views_from,
         views_marker: None,
+        marker_persisted: at.views_from,
         views_every_records: views_every_records.max(1),
         sealed_at: at.views_from,
         views_tx: start_views_thread(storage.clone()),
@@ -250,6 +253,8 @@ struct Writer {
     /// A new `views_from` to persist with the next batch (after the views it speaks of
     /// were flushed, never in the same flush).
     views_marker: Option<u64>,
+    /// The `views_from` last persisted.
+    marker_persisted: u64,
     views_every_records: u64,
     /// `next_seq` when the views were last sealed for writing out.
     sealed_at: u64,
@@ -379,6 +384,7 @@ impl Writer {
             self.storage
                 .meta
                 .insert(VIEWS_FROM_KEY, &from.to_be_bytes())?;
+            self.marker_persisted = from;
         }
         // The order archive and the ledger go to sled a few thousand records at a time, on
         // the views thread, while this one goes on. Whatever that thread has applied
@@ -403,7 +409,11 @@ impl Writer {
         }
         if views_ready > self.views_from {
             self.views_from = views_ready;
-            self.views_marker = Some(views_ready);
+            // A stale marker only makes recovery rebuild more views, so with nothing in
+            // memory (a log of records without views) it is not rewritten every batch.
+            if !pending.is_empty() || views_ready >= self.marker_persisted + MARKER_STEP {
+                self.views_marker = Some(views_ready);
+            }
         }
         stats.records.fetch_add(records, Ordering::Relaxed);
         stats.snapshots.fetch_add(snaps, Ordering::Relaxed);
