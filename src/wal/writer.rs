@@ -505,6 +505,26 @@ mod tests {
     use super::*;
     use crate::wal::views::PENDING_RECORDS_MAX;
 
+    /// Writes one item and waits until it is durable (so each item is its own batch).
+    fn write(handle: &WalHandle, body: ItemBody) -> u64 {
+        handle
+            .submit_waiting(body)
+            .unwrap()
+            .blocking_recv()
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The keys of the log's batches.
+    fn wal_keys(storage: &Storage) -> Vec<u64> {
+        storage
+            .wal
+            .iter()
+            .keys()
+            .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
+            .collect()
+    }
+
     #[test]
     fn truncation_never_relies_on_a_snapshot_of_the_same_flush() {
         // Goal: batches covered by a snapshot are deleted only by a later batch (the snapshot
@@ -521,28 +541,13 @@ mod tests {
             PENDING_RECORDS_MAX,
         );
         let store = StoreId::parse("A").unwrap();
-        // One item per batch: each waits for the previous to be durable.
-        let write = |body: ItemBody| {
-            handle
-                .submit_waiting(body)
-                .unwrap()
-                .blocking_recv()
-                .unwrap()
-                .unwrap()
-        };
+        let write = |body: ItemBody| write(&handle, body);
         let record = || ItemBody::Record {
             store_id: store.clone(),
             frame: vec![1, 2, 3],
             views: Vec::new(),
         };
-        let keys = || -> Vec<u64> {
-            storage
-                .wal
-                .iter()
-                .keys()
-                .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
-                .collect()
-        };
+        let keys = || wal_keys(&storage);
         for seq in 1..=3 {
             assert_eq!(write(record()), seq);
         }
@@ -580,14 +585,7 @@ mod tests {
             5,
         );
         let store = StoreId::parse("A").unwrap();
-        let write = |body: ItemBody| {
-            handle
-                .submit_waiting(body)
-                .unwrap()
-                .blocking_recv()
-                .unwrap()
-                .unwrap()
-        };
+        let write = |body: ItemBody| write(&handle, body);
         let record = |seq: u32| ItemBody::Record {
             store_id: store.clone(),
             frame: vec![1, 2, 3],
@@ -596,14 +594,7 @@ mod tests {
                 frame: vec![seq as u8],
             }],
         };
-        let keys = || -> Vec<u64> {
-            storage
-                .wal
-                .iter()
-                .keys()
-                .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
-                .collect()
-        };
+        let keys = || wal_keys(&storage);
         let marker = || crate::wal::views::views_from(&storage).unwrap();
         assert_eq!(write(record(1)), 1);
         assert_eq!(write(record(2)), 2);
