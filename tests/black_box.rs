@@ -667,6 +667,7 @@ async fn operations_endpoints_answer() {
     let m = server.req("GET", "/metrics", &[], None).await;
     let text = String::from_utf8_lossy(&m.body).to_string();
     assert!(text.contains("godown_wal_records_total"), "{text}");
+    assert!(text.contains("godown_views_pending_orders"), "{text}");
     assert!(
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

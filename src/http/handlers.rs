@@ -118,6 +118,19 @@ pub async fn metrics(state: Data) -> HttpResponse {
             "WAL records below this are deleted.",
             s.truncated_below.load(Relaxed) as f64,
         );
+        let (orders, movements) = state.storage.pending.len();
+        metric(
+            "godown_views_pending_orders",
+            "gauge",
+            "Orders whose archive entry is still in memory (written out in blocks).",
+            orders as f64,
+        );
+        metric(
+            "godown_views_pending_movements",
+            "gauge",
+            "Ledger movements still in memory (written out in runs).",
+            movements as f64,
+        );
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
