@@ -390,6 +390,9 @@ impl Writer {
         // the views thread, while this one goes on. Whatever that thread has applied
         // before this flush is durable after it.
         let pending = &self.storage.pending;
+        // Read before sealing, so that a generation sealed now counts from a later batch
+        // however fast that thread is (either is safe; this one is deterministic).
+        let applied = pending.applied_below();
         let views_ready = if pending.is_empty() {
             self.next_seq
         } else {
@@ -402,7 +405,7 @@ impl Writer {
                     return Err(WalError::Stopped("the views thread has stopped".into()));
                 }
             }
-            pending.applied_below()
+            applied
         };
         if self.durability == Durability::Flush {
             self.storage.db.flush()?;
