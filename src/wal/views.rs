@@ -3,8 +3,9 @@
 //! Written as one sled value per order and one per record's movements, these views cost
 //! half of a durable order: two inserts per order, each copying a leaf page inside sled
 //! (the profile and the A/B run are in BENCHMARKS.md). So the WAL writer keeps the views of
-//! recent records in memory ([`PendingViews`]) and writes them every few thousand records
-//! as a few large values: orders in blocks of [`ORDER_BLOCK`] consecutive order numbers,
+//! recent records in memory ([`PendingViews`]); about every thousand orders it seals them
+//! and a second thread writes them as a few large values: orders in blocks of
+//! [`ORDER_BLOCK`] consecutive order numbers (so an order id alone finds its block),
 //! movements in runs of up to [`LEDGER_RUN_MAX`] per store. Readers look in memory first.
 //!
 //! The WAL stays the only truth. The meta tree's `views_from` says from which record on the
