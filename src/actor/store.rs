@@ -188,7 +188,6 @@ impl StoreActor {
             events,
             idem,
         };
-        let views = view_writes(&record);
         let frame = encode_frame(&record);
         self.submitted += 1;
         for event in &record.events {
@@ -197,6 +196,8 @@ impl StoreActor {
                 self.last_touch.insert(o.order_id, self.submitted);
             }
         }
+        let store_id = record.store_id.clone();
+        let views = view_writes(record);
         let (done, rx) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -204,7 +205,7 @@ impl StoreActor {
             (None, None)
         };
         let body = ItemBody::Record {
-            store_id: record.store_id,
+            store_id,
             frame,
             views,
         };

@@ -282,19 +282,20 @@ pub fn read_ledger_run(
     decode_frame(&value, &|| format!("ledger chunk of store {store}"))
 }
 
-/// The view writes that a record implies. Used live by the actor and again by recovery.
-pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
+/// The view writes that a record implies (it is consumed: its movements move into the
+/// ledger's write). Used live by the actor and again by recovery.
+pub fn view_writes(record: WalRecord) -> Vec<ViewWrite> {
     let mut writes = Vec::with_capacity(3);
     let mut first_order = None;
     let mut moved: Vec<Movement> = Vec::new();
-    for event in &record.events {
+    for event in record.events {
         match event {
-            Event::Moved(m) => moved.push(m.clone()),
+            Event::Moved(m) => moved.push(m),
             Event::OrderSet(order) => {
                 first_order.get_or_insert(order.order_id);
                 writes.push(ViewWrite::Order {
                     seq: order.order_id.seq(),
-                    frame: encode_frame::<Order>(order),
+                    frame: encode_frame::<Order>(&order),
                 })
             }
             _ => {}
@@ -308,7 +309,7 @@ pub fn view_writes(record: &WalRecord) -> Vec<ViewWrite> {
             "a record's movements have consecutive ids"
         );
         writes.push(ViewWrite::Movements {
-            store: record.store_id.clone(),
+            store: record.store_id,
             movements: moved,
         });
     }
@@ -386,7 +387,7 @@ mod tests {
                 events: ids.map(|i| Event::Moved(movement(i))).collect(),
                 idem: None,
             };
-            for w in view_writes(&record) {
+            for w in view_writes(record) {
                 let ViewWrite::Movements { store, movements } = w else {
                     panic!("only movements");
                 };

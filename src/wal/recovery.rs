@@ -120,36 +120,20 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
             report.first_seq.get_or_insert(seq);
             report.last_seq = Some(seq);
             next_seq = next_seq.max(seq + 1);
+            let covered =
+                matches!(stores.get(&record.store_id), Some((snap_seq, _)) if seq <= *snap_seq);
+            if covered {
+                report.records_skipped += 1;
+            } else {
+                replay(&mut stores, &record).map_err(|why| WalError::Corrupt {
+                    what: what(),
+                    why: why.into(),
+                })?;
+                replay_from.entry(record.store_id.clone()).or_insert(seq);
+                report.records_replayed += 1;
+            }
             if seq >= views_from {
-                storage.pending.add(view_writes(&record), &mut idem);
-            }
-            match stores.get_mut(&record.store_id) {
-                Some((snap_seq, _)) if seq <= *snap_seq => {
-                    report.records_skipped += 1;
-                    continue;
-                }
-                Some((_, state)) => record.events.iter().for_each(|e| state.apply_event(e)),
-                None => {
-                    let Some(Event::StoreSet(config)) = record.events.first() else {
-                        return Err(WalError::Corrupt {
-                            what: what(),
-                            why: "a store's first record does not create it".into(),
-                        });
-                    };
-                    let mut state = StoreState::new(config.clone());
-                    record.events.iter().for_each(|e| state.apply_event(e));
-                    stores.insert(record.store_id.clone(), (0, state));
-                }
-            }
-            replay_from.entry(record.store_id.clone()).or_insert(seq);
-            report.records_replayed += 1;
-            // Finished orders live in the archive, not in memory (as the actor keeps them).
-            if let Some((_, state)) = stores.get_mut(&record.store_id) {
-                for event in &record.events {
-                    if let Event::OrderSet(order) = event {
-                        state.evict_order(order.order_id);
-                    }
-                }
+                storage.pending.add(view_writes(record), &mut idem);
             }
         }
         if torn.is_some() {
@@ -185,6 +169,34 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         next_order_seq,
         report,
     })
+}
+
+/// Applies one record to its store (creating the store from its first record). Finished
+/// orders go to the archive, not memory, as the actor keeps them.
+fn replay(
+    stores: &mut HashMap<StoreId, (u64, StoreState)>,
+    record: &WalRecord,
+) -> Result<(), &'static str> {
+    let state = match stores.get_mut(&record.store_id) {
+        Some((_, state)) => state,
+        None => {
+            let Some(Event::StoreSet(config)) = record.events.first() else {
+                return Err("a store's first record does not create it");
+            };
+            let state = StoreState::new(config.clone());
+            &mut stores
+                .entry(record.store_id.clone())
+                .or_insert((0, state))
+                .1
+        }
+    };
+    record.events.iter().for_each(|e| state.apply_event(e));
+    for event in &record.events {
+        if let Event::OrderSet(order) = event {
+            state.evict_order(order.order_id);
+        }
+    }
+    Ok(())
 }
 
 fn batch_key_of(key: &[u8]) -> Result<u64, WalError> {
