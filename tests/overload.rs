@@ -44,6 +44,25 @@ fn adjust() -> Command {
     }
 }
 
+/// Sends `command` to the store (no idempotency key).
+async fn exec(
+    directory: &Directory,
+    command: Command,
+) -> Result<Result<godown::actor::Applied, StoreError>, CallError> {
+    let exec = Exec {
+        command,
+        idem: None,
+    };
+    directory.call(&config().store_id, exec).await
+}
+
+/// Product P's on_hand.
+async fn on_hand(directory: &Directory) -> Qty {
+    let get = GetProduct(ProductId::parse("P").unwrap());
+    let p = directory.call(&config().store_id, get).await.unwrap();
+    p.unwrap().on_hand
+}
+
 #[test]
 fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
     // Goal: with the mailbox gate at its bound, a call is refused (Overloaded) before it is
@@ -61,31 +80,12 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
         let arbiters = vec![actix::Arbiter::new().handle()];
         let directory = Directory::new(arbiters, wal.clone(), storage, 900_000, 1);
         let store = directory.get_or_create(&config()).unwrap();
-        let id = config().store_id;
-        let applied = directory
-            .call(
-                &id,
-                Exec {
-                    command: set_product(),
-                    idem: None,
-                },
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let applied = exec(&directory, set_product()).await.unwrap().unwrap();
         applied.durable.unwrap().await.unwrap().unwrap();
 
         // The mailbox gate.
         store.depth.store(MAILBOX_CAPACITY, Ordering::SeqCst);
-        let refused = directory
-            .call(
-                &id,
-                Exec {
-                    command: adjust(),
-                    idem: None,
-                },
-            )
-            .await;
+        let refused = exec(&directory, adjust()).await;
         assert!(matches!(refused, Err(CallError::Overloaded)));
         assert_eq!(
             store.depth.load(Ordering::SeqCst),
@@ -98,45 +98,20 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
         for _ in 0..INFLIGHT_MAX {
             wal.claim();
         }
-        let refused = directory
-            .call(
-                &id,
-                Exec {
-                    command: adjust(),
-                    idem: None,
-                },
-            )
-            .await
-            .unwrap();
+        let refused = exec(&directory, adjust()).await.unwrap();
         assert!(matches!(refused, Err(StoreError::Overloaded)));
-        let p = directory
-            .call(&id, GetProduct(ProductId::parse("P").unwrap()))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(p.on_hand, Qty::from_units(10), "nothing was applied");
+        assert_eq!(
+            on_hand(&directory).await,
+            Qty::from_units(10),
+            "nothing was applied"
+        );
         for _ in 0..INFLIGHT_MAX {
             wal.release_claim();
         }
 
-        let applied = directory
-            .call(
-                &id,
-                Exec {
-                    command: adjust(),
-                    idem: None,
-                },
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let applied = exec(&directory, adjust()).await.unwrap().unwrap();
         applied.durable.unwrap().await.unwrap().unwrap();
-        let p = directory
-            .call(&id, GetProduct(ProductId::parse("P").unwrap()))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(p.on_hand, Qty::from_units(9));
+        assert_eq!(on_hand(&directory).await, Qty::from_units(9));
     });
 }
 

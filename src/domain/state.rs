@@ -763,19 +763,9 @@ impl StoreState {
         edit: impl FnOnce(&mut Order),
     ) {
         let mut order = Order::clone(&self.orders[&order_id]);
+        let lines = order.lines.iter().map(|l| (&l.product_id, l.quantity));
         let reference: Box<str> = order_id.to_string().into();
-        for l in &order.lines {
-            let (kind, on_hand, reserved) = settle.movement(l.quantity);
-            self.move_stock(
-                events,
-                &l.product_id,
-                kind,
-                on_hand,
-                reserved,
-                reference.clone(),
-                now_ms,
-            );
-        }
+        self.settle_lines(events, lines, settle, &reference, now_ms);
         order.status = status;
         order.updated_ms = now_ms;
         edit(&mut order);
@@ -789,25 +779,33 @@ impl StoreState {
         end: ReservationEnd,
         now_ms: TimeMs,
     ) {
+        let lines = r.lines.iter().map(|l| (&l.product_id, l.quantity));
         let reference: Box<str> = r.reservation_id.as_str().into();
-        for l in &r.lines {
-            let (kind, on_hand, reserved) = Settle::Release.movement(l.quantity);
-            self.move_stock(
-                events,
-                &l.product_id,
-                kind,
-                on_hand,
-                reserved,
-                reference.clone(),
-                now_ms,
-            );
-        }
+        self.settle_lines(events, lines, Settle::Release, &reference, now_ms);
         let closed = Event::ReservationClosed {
             reservation_id: r.reservation_id.clone(),
             end,
             at_ms: now_ms,
         };
         self.emit(events, closed);
+    }
+
+    /// One movement per line, as `settle` says, all with the same reference.
+    fn settle_lines<'a>(
+        &mut self,
+        events: &mut Vec<Event>,
+        lines: impl Iterator<Item = (&'a ProductId, Qty)>,
+        settle: Settle,
+        reference: &str,
+        now_ms: TimeMs,
+    ) {
+        for (product_id, quantity) in lines {
+            let (kind, on_hand, reserved) = settle.movement(quantity);
+            let reference = reference.into();
+            self.move_stock(
+                events, product_id, kind, on_hand, reserved, reference, now_ms,
+            );
+        }
     }
 
     /// Emits one movement of `id`'s counters (and a low-stock event if it crosses the line).
