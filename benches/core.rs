@@ -132,10 +132,10 @@ fn wal(c: &mut Criterion) {
     let storage = Storage::open(dir.path()).unwrap();
     let handle = writer::start(
         storage,
-        Durability::Flush,
+        writer::WriterConfig::new(Durability::Flush, PENDING_RECORDS_MAX),
         LogPosition::default(),
-        PENDING_RECORDS_MAX,
-    );
+    )
+    .expect("the log opens");
     let mut s = store(PRODUCTS);
     let mut rng = fastrand::Rng::with_seed(2);
     let frames: Vec<Vec<u8>> = (0..512)
@@ -201,10 +201,10 @@ fn snapshot_and_recovery(c: &mut Criterion) {
     {
         let handle = writer::start(
             storage.clone(),
-            Durability::None,
+            writer::WriterConfig::new(Durability::None, PENDING_RECORDS_MAX),
             LogPosition::default(),
-            PENDING_RECORDS_MAX,
-        );
+        )
+        .expect("the log opens");
         let mut s = store(0);
         let create = vec![Event::StoreSet(s.config.clone())];
         let id = s.config.store_id.clone();

@@ -41,7 +41,7 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
         /// `flush`: an answer means the change is on disk. `none`: benchmarks only [default: flush].
-        #[arg(long, value_enum)]
+        #[arg(long)]
         durability: Option<Durability>,
         /// Seconds an unpaid upi/card order holds its stock [default: 900].
         #[arg(long)]
@@ -56,6 +56,9 @@ enum Cmd {
         /// WAL records (sooner when 4,096 orders are waiting) [default: 65536].
         #[arg(long)]
         views_every_records: Option<u64>,
+        /// Bytes per write-ahead log segment, preallocated ahead of need [default: 67108864].
+        #[arg(long)]
+        wal_segment_bytes: Option<u64>,
         /// Threads for store actors and for HTTP workers (each); 0 = one per core [default: 0].
         #[arg(long)]
         threads: Option<usize>,
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             snapshot_every_records,
             snapshot_interval_seconds,
             views_every_records,
+            wal_segment_bytes,
             threads,
         } => {
             let file = match config
@@ -165,6 +169,10 @@ fn main() -> ExitCode {
                     .or(file.views_every_records)
                     .unwrap_or(godown::wal::views::PENDING_RECORDS_MAX)
                     .max(1),
+                wal_segment_bytes: wal_segment_bytes
+                    .or(file.wal_segment_bytes)
+                    .unwrap_or(godown::wal::segments::SEGMENT_BYTES_DEFAULT)
+                    .max(godown::wal::segments::SEGMENT_BYTES_MIN),
                 admin_token: env("GODOWN_ADMIN_TOKEN").or(file.admin_token),
                 client_token: env("GODOWN_CLIENT_TOKEN").or(file.client_token),
                 threads: threads.or(file.threads).unwrap_or(0),
@@ -274,6 +282,7 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
                     .sum::<usize>()
             );
             println!("snapshots:         {}", rep.snapshots);
+            println!("log segments:      {}", rep.segments);
             println!(
                 "wal records:       {} replayed, {} below a snapshot",
                 rep.records_replayed, rep.records_skipped
@@ -286,7 +295,7 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
             println!("movements:         {movements}");
             if rep.torn_tail {
                 println!(
-                    "warning: the last WAL record is damaged (a write cut short); recovery will drop it"
+                    "warning: the log's last write was cut short (never acknowledged); recovery will drop it"
                 );
             }
             println!("ok ({} ms)", rep.elapsed.as_millis());

@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub snapshot_every_records: Option<u64>,
     pub snapshot_interval_seconds: Option<u64>,
     pub views_every_records: Option<u64>,
+    pub wal_segment_bytes: Option<u64>,
     pub threads: Option<usize>,
     pub admin_token: Option<String>,
     pub client_token: Option<String>,
@@ -54,6 +55,8 @@ pub struct ServeConfig {
     pub snapshot_interval: Duration,
     /// The most WAL records whose views wait in memory (see `wal::views`).
     pub views_every_records: u64,
+    /// The size of a log segment (see `wal::segments`).
+    pub wal_segment_bytes: u64,
     pub admin_token: Option<String>,
     pub client_token: Option<String>,
     /// Arbiters for store actors and actix-web workers (each); 0 = one per core.
@@ -125,12 +128,18 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         ms = report.elapsed.as_millis() as u64,
         "recovery done"
     );
-    let wal = writer::start(
-        storage.clone(),
-        config.durability,
-        recovered.log,
-        config.views_every_records,
-    );
+    let writer_config = writer::WriterConfig {
+        durability: config.durability,
+        views_every_records: config.views_every_records,
+        segment_bytes: config.wal_segment_bytes,
+    };
+    let wal = match writer::start(storage.clone(), writer_config, recovered.log) {
+        Ok(wal) => wal,
+        Err(e) => {
+            tracing::error!(error = %e, "the write-ahead log cannot be opened; not starting");
+            return Err(std::io::Error::other(e.to_string()));
+        }
+    };
     let arbiters: Vec<_> = (0..threads)
         .map(|_| actix::Arbiter::new().handle())
         .collect();
@@ -180,7 +189,9 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     tracing::info!("shutting down: no new connections; taking final snapshots");
     handle.pause().await;
     snapshot_all(&dir, usize::MAX).await;
-    let _ = storage.db.flush();
+    if let Err(e) = storage.make_durable() {
+        tracing::error!(error = %e, "the final snapshots could not be made durable (the log still holds everything)");
+    }
     handle.stop(true).await;
     let _ = server.await;
     Ok(())

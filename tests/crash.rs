@@ -266,14 +266,32 @@ fn run_verify(db: &std::path::Path) -> std::process::Output {
         .unwrap()
 }
 
-/// Damages the WAL batch `from_end` places before the last (0 = the last one) by cutting
-/// its value in half. Each order here is alone in its batch (one client, one at a time).
-fn damage_wal_batch(db: &std::path::Path, from_end: usize) -> u64 {
-    let storage = godown::wal::Storage::open(db).unwrap();
-    let (key, value) = storage.wal.iter().rev().nth(from_end).unwrap().unwrap();
-    storage.wal.insert(&key, &value[..value.len() / 2]).unwrap();
-    storage.db.flush().unwrap();
-    u64::from_be_bytes(key.as_ref().try_into().unwrap())
+/// Damages the log: with `torn`, the newest segment's last frame loses its second half (zeros
+/// follow, as after a write a crash cut short); else the oldest segment's first frame gets a
+/// flipped byte (frames that check follow it). Each order here is alone in its batch.
+fn damage_log(db: &std::path::Path, torn: bool) {
+    use godown::wal::segments;
+    let dir = segments::log_dir(db);
+    let seqs = segments::list_segments(&dir).unwrap();
+    let seq = if torn { seqs[seqs.len() - 1] } else { seqs[0] };
+    let path = dir.join(format!("{seq:020}.log"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let scan = segments::scan_segment(&bytes);
+    let (start, end) = if torn {
+        (
+            scan.frames.last().unwrap().offset as usize,
+            scan.end as usize,
+        )
+    } else {
+        (scan.frames[0].offset as usize, 0)
+    };
+    if torn {
+        let half = start + (end - start) / 2;
+        bytes[half..end].fill(0);
+    } else {
+        bytes[start + 20] ^= 0xff;
+    }
+    std::fs::write(&path, &bytes).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +316,7 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
         );
     }
     server.kill9();
-    damage_wal_batch(&db, 0);
+    damage_log(&db, true);
     let verify = run_verify(&db);
     assert!(
         verify.status.success(),
@@ -306,7 +324,8 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
         String::from_utf8_lossy(&verify.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&verify.stdout).contains("warning: the last WAL record is damaged")
+        String::from_utf8_lossy(&verify.stdout)
+            .contains("warning: the log's last write was cut short")
     );
 
     let mut server = TestServer::start(&db, &[]).await;
@@ -317,7 +336,7 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
     );
     let log = std::fs::read_to_string(db.with_extension("log")).unwrap();
     assert!(
-        log.contains("the last WAL record is damaged"),
+        log.contains("the log's last write was cut short"),
         "a warning is logged"
     );
     assert_eq!(
@@ -329,7 +348,7 @@ async fn a_torn_last_record_is_survived_and_middle_damage_is_refused() {
     );
     server.kill9();
 
-    damage_wal_batch(&db, 2);
+    damage_log(&db, false);
     let verify = run_verify(&db);
     assert_eq!(verify.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&verify.stderr).contains("CORRUPT"));

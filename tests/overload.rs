@@ -73,10 +73,10 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
     actix::System::new().block_on(async move {
         let wal = writer::start(
             storage.clone(),
-            Durability::Flush,
+            writer::WriterConfig::new(Durability::Flush, PENDING_RECORDS_MAX),
             LogPosition::default(),
-            PENDING_RECORDS_MAX,
-        );
+        )
+        .expect("the log opens");
         let arbiters = vec![actix::Arbiter::new().handle()];
         let directory = Directory::new(arbiters, wal.clone(), storage, 900_000, 1);
         let store = directory.get_or_create(&config()).unwrap();

@@ -113,7 +113,7 @@ impl Handler<LedgerHead> for StoreActor {
         self.wal.claim();
         let (tx, rx) = oneshot::channel();
         self.wal.submit(WalItem {
-            body: ItemBody::Views(Vec::new()),
+            body: ItemBody::Barrier,
             done: Some(tx),
             mark: None,
         });

@@ -109,12 +109,16 @@ impl ApiError {
         )
     }
 
+    /// The log or sled failed: the change is not durable (the process is stopping; a
+    /// restart recovers every acknowledged change). 503, so clients retry elsewhere or later.
     pub fn storage(why: impl fmt::Display) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
             "Storage failure",
             format!("The change could not be made durable: {why}."),
-        )
+        );
+        e.retry_after_s = Some(1);
+        e
     }
 
     pub fn body(&self) -> Value {

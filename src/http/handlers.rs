@@ -10,7 +10,7 @@ use crate::actor::{
 };
 use crate::domain::*;
 use crate::wal::ItemBody;
-use crate::wal::format::{IdemAnswer, IdemEntry, IdemTag, decode_frame, encode_frame};
+use crate::wal::format::{IdemAnswer, IdemEntry, IdemTag, Remembered, decode_frame, encode_frame};
 use crate::wal::views::{self, LedgerReader, ViewWrite};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -744,9 +744,16 @@ async fn remember_refusal(
         key: key.as_bytes().to_vec(),
         value: encode_frame(&entry),
     };
+    let frame = encode_frame(&Remembered {
+        key: key.into(),
+        entry,
+    });
     let rx = dir
         .wal
-        .submit_waiting(ItemBody::Views(vec![write]))
+        .submit_waiting(ItemBody::Remembered {
+            frame,
+            views: vec![write],
+        })
         .ok_or_else(ApiError::overloaded)?;
     match rx.await {
         Ok(Ok(_)) => Ok(()),

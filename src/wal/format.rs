@@ -1,10 +1,10 @@
-//! The on-disk format: every value godown writes into sled is a frame
-//! `[format version: u8][crc32 of payload: u32 LE][payload: bincode]`.
+//! The on-disk format: every value godown writes, into the log's segments or into sled, is a
+//! frame `[format version: u8][crc32 of payload: u32 LE][payload: bincode]`.
 //!
-//! Assumptions about the medium (after redb's design notes): sled makes each `apply_batch`
-//! atomic within its tree and makes every earlier write durable when `Db::flush` returns.
-//! We do not assume that sled keeps writes to *different* trees in order across a crash, so
-//! the WAL is the only source of truth and every other tree is a cache rebuilt from it.
+//! The log (see `segments`) is the only source of truth. sled holds caches of it (snapshots,
+//! the order archive, the ledger, idempotency entries); we assume of sled only that each
+//! `apply_batch` is atomic within its tree and that its recovery gives a consistent state,
+//! and we make its files durable ourselves at each checkpoint (sled's `flush` is no fsync).
 
 use super::views::ViewWrite;
 use crate::domain::{Event, Movement, Order, OrderId, StoreId, StoreState, TimeMs};
@@ -26,6 +26,23 @@ pub enum WalError {
     Corrupt { what: String, why: String },
     #[error("the write-ahead log stopped: {0}")]
     Stopped(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl WalError {
+    /// Whether the disk is full (the operator's remedy differs from other failures).
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            WalError::Io { source, .. } => Some(source),
+            WalError::Sled(sled::Error::Io(e)) => Some(e),
+            _ => None,
+        };
+        io.is_some_and(|e| e.raw_os_error() == Some(28)) // ENOSPC
+    }
 }
 
 fn config() -> bincode::config::Configuration {
@@ -228,31 +245,102 @@ pub fn order_key(id: OrderId) -> [u8; 4] {
     id.seq().to_be_bytes()
 }
 
-/// Appends one record to a WAL batch value: `[seq: u64 LE][len: u32 LE][frame]`.
-pub fn push_batch_entry(out: &mut Vec<u8>, seq: u64, frame: &[u8]) {
+/// What a log entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A [`WalRecord`] frame: the events of one command of one store.
+    Record = 1,
+    /// A [`Remembered`] frame: an idempotent request's answer that changed no store.
+    Remembered = 2,
+    /// A [`StoreId`] frame: that store's snapshot in sled is as of this sequence number.
+    Snapshot = 3,
+}
+
+impl EntryKind {
+    fn from_u8(b: u8) -> Option<EntryKind> {
+        match b {
+            1 => Some(EntryKind::Record),
+            2 => Some(EntryKind::Remembered),
+            3 => Some(EntryKind::Snapshot),
+            _ => None,
+        }
+    }
+}
+
+/// An idempotency key's answer that is not an order (a refusal), kept in the log so that a
+/// retry after a crash gets it again. The answer is opaque here: the HTTP layer encodes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub key: Box<str>,
+    pub entry: IdemEntry,
+}
+
+/// One entry of a batch, as read back.
+pub struct BatchEntry<'a> {
+    pub seq: u64,
+    pub kind: EntryKind,
+    pub frame: &'a [u8],
+}
+
+/// Bytes before an entry's frame: sequence number, kind, frame length.
+const ENTRY_HEADER: usize = 13;
+
+/// Appends one entry to a batch: `[seq: u64 LE][kind: u8][len: u32 LE][frame]`.
+pub fn push_batch_entry(out: &mut Vec<u8>, seq: u64, kind: EntryKind, frame: &[u8]) {
     out.extend_from_slice(&seq.to_le_bytes());
+    out.push(kind as u8);
     out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
     out.extend_from_slice(frame);
 }
 
-/// Splits a WAL batch value into `(seq, frame)` entries; `Err` at the first malformed one,
-/// with the entries before it.
-pub fn split_batch(value: &[u8]) -> (Vec<(u64, &[u8])>, Option<String>) {
+/// Splits a batch into its entries; stops at the first malformed one, with the entries
+/// before it and what was wrong.
+pub fn split_batch(value: &[u8]) -> (Vec<BatchEntry<'_>>, Option<String>) {
+    let mut entries = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        if rest.len() < ENTRY_HEADER {
+            return (entries, Some(format!("{} stray bytes", rest.len())));
+        }
+        let seq = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+        let Some(kind) = EntryKind::from_u8(rest[8]) else {
+            return (
+                entries,
+                Some(format!("entry {seq} has unknown kind {}", rest[8])),
+            );
+        };
+        let len = u32::from_le_bytes(rest[9..13].try_into().expect("4 bytes")) as usize;
+        if rest.len() < ENTRY_HEADER + len {
+            return (entries, Some(format!("entry {seq} is cut short")));
+        }
+        entries.push(BatchEntry {
+            seq,
+            kind,
+            frame: &rest[ENTRY_HEADER..ENTRY_HEADER + len],
+        });
+        rest = &rest[ENTRY_HEADER + len..];
+    }
+    (entries, None)
+}
+
+/// Splits a batch of the log kept in sled before segment files (`[seq][len][frame]`, every
+/// entry a record) into `(seq, frame)`, for the one-time move into segments.
+pub fn split_legacy_batch(value: &[u8]) -> Result<Vec<(u64, &[u8])>, String> {
     let mut entries = Vec::new();
     let mut rest = value;
     while !rest.is_empty() {
         if rest.len() < 12 {
-            return (entries, Some(format!("{} stray bytes", rest.len())));
+            return Err(format!("{} stray bytes", rest.len()));
         }
         let seq = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
         if rest.len() < 12 + len {
-            return (entries, Some(format!("record {seq} is cut short")));
+            return Err(format!("record {seq} is cut short"));
         }
         entries.push((seq, &rest[12..12 + len]));
         rest = &rest[12 + len..];
     }
-    (entries, None)
+    Ok(entries)
 }
 
 /// `store \0 movement_id (BE)`: the key of a ledger chunk, named by its first movement.

@@ -1,11 +1,14 @@
-//! Durability: a write-ahead log in sled with group commit, snapshots and recovery.
+//! Durability: a write-ahead log in segment files with group commit; snapshots and views in
+//! sled; checkpoints and recovery.
 //!
 //! Every change a store actor makes leaves it as a [`format::WalRecord`]; the
-//! [`writer`] appends records of all stores in batches, one flush per batch, and only then
-//! releases the answers. [`recovery`] rebuilds the stores from snapshots and the log.
+//! [`writer`] appends records of all stores in batches to the log's [`segments`], one
+//! `fdatasync` per batch, and only then releases the answers. sled holds caches of the log,
+//! made durable at checkpoints. [`recovery`] rebuilds the stores from snapshots and the log.
 
 pub mod format;
 pub mod recovery;
+pub mod segments;
 pub mod storage;
 pub mod views;
 pub mod writer;

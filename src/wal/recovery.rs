@@ -1,18 +1,23 @@
-//! Recovery: load each store's snapshot, replay the WAL after it, rebuild the views.
+//! Recovery: load each store's snapshot, replay the log after it, rebuild the views.
 //!
-//! The WAL is the truth and a snapshot only a shortcut: a store with no snapshot is
-//! rebuilt from its first record. A damaged record at the very end of the log (a write cut
-//! short) ends replay there with a warning; damage anywhere else stops start-up.
+//! The log is the truth and a snapshot only a shortcut: a store with no snapshot is
+//! rebuilt from its first record. A frame cut short at the very end of the log (a write a
+//! crash interrupted before its fdatasync returned, so never acknowledged) ends replay there
+//! with a warning and is cut off; damage anywhere else stops start-up.
 
 use super::format::{
-    SnapshotFrame, WalError, WalRecord, decode_frame, decode_state, read_snapshot_frames,
-    split_batch, view_writes,
+    EntryKind, Remembered, SnapshotFrame, WalError, WalRecord, decode_frame, decode_state,
+    encode_frame, push_batch_entry, read_snapshot_frames, split_batch, split_legacy_batch,
+    view_writes,
 };
+use super::segments::{self, io_error, sync_dir};
 use super::storage::Storage;
-use super::views;
+use super::views::{self, ViewWrite};
 use super::writer::LogPosition;
 use crate::domain::{Event, StoreId, StoreState};
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -24,6 +29,8 @@ pub struct RecoveryReport {
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     pub torn_tail: bool,
+    /// Log segments read.
+    pub segments: u64,
     pub elapsed: Duration,
 }
 
@@ -36,116 +43,74 @@ pub struct Recovered {
     pub report: RecoveryReport,
 }
 
+/// What replay has built so far.
+struct Replay<'a> {
+    storage: &'a Storage,
+    stores: HashMap<StoreId, (u64, StoreState)>,
+    replay_from: HashMap<StoreId, u64>,
+    views_from: u64,
+    idem: sled::Batch,
+    report: RecoveryReport,
+}
+
 /// Rebuilds every store, and the views that may be missing from sled (into
-/// `storage.pending`, which the writer writes out later). With `repair`, a torn tail record
-/// is deleted and idempotency entries are rewritten; without it (for `godown verify`)
-/// nothing is written.
+/// `storage.pending`, which the writer writes out later). With `repair`, the log kept in sled
+/// by earlier versions is moved into segment files, a torn tail is cut off and idempotency
+/// entries are rewritten; without it (for `godown verify`) nothing is written.
 pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
     let started = Instant::now();
-    let mut report = RecoveryReport::default();
-    let mut stores: HashMap<StoreId, (u64, StoreState)> = HashMap::new();
+    let dir = segments::log_dir(storage.dir());
+    if repair {
+        migrate_legacy(storage, &dir)?;
+    }
+    let mut r = Replay {
+        storage,
+        stores: HashMap::new(),
+        replay_from: HashMap::new(),
+        views_from: 0,
+        idem: sled::Batch::default(),
+        report: RecoveryReport::default(),
+    };
     for (name, value) in read_snapshot_frames(&storage.snapshots)? {
         let what = || format!("snapshot of store {name}");
         let frame: SnapshotFrame = decode_frame(&value, &what)?;
         let state = decode_state(&frame.state, &what)?;
-        report.snapshots += 1;
-        stores.insert(state.config.store_id.clone(), (frame.seq, state));
+        r.report.snapshots += 1;
+        r.stores
+            .insert(state.config.store_id.clone(), (frame.seq, state));
     }
-    let mut replay_from: HashMap<StoreId, u64> = stores
+    r.replay_from = r
+        .stores
         .iter()
         .map(|(id, (seq, _))| (id.clone(), seq + 1))
         .collect();
-    let mut next_seq = stores.values().map(|(seq, _)| seq + 1).max().unwrap_or(1);
-
-    // Views of records from `views_from` on may be missing from sled. A database of the
-    // layout before order blocks has no marker: it wrote each batch's views with it, so
-    // only its last two batches' views can be missing (an interrupted flush).
-    let views_from = match views::views_from(storage)? {
+    // Views of records from `views_from` on may be missing from sled.
+    r.views_from = match segments::read_checkpoint(&dir)? {
         Some(seq) => seq,
-        None if storage.orders.is_empty() => 0,
-        None => {
-            let mut last_two = storage.wal.iter().keys().rev().take(2);
-            match (last_two.next(), last_two.next()) {
-                (_, Some(key)) => batch_key_of(&key?)?,
-                _ => 0,
-            }
-        }
+        None => views::views_from(storage)?.unwrap_or(0),
     };
-    let mut idem = sled::Batch::default();
-    let mut batch_keys = Vec::new();
-    let mut iter = storage.wal.iter().peekable();
-    'batches: while let Some(entry) = iter.next() {
-        let (key, value) = entry?;
-        let last_batch = iter.peek().is_none();
-        let batch_key = batch_key_of(&key)?;
-        batch_keys.push(batch_key);
-        let (entries, damage) = split_batch(&value);
-        let count = entries.len();
-        let mut records = Vec::with_capacity(count);
-        let mut torn: Option<String> = damage;
-        for (i, (seq, frame)) in entries.into_iter().enumerate() {
-            let what = || format!("WAL record {seq}");
-            match decode_frame::<WalRecord>(frame, &what) {
-                Ok(r) => records.push((seq, r)),
-                Err(WalError::Corrupt { why, .. }) if i + 1 == count => {
-                    torn = Some(format!("record {seq}: {why}"));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if let Some(why) = &torn {
-            if !last_batch {
-                return Err(WalError::Corrupt {
-                    what: format!("WAL batch {batch_key}"),
-                    why: why.clone(),
-                });
-            }
-            tracing::warn!(batch = batch_key, %why, "the last WAL record is damaged (a write cut short); replay ends before it");
-            report.torn_tail = true;
-            if repair {
-                // Keep the intact records of the batch, drop the damaged end.
-                let mut kept = Vec::new();
-                for (seq, r) in &records {
-                    super::format::push_batch_entry(
-                        &mut kept,
-                        *seq,
-                        &super::format::encode_frame(r),
-                    );
-                }
-                storage.wal.insert(&key, kept)?;
-            }
-        }
-        for (seq, record) in records {
-            let what = || format!("WAL record {seq}");
-            report.first_seq.get_or_insert(seq);
-            report.last_seq = Some(seq);
-            next_seq = next_seq.max(seq + 1);
-            let covered =
-                matches!(stores.get(&record.store_id), Some((snap_seq, _)) if seq <= *snap_seq);
-            if covered {
-                report.records_skipped += 1;
-            } else {
-                replay(&mut stores, &record).map_err(|why| WalError::Corrupt {
-                    what: what(),
-                    why: why.into(),
-                })?;
-                replay_from.entry(record.store_id.clone()).or_insert(seq);
-                report.records_replayed += 1;
-            }
-            if seq >= views_from {
-                storage.pending.add(view_writes(record), &mut idem);
-            }
-        }
-        if torn.is_some() {
-            break 'batches;
-        }
+    if !repair && !storage.wal.is_empty() && segments::list_segments(&dir)?.is_empty() {
+        read_legacy(&mut r)?;
+    } else {
+        read_segments(&mut r, &dir, repair)?;
     }
     if repair {
-        storage.idem.apply_batch(idem)?;
-        storage.db.flush()?;
+        storage.idem.apply_batch(std::mem::take(&mut r.idem))?;
     }
-    let states: Vec<StoreState> = stores.into_values().map(|(_, s)| s).collect();
-    let archived = views::max_order_seq(storage)?;
+    finish(r, started)
+}
+
+fn finish(r: Replay<'_>, started: Instant) -> Result<Recovered, WalError> {
+    let mut report = r.report;
+    // Never continue below a number already used: not below the last entry, a snapshot, or
+    // the checkpoint (records whose views were written out took their numbers too).
+    let next_seq = report
+        .last_seq
+        .map_or(1, |s| s + 1)
+        .max(r.stores.values().map(|(seq, _)| seq + 1).max().unwrap_or(1))
+        .max(r.views_from);
+    let states: Vec<StoreState> = r.stores.into_values().map(|(_, s)| s).collect();
+    let archived = views::max_order_seq(r.storage)?;
     let in_memory = states
         .iter()
         .flat_map(|s| s.orders().map(|o| o.order_id.seq()))
@@ -162,13 +127,220 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         states,
         log: LogPosition {
             next_seq,
-            replay_from,
-            views_from,
-            batch_keys,
+            replay_from: r.replay_from,
+            views_from: r.views_from,
         },
         next_order_seq,
         report,
     })
+}
+
+/// Replays every segment, oldest first. A frame that does not check ends the log only if
+/// nothing durable follows it; with `repair` the damaged tail is cut off and segments with
+/// no frames (created, never written) are deleted.
+fn read_segments(r: &mut Replay<'_>, dir: &Path, repair: bool) -> Result<(), WalError> {
+    let seqs = segments::list_segments(dir)?;
+    let mut torn: Option<(u64, String)> = None;
+    for &name in &seqs {
+        let bytes = segments::read_segment(dir, name)?;
+        let scan = segments::scan_segment(&bytes);
+        r.report.segments += 1;
+        if let Some((at, why)) = &torn
+            && !scan.frames.is_empty()
+        {
+            return Err(WalError::Corrupt {
+                what: format!("log segment {at}"),
+                why: format!("{why}, and later segments hold entries"),
+            });
+        }
+        if let Some(first) = scan.frames.first() {
+            let expected = r.report.last_seq.map_or(name, |last| last + 1);
+            if first.first_seq != name || first.first_seq != expected {
+                // A segment lost or out of place: the log has a hole.
+                return Err(WalError::Corrupt {
+                    what: format!("log segment {name}"),
+                    why: format!(
+                        "it starts at entry {}, expected {expected}",
+                        first.first_seq
+                    ),
+                });
+            }
+        }
+        for frame in &scan.frames {
+            replay_batch(r, frame.entries, name)?;
+        }
+        if let Some(why) = scan.damage {
+            if scan.frames_after_damage {
+                return Err(WalError::Corrupt {
+                    what: format!("log segment {name}"),
+                    why: format!("{why}, and entries follow"),
+                });
+            }
+            tracing::warn!(segment = name, %why, "the log's last write was cut short (never acknowledged); replay ends before it");
+            r.report.torn_tail = true;
+            if repair {
+                segments::cut_segment(dir, name, scan.end)?;
+            }
+            torn = Some((name, why));
+        }
+        if repair && scan.frames.is_empty() {
+            let path = dir.join(format!("{name:020}.log"));
+            std::fs::remove_file(&path)
+                .map_err(|e| io_error("deleting an empty segment", &path, e))?;
+            sync_dir(dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replays one batch's entries; `segment` names it in errors.
+fn replay_batch(r: &mut Replay<'_>, entries: &[u8], segment: u64) -> Result<(), WalError> {
+    let (entries, damage) = split_batch(entries);
+    if let Some(why) = damage {
+        // The frame's checksum held, so this is not a torn write.
+        return Err(WalError::Corrupt {
+            what: format!("a batch in log segment {segment}"),
+            why,
+        });
+    }
+    for e in entries {
+        if let Some(last) = r.report.last_seq
+            && e.seq <= last
+        {
+            return Err(WalError::Corrupt {
+                what: format!("log segment {segment}"),
+                why: format!("entry {} follows entry {last}", e.seq),
+            });
+        }
+        r.report.first_seq.get_or_insert(e.seq);
+        r.report.last_seq = Some(e.seq);
+        let what = || format!("log entry {}", e.seq);
+        match e.kind {
+            EntryKind::Record => {
+                let record: WalRecord = decode_frame(e.frame, &what)?;
+                replay_record(r, e.seq, record)?;
+            }
+            EntryKind::Remembered => {
+                let remembered: Remembered = decode_frame(e.frame, &what)?;
+                if e.seq >= r.views_from {
+                    let write = ViewWrite::Idem {
+                        key: remembered.key.as_bytes().to_vec(),
+                        value: encode_frame(&remembered.entry),
+                    };
+                    r.storage.pending.add([write], &mut r.idem);
+                }
+            }
+            EntryKind::Snapshot => {
+                let _: StoreId = decode_frame(e.frame, &what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replay_record(r: &mut Replay<'_>, seq: u64, record: WalRecord) -> Result<(), WalError> {
+    let covered = matches!(r.stores.get(&record.store_id), Some((snap_seq, _)) if seq <= *snap_seq);
+    if covered {
+        r.report.records_skipped += 1;
+    } else {
+        replay(&mut r.stores, &record).map_err(|why| WalError::Corrupt {
+            what: format!("log entry {seq}"),
+            why: why.into(),
+        })?;
+        r.replay_from.entry(record.store_id.clone()).or_insert(seq);
+        r.report.records_replayed += 1;
+    }
+    if seq >= r.views_from {
+        r.storage.pending.add(view_writes(record), &mut r.idem);
+    }
+    Ok(())
+}
+
+/// Replays the log kept in sled by earlier versions (for `verify`, which writes nothing).
+fn read_legacy(r: &mut Replay<'_>) -> Result<(), WalError> {
+    for (seq, frame) in legacy_entries(r.storage)? {
+        let record: WalRecord = decode_frame(&frame, &|| format!("WAL record {seq}"))?;
+        r.report.first_seq.get_or_insert(seq);
+        r.report.last_seq = Some(seq);
+        replay_record(r, seq, record)?;
+    }
+    Ok(())
+}
+
+/// The entries of the log kept in sled by earlier versions, in order. Damage in the last
+/// entry is a write cut short and dropped with a warning; anywhere else it is an error.
+fn legacy_entries(storage: &Storage) -> Result<Vec<(u64, Vec<u8>)>, WalError> {
+    let mut out = Vec::new();
+    let mut iter = storage.wal.iter().peekable();
+    while let Some(entry) = iter.next() {
+        let (key, value) = entry?;
+        let last_batch = iter.peek().is_none();
+        let (entries, damage) = match split_legacy_batch(&value) {
+            Ok(entries) => (entries, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        let count = entries.len();
+        for (i, (seq, frame)) in entries.into_iter().enumerate() {
+            let intact = decode_frame::<WalRecord>(frame, &|| String::new()).is_ok();
+            if !(intact || last_batch && i + 1 == count) {
+                return Err(WalError::Corrupt {
+                    what: format!("WAL record {seq}"),
+                    why: "damaged".into(),
+                });
+            }
+            if intact {
+                out.push((seq, frame.to_vec()));
+            }
+        }
+        if let Some(why) = damage {
+            if !last_batch {
+                return Err(WalError::Corrupt {
+                    what: format!("WAL batch {key:?}"),
+                    why,
+                });
+            }
+            tracing::warn!(%why, "the last WAL record is damaged (a write cut short); dropped");
+        }
+    }
+    Ok(out)
+}
+
+/// Moves the log kept in sled by earlier versions into a segment file, once: written whole
+/// under a temporary name, synced, renamed into place, and only then removed from sled (a
+/// crash in between leaves both, and the next start only removes the old one).
+fn migrate_legacy(storage: &Storage, dir: &Path) -> Result<(), WalError> {
+    if storage.wal.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io_error("creating the log", dir, e))?;
+    if segments::list_segments(dir)?.is_empty() {
+        let entries = legacy_entries(storage)?;
+        if let Some(&(first, _)) = entries.first() {
+            let mut batch = Vec::new();
+            for (seq, frame) in &entries {
+                push_batch_entry(&mut batch, *seq, EntryKind::Record, frame);
+            }
+            let mut frame = Vec::new();
+            segments::encode_frame(first, &batch, &mut frame);
+            let tmp = dir.join("migrating.tmp");
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&frame)?;
+                f.sync_all()
+            };
+            write().map_err(|e| io_error("moving the log into segments", &tmp, e))?;
+            let path = dir.join(format!("{first:020}.log"));
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| io_error("moving the log into segments", &path, e))?;
+            sync_dir(dir)?;
+            tracing::info!(
+                entries = entries.len(),
+                "moved the log out of sled into a segment file"
+            );
+        }
+    }
+    storage.wal.clear()?;
+    storage.make_durable()
 }
 
 /// Applies one record to its store (creating the store from its first record). Finished
@@ -199,21 +371,12 @@ fn replay(
     Ok(())
 }
 
-fn batch_key_of(key: &[u8]) -> Result<u64, WalError> {
-    Ok(u64::from_be_bytes(key.try_into().map_err(|_| {
-        WalError::Corrupt {
-            what: "WAL key".into(),
-            why: format!("{} bytes", key.len()),
-        }
-    })?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::state::{DraftItem, OrderDraft};
     use crate::domain::*;
-    use crate::wal::format::{encode_frame, order_key, push_batch_entry};
+    use crate::wal::format::{EntryKind, encode_frame, push_batch_entry};
 
     fn record(state: &mut StoreState, command: Command) -> WalRecord {
         let (_, events) = state.execute(command, 0).unwrap();
@@ -224,11 +387,9 @@ mod tests {
         }
     }
 
-    /// A log of four batches, sequence numbers 1..=6: [store, product], [order 1],
-    /// [order 2], [order 3, order 4]; no views in sled.
-    fn four_batches() -> (tempfile::TempDir, Storage) {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
+    /// Six records of store `S`: the store, its product `P` (100 units), and orders 1..=4
+    /// of one unit each.
+    fn six_records() -> Vec<WalRecord> {
         let config = StoreConfig {
             store_id: StoreId::parse("S").unwrap(),
             name: "s".into(),
@@ -274,19 +435,39 @@ mod tests {
             };
             records.push(record(&mut state, Command::PlaceOrder(Box::new(draft))));
         }
-        // Four batches: [store, product], [order 1], [order 2], [order 3, order 4].
-        let batches: [&[usize]; 4] = [&[0, 1], &[2], &[3], &[4, 5]];
+        records
+    }
+
+    /// The batches of the test log: [store, product], [order 1], [order 2], [order 3, 4].
+    const BATCHES: [&[usize]; 4] = [&[0, 1], &[2], &[3], &[4, 5]];
+
+    /// A data directory whose log holds `six_records` in `BATCHES` (sequence numbers
+    /// 1..=6), in one segment file, with no views in sled.
+    fn four_batches() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let records = six_records();
+        let mut log = segments::LogFiles::open(dir.path(), segments::SEGMENT_BYTES_MIN).unwrap();
         let mut seq = 1u64;
-        for batch in batches {
+        for batch in BATCHES {
             let first = seq;
             let mut value = Vec::new();
             for &i in batch {
-                push_batch_entry(&mut value, seq, &encode_frame(&records[i]));
+                push_batch_entry(
+                    &mut value,
+                    seq,
+                    EntryKind::Record,
+                    &encode_frame(&records[i]),
+                );
                 seq += 1;
             }
-            storage.wal.insert(first.to_be_bytes(), value).unwrap();
+            log.append(first, &value, true).unwrap();
         }
         (dir, storage)
+    }
+
+    fn log_dir(storage: &Storage) -> std::path::PathBuf {
+        segments::log_dir(storage.dir())
     }
 
     fn has_order(storage: &Storage, seq: u32) -> bool {
@@ -295,57 +476,124 @@ mod tests {
             .is_some()
     }
 
-    #[test]
-    fn recovery_rebuilds_views_from_the_marker_and_keeps_finished_orders_out_of_memory() {
-        // Goal: views of records from `views_from` on come back (into memory, readable),
-        // older records' views are not rebuilt (they are in sled by then), and replayed
-        // finished orders are not held in memory (they are in the archive).
-        let (_dir, storage) = four_batches();
-        storage
-            .meta
-            .insert(views::VIEWS_FROM_KEY, &4u64.to_be_bytes())
-            .unwrap();
-        let r = recover(&storage, true).unwrap();
-        assert_eq!(r.log.views_from, 4);
-        assert!(
-            !has_order(&storage, 1),
-            "views before the marker are not rebuilt"
-        );
-        assert!(has_order(&storage, 2) && has_order(&storage, 3) && has_order(&storage, 4));
-        assert_eq!(storage.pending.len(), (3, 3));
+    /// Asserts what recovering `four_batches` gives, whatever the log's form.
+    fn assert_six_records(r: &Recovered) {
         assert_eq!(r.report.records_replayed, 6);
         assert_eq!(r.states.len(), 1);
-        assert_eq!(
-            r.states[0].orders().count(),
-            0,
-            "finished orders stay in the archive"
-        );
         let p = r.states[0]
             .product(&ProductId::parse("P").unwrap())
             .unwrap();
         assert_eq!(p.on_hand, Qty::from_units(96));
         assert_eq!(r.next_order_seq, 5);
         assert_eq!(r.log.next_seq, 7);
-        assert_eq!(r.log.batch_keys, [1, 3, 4, 5]);
     }
 
     #[test]
-    fn without_a_marker_every_view_is_rebuilt_unless_the_database_predates_blocks() {
-        // Goal: a new database whose views were never written out rebuilds them all; one of
-        // the layout before order blocks (per-order archive, no marker) rebuilds only its
-        // last two batches' views, as that layout needed.
+    fn recovery_rebuilds_views_from_the_checkpoint_and_keeps_finished_orders_out_of_memory() {
+        // Goal: views of records from the checkpoint on come back (into memory, readable),
+        // older records' views are not rebuilt (they are in sled by then), and replayed
+        // finished orders are not held in memory (they are in the archive).
+        let (_dir, storage) = four_batches();
+        segments::write_checkpoint(&log_dir(&storage), 4).unwrap();
+        let r = recover(&storage, true).unwrap();
+        assert_eq!(r.log.views_from, 4);
+        assert!(
+            !has_order(&storage, 1),
+            "views before the checkpoint are not rebuilt"
+        );
+        assert!(has_order(&storage, 2) && has_order(&storage, 3) && has_order(&storage, 4));
+        assert_eq!(storage.pending.len(), (3, 3));
+        assert_six_records(&r);
+        assert_eq!(r.report.segments, 1);
+        assert_eq!(
+            r.states[0].orders().count(),
+            0,
+            "finished orders stay in the archive"
+        );
+    }
+
+    #[test]
+    fn without_a_checkpoint_every_view_is_rebuilt() {
+        // Goal: a database whose views were never checkpointed rebuilds them all.
         let (_dir, storage) = four_batches();
         let r = recover(&storage, true).unwrap();
         assert_eq!(r.log.views_from, 0);
         assert!((1..=4).all(|seq| has_order(&storage, seq)));
+        assert_six_records(&r);
+    }
 
-        let (_dir, storage) = four_batches();
+    #[test]
+    fn the_log_kept_in_sled_by_earlier_versions_is_moved_into_a_segment_once() {
+        // Goal: `verify` reads the old log where it is and writes nothing; a server start
+        // moves it into a segment file, empties the old tree, and recovers the same state,
+        // with the old views marker honoured; a second start finds nothing left to move.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let records = six_records();
+        let mut seq = 1u64;
+        for batch in BATCHES {
+            let first = seq;
+            let mut value = Vec::new();
+            for &i in batch {
+                let frame = encode_frame(&records[i]);
+                value.extend_from_slice(&seq.to_le_bytes());
+                value.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+                value.extend_from_slice(&frame);
+                seq += 1;
+            }
+            storage.wal.insert(first.to_be_bytes(), value).unwrap();
+        }
         storage
-            .orders
-            .insert(order_key(OrderId::from_seq(1)), encode_frame(&"old"))
+            .meta
+            .insert(views::VIEWS_FROM_KEY, &4u64.to_be_bytes())
             .unwrap();
+        let r = recover(&storage, false).unwrap();
+        assert_six_records(&r);
+        assert_eq!(storage.wal.len(), 4, "verify moved nothing");
+        assert!(
+            segments::list_segments(&log_dir(&storage))
+                .unwrap()
+                .is_empty()
+        );
+
         let r = recover(&storage, true).unwrap();
-        assert_eq!(r.log.views_from, 4, "the second-last batch");
-        assert_eq!(storage.pending.len(), (3, 3), "orders 2, 3 and 4");
+        assert_six_records(&r);
+        assert_eq!(r.log.views_from, 4);
+        assert!(storage.wal.is_empty());
+        assert_eq!(segments::list_segments(&log_dir(&storage)).unwrap(), [1]);
+        let r = recover(&storage, true).unwrap();
+        assert_six_records(&r);
+        assert_eq!(r.report.segments, 1);
+    }
+
+    #[test]
+    fn a_torn_last_write_is_cut_off_and_damage_before_entries_stops_recovery() {
+        // Goal: half a frame after the last one (a write a crash cut short) is dropped with
+        // the report saying so, and cut off for good; a flipped bit in an earlier frame, with
+        // frames after it, is damage to acknowledged entries and stops recovery.
+        let (_dir, storage) = four_batches();
+        let dir = log_dir(&storage);
+        let path = dir.join(format!("{:020}.log", 1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let end = segments::scan_segment(&bytes).end as usize;
+        let mut torn = Vec::new();
+        segments::encode_frame(7, &[9; 100], &mut torn);
+        bytes.truncate(end);
+        bytes.extend_from_slice(&torn[..60]);
+        std::fs::write(&path, &bytes).unwrap();
+        let r = recover(&storage, true).unwrap();
+        assert!(r.report.torn_tail);
+        assert_six_records(&r);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end as u64, "cut");
+        let r = recover(&storage, true).unwrap();
+        assert!(!r.report.torn_tail);
+
+        bytes.truncate(end);
+        bytes[30] ^= 1; // inside the first frame
+        std::fs::write(&path, &bytes).unwrap();
+        let e = recover(&storage, true)
+            .err()
+            .expect("damage stops recovery");
+        assert!(matches!(e, WalError::Corrupt { .. }), "{e}");
     }
 }

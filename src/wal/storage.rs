@@ -1,16 +1,21 @@
-//! The sled database and its trees.
+//! The sled database and its trees: caches of the log (see `segments`), made durable by
+//! [`Storage::make_durable`] at each checkpoint.
 
 use super::format::WalError;
+use super::segments::{io_error, sync_dir};
 use super::views::PendingViews;
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// The WAL and the trees derived from it. All trees live in one sled `Db`, so one
 /// `Db::flush` makes a whole batch durable.
 #[derive(Clone)]
 pub struct Storage {
     pub db: sled::Db,
-    /// `seq (u64 BE) → WalRecord frame`: the source of truth.
+    /// `first seq (u64 BE) → batch`: the log as versions before segment files kept it;
+    /// recovery moves it into a segment once and empties it.
     pub wal: sled::Tree,
     /// `store \0 part (u32 BE) → part of a SnapshotFrame` (see `format::snapshot_parts`):
     /// a cache of replaying the WAL up to its `seq`.
@@ -27,20 +32,28 @@ pub struct Storage {
     pub movements: sled::Tree,
     /// `Idempotency-Key → IdemEntry frame`.
     pub idem: sled::Tree,
-    /// `views_from → seq (u64 BE)`: see `views`.
+    /// `views_from → seq (u64 BE)`, as versions before the checkpoint file kept it.
     pub meta: sled::Tree,
     /// Views of the newest records, not yet in `order_blocks` and `movements`.
     pub pending: Arc<PendingViews>,
+    /// The data directory (sled's files, and the log in `wal/`).
+    dir: Arc<PathBuf>,
+    /// sled's files as they were when last fsynced: `(length, modified)`.
+    synced: Arc<Mutex<HashMap<PathBuf, (u64, SystemTime)>>>,
 }
 
 impl Storage {
     pub fn open(dir: &Path) -> Result<Storage, WalError> {
-        std::fs::create_dir_all(dir).map_err(|e| WalError::Sled(sled::Error::Io(e)))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_error("creating the data directory", dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 << 20)
             .open()?;
-        Ok(Storage {
+        let storage = Storage {
             wal: db.open_tree("wal")?,
             snapshots: db.open_tree("snapshots")?,
             orders: db.open_tree("orders")?,
@@ -50,6 +63,62 @@ impl Storage {
             meta: db.open_tree("meta")?,
             pending: Arc::default(),
             db,
-        })
+            dir: Arc::new(dir.to_path_buf()),
+            synced: Arc::default(),
+        };
+        // sled writes its `conf` at creation without an fsync: make it durable at once.
+        storage.make_durable()?;
+        Ok(storage)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes every sled write that has returned durable. sled's `flush` writes its buffers
+    /// but ends in `sync_file_range` (no device flush, no metadata) and writes large pages
+    /// to `blobs/` files it never syncs; so after it, every file of sled's that changed since
+    /// the last call is fsynced, then the directories.
+    pub fn make_durable(&self) -> Result<(), WalError> {
+        self.db.flush()?;
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = HashMap::with_capacity(synced.len());
+        let blobs = self.dir.join("blobs");
+        for dir in [self.dir.as_path(), blobs.as_path()] {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("listing sled's files", dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error("listing sled's files", dir, e))?;
+                let path = entry.path();
+                let meta = match entry.metadata() {
+                    Ok(m) if m.is_file() => m,
+                    Ok(_) => continue,
+                    // Deleted by sled meanwhile (an old blob or snapshot).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error("reading sled's file", &path, e)),
+                };
+                let stamp = (
+                    meta.len(),
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                );
+                // `db` always: its writes may land within one mtime tick.
+                if synced.get(&path) != Some(&stamp) || path.ends_with("db") {
+                    match std::fs::File::open(&path) {
+                        Ok(f) => f
+                            .sync_all()
+                            .map_err(|e| io_error("fsync of sled's file", &path, e))?,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io_error("opening sled's file", &path, e)),
+                    }
+                }
+                seen.insert(path, stamp);
+            }
+            sync_dir(dir)?;
+        }
+        *synced = seen;
+        Ok(())
     }
 }

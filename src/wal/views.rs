@@ -4,13 +4,13 @@
 //! half of a durable order: two inserts per order, each copying a leaf page inside sled
 //! (the profile and the A/B run are in BENCHMARKS.md). So the WAL writer keeps the views of
 //! recent records in memory ([`PendingViews`]); about every thousand orders it seals them
-//! and a second thread writes them as a few large values: orders in blocks of
+//! and the checkpointer thread writes them as a few large values: orders in blocks of
 //! [`ORDER_BLOCK`] consecutive order numbers (so an order id alone finds its block),
 //! movements in runs of up to [`LEDGER_RUN_MAX`] per store. Readers look in memory first.
 //!
-//! The WAL stays the only truth. The meta tree's `views_from` says from which record on the
-//! views may be missing from sled; recovery rebuilds those (into memory again), and the
-//! writer never truncates the log past that point.
+//! The log stays the only truth. The checkpoint file (see `segments`) says from which record
+//! on the views may be missing from sled; recovery rebuilds those (into memory again), and
+//! the log is never truncated past that point.
 
 use super::format::{
     WalError, decode_frame, encode_frame, movement_key, order_key, read_ledger_run,
@@ -31,7 +31,8 @@ pub const PENDING_MOVEMENTS_MAX: usize = 4096;
 /// …or when this many records were logged since the last time (bounds recovery's work
 /// and the log kept for it even when records carry no views).
 pub const PENDING_RECORDS_MAX: u64 = 65_536;
-/// The meta key of the first sequence number whose views may be missing from sled.
+/// The meta key where versions before the checkpoint file kept the first sequence number
+/// whose views may be missing from sled (still read when there is no checkpoint file).
 pub const VIEWS_FROM_KEY: &[u8] = b"views_from";
 
 /// A write into the views that a WAL record implies.
@@ -359,7 +360,7 @@ fn find(run: &[Movement], movement_id: u64) -> Option<&Movement> {
     Some(&run[i])
 }
 
-/// The persisted `views_from`, if this database has one.
+/// The `views_from` that versions before the checkpoint file persisted in sled, if any.
 pub fn views_from(storage: &Storage) -> Result<Option<u64>, WalError> {
     Ok(storage
         .meta

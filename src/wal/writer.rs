@@ -1,17 +1,26 @@
-//! Group commit: one thread takes the records of every store, writes them as one batch,
-//! flushes once, and only then completes each waiting answer.
+//! Group commit: one thread takes the records of every store, writes them as one frame into
+//! the log's current segment, `fdatasync`s once, and only then completes each waiting answer.
 //!
 //! There is no timer: the writer blocks for the first item, then takes whatever else is
-//! already queued (up to `BATCH_LEN_MAX`). A lone client pays one flush; under load, the
-//! items that queue while a flush runs share the next one.
+//! already queued (up to `BATCH_LEN_MAX`). A lone client pays one fdatasync; under load, the
+//! items that queue while one runs share the next.
+//!
+//! sled (snapshots, the order archive, the ledger, idempotency entries) is written after the
+//! log and never flushed here. Every few thousand records the writer hands a *job* to the
+//! checkpointer thread: it writes the sealed views out, makes sled's files durable (sled's own
+//! flush is no fsync), records in the checkpoint file from where recovery must rebuild views,
+//! and only then deletes the log segments that no recovery needs.
 
-use super::format::{SnapshotFrame, WalError, encode_frame, push_batch_entry, snapshot_parts};
+use super::format::{
+    EntryKind, SnapshotFrame, WalError, encode_frame, push_batch_entry, snapshot_parts,
+};
+use super::segments::{self, LogFiles};
 use super::storage::Storage;
-use super::views::{Sealed, VIEWS_FROM_KEY, ViewWrite};
+use super::views::{Sealed, ViewWrite};
 use crate::domain::StoreId;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -20,22 +29,20 @@ use tokio::sync::oneshot;
 pub const BATCH_LEN_MAX: usize = 4096;
 /// A group commit slower than this is logged.
 const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
-/// Most old WAL batches deleted with each new one (truncation keeps pace with appends
-/// as long as this is above 1).
-const TRUNCATE_PER_BATCH: usize = 8;
-/// With no views in memory, `views_from` is persisted only when it moved this far.
-const MARKER_STEP: u64 = 4096;
 /// Most items accepted but not yet durable, over all stores. Past it, stores answer 503
 /// before changing anything, so the writer's queue can never grow without bound.
 pub const INFLIGHT_MAX: usize = 65_536;
+/// The exit status when the log, a snapshot or a view cannot be written (EX_SOFTWARE would
+/// hide it among panics; 70 is what sysexits calls an internal software error).
+pub const EXIT_STORAGE_FAILED: i32 = 70;
 
-/// Whether an answer waits for `fsync`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+/// Whether an answer waits for `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// Every acknowledged change was flushed first (the default, and the contract).
+    /// Every acknowledged change was synced first (the default, and the contract).
     Flush,
-    /// No flush per batch: sled writes back in the background. For benchmarks only.
+    /// No fdatasync per batch: the kernel writes back when it likes. For benchmarks only.
     None,
 }
 
@@ -48,11 +55,17 @@ pub enum ItemBody {
     },
     /// A store's state, bincode-encoded by its actor; the writer gives it its sequence number.
     Snapshot { store_id: StoreId, state: Vec<u8> },
-    /// View writes with no WAL record (a remembered refusal of an idempotent request).
-    Views(Vec<ViewWrite>),
+    /// An idempotency key's answer that changed no store (a `Remembered` frame) and its view.
+    Remembered {
+        frame: Vec<u8>,
+        views: Vec<ViewWrite>,
+    },
+    /// Writes nothing; completes once everything submitted before it is durable.
+    Barrier,
 }
 
-/// The answer a waiter gets: the sequence number its item was written at.
+/// The answer a waiter gets: the sequence number its item was written at (for a barrier,
+/// the last one written before it).
 pub type Durable = Result<u64, Arc<String>>;
 
 pub struct WalItem {
@@ -70,7 +83,33 @@ pub struct WalStats {
     pub flush_us_total: AtomicU64,
     pub last_seq: AtomicU64,
     pub records_since_snapshot: AtomicU64,
+    /// The log before this sequence number may be deleted (the last checkpoint's point).
     pub truncated_below: AtomicU64,
+    /// Checkpoints done; [`WalStats::wait_checkpoints`] waits on it.
+    checkpoints: std::sync::Mutex<u64>,
+    checkpointed: std::sync::Condvar,
+}
+
+impl WalStats {
+    pub fn checkpoints(&self) -> u64 {
+        *self.checkpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until `n` checkpoints are done (tests, and anyone who must see one happen).
+    pub fn wait_checkpoints(&self, n: u64) {
+        let mut done = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        while *done < n {
+            done = self
+                .checkpointed
+                .wait(done)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn checkpoint_done(&self) {
+        *self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.checkpointed.notify_all();
+    }
 }
 
 /// The submitting side of the writer; cheap to clone.
@@ -140,18 +179,47 @@ pub struct LogPosition {
     pub replay_from: HashMap<StoreId, u64>,
     /// The first sequence number whose views may be missing from sled (see `views`).
     pub views_from: u64,
-    /// The keys of the log's batches, oldest first.
-    pub batch_keys: Vec<u64>,
 }
 
-/// Starts the writer thread. The views of at most `views_every_records` records (and at
-/// most `views::PENDING_ORDERS_MAX` orders) wait in memory before they are written out.
+/// The writer's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterConfig {
+    pub durability: Durability,
+    /// The views of at most this many records (and at most `views::PENDING_ORDERS_MAX`
+    /// orders) wait in memory before a checkpoint writes them out.
+    pub views_every_records: u64,
+    /// The size of a log segment (see `segments`).
+    pub segment_bytes: u64,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "flush" => Ok(Durability::Flush),
+            "none" => Ok(Durability::None),
+            _ => Err(format!("`{s}`: expected `flush` or `none`")),
+        }
+    }
+}
+
+impl WriterConfig {
+    pub fn new(durability: Durability, views_every_records: u64) -> WriterConfig {
+        WriterConfig {
+            durability,
+            views_every_records,
+            segment_bytes: segments::SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// Starts the writer and checkpointer threads. The log files must be in the state
+/// recovery left them in (a torn tail cut).
 pub fn start(
     storage: Storage,
-    durability: Durability,
+    config: WriterConfig,
     at: LogPosition,
-    views_every_records: u64,
-) -> WalHandle {
+) -> Result<WalHandle, WalError> {
     let next_seq = at.next_seq.max(1);
     let (tx, rx) = mpsc::channel::<WalItem>();
     let inflight = Arc::new(AtomicUsize::new(0));
@@ -160,29 +228,31 @@ pub fn start(
         .last_seq
         .store(next_seq.saturating_sub(1), Ordering::Relaxed);
     storage.pending.set_applied_below(at.views_from);
+    let log = LogFiles::open(storage.dir(), config.segment_bytes)?;
+    let job_busy = Arc::new(AtomicBool::new(false));
     let writer = Writer {
         storage: storage.clone(),
-        durability,
+        log,
+        durability: config.durability,
         next_seq,
         replay: ReplayPoints::new(at.replay_from),
-        views_from: at.views_from,
-        views_marker: None,
-        marker_persisted: at.views_from,
-        views_every_records: views_every_records.max(1),
-        sealed_at: at.views_from,
-        views_tx: start_views_thread(storage.clone()),
-        wal_keys: at.batch_keys.into(),
+        views_every_records: config.views_every_records.max(1),
+        job_at: next_seq,
+        jobs: start_checkpointer(storage, job_busy.clone(), stats.clone()),
+        job_busy,
+        entries: Vec::new(),
+        seqs: Vec::with_capacity(BATCH_LEN_MAX),
     };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
     std::thread::Builder::new()
         .name("wal-writer".into())
         .spawn(move || writer.run(rx, inflight2, stats2))
         .expect("spawning the WAL writer");
-    WalHandle {
+    Ok(WalHandle {
         tx,
         inflight,
         stats,
-    }
+    })
 }
 
 /// A writer that completes every item at once and stores nothing: the store actors'
@@ -217,50 +287,93 @@ pub fn start_discarding() -> WalHandle {
     }
 }
 
-/// The thread that writes sealed views into sled's trees (see `views`). It stops with the
-/// writer (which holds the sender); a failure stops the process, as the writer's does.
-fn start_views_thread(storage: Storage) -> mpsc::Sender<Sealed> {
-    let (tx, rx) = mpsc::channel::<Sealed>();
+/// How long a failing process lets the 503s already handed to waiters reach their clients
+/// before it exits (nothing can be acknowledged meanwhile: the writer is stopped).
+const FAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Stops the process after a storage failure: memory is ahead of the disk now, and
+/// answering from it would be a lie that a restart exposes. Nothing is retried (a failed
+/// fsync may already have dropped the dirty pages); a restart recovers from the log.
+/// Called on the failing storage thread, which never returns to its work.
+pub fn fail_stop(what: &str, e: &WalError) -> ! {
+    if e.is_disk_full() {
+        tracing::error!(error = %e, "{what}: the disk is full; stopping (free space, then restart: every acknowledged change will be recovered)");
+    } else {
+        tracing::error!(error = %e, "{what}; stopping (a restart recovers every acknowledged change)");
+    }
+    std::thread::sleep(FAIL_STOP_GRACE);
+    std::process::exit(EXIT_STORAGE_FAILED);
+}
+
+/// Work for the checkpointer: write views out, make sled durable, then let the log go.
+struct Job {
+    /// Views to write out first, if any were waiting.
+    sealed: Option<Sealed>,
+    /// Every record before it has its views in sled once `sealed` is written.
+    views_below: u64,
+    /// Every store's snapshot, as written to sled before this job was sent, covers the log
+    /// before it.
+    replay_below: u64,
+}
+
+/// The thread that runs checkpoints, one at a time (see the module doc). A failure stops
+/// the process, as the writer's does.
+fn start_checkpointer(
+    storage: Storage,
+    busy: Arc<AtomicBool>,
+    stats: Arc<WalStats>,
+) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
-        .name("views-writer".into())
+        .name("checkpointer".into())
         .spawn(move || {
-            while let Ok(sealed) = rx.recv() {
+            while let Ok(job) = rx.recv() {
                 let started = Instant::now();
-                let (orders, movements) = sealed.len();
-                if let Err(e) = storage.pending.write_sealed(&storage, sealed) {
-                    tracing::error!(error = %e, "the views cannot be written; stopping");
-                    std::process::exit(70);
+                if let Err(e) = checkpoint(&storage, job, &stats) {
+                    fail_stop("a checkpoint failed", &e);
                 }
-                tracing::debug!(
-                    orders,
-                    movements,
-                    us = started.elapsed().as_micros() as u64,
-                    "views written out"
-                );
+                busy.store(false, Ordering::Release);
+                stats.checkpoint_done();
+                tracing::debug!(us = started.elapsed().as_micros() as u64, "checkpoint");
             }
         })
-        .expect("spawning the views writer");
+        .expect("spawning the checkpointer");
     tx
+}
+
+fn checkpoint(storage: &Storage, job: Job, stats: &WalStats) -> Result<(), WalError> {
+    if let Some(sealed) = job.sealed {
+        storage.pending.write_sealed(storage, sealed)?;
+    }
+    storage.make_durable()?;
+    // Only now may recovery skip rebuilding these views, and the log before them go.
+    let dir = segments::log_dir(storage.dir());
+    segments::write_checkpoint(&dir, job.views_below)?;
+    let below = job.views_below.min(job.replay_below);
+    let deleted = segments::delete_below(&dir, below)?;
+    stats.truncated_below.fetch_max(below, Ordering::Relaxed);
+    if deleted > 0 {
+        tracing::debug!(deleted, below, "log segments deleted");
+    }
+    Ok(())
 }
 
 struct Writer {
     storage: Storage,
+    log: LogFiles,
     durability: Durability,
     next_seq: u64,
     replay: ReplayPoints,
-    /// Every record before it has its views in sled, flushed.
-    views_from: u64,
-    /// A new `views_from` to persist with the next batch (after the views it speaks of
-    /// were flushed, never in the same flush).
-    views_marker: Option<u64>,
-    /// The `views_from` last persisted.
-    marker_persisted: u64,
     views_every_records: u64,
-    /// `next_seq` when the views were last sealed for writing out.
-    sealed_at: u64,
-    views_tx: mpsc::Sender<Sealed>,
-    /// First sequence numbers of the WAL's batches, oldest first.
-    wal_keys: VecDeque<u64>,
+    /// `next_seq` when the last checkpoint job was sent.
+    job_at: u64,
+    jobs: mpsc::Sender<Job>,
+    /// Whether the checkpointer is still running the last job.
+    job_busy: Arc<AtomicBool>,
+    /// The batch's entries, reused.
+    entries: Vec<u8>,
+    /// Each item's sequence number, reused.
+    seqs: Vec<u64>,
 }
 
 impl Writer {
@@ -279,80 +392,87 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let first_seq = self.next_seq;
             let started = Instant::now();
-            match self.write_batch(&mut batch, &stats) {
-                Ok(()) => {
-                    let took = started.elapsed();
-                    if took >= SLOW_BATCH {
-                        tracing::warn!(
-                            items = batch.len(),
-                            ms = took.as_millis() as u64,
-                            "slow group commit"
-                        );
+            if let Err(e) = self.write_batch(&mut batch, &stats) {
+                let why = Arc::new(e.to_string());
+                for item in batch.drain(..) {
+                    if let Some(done) = item.done {
+                        let _ = done.send(Err(why.clone()));
                     }
-                    stats
-                        .flush_us_total
-                        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                    stats.last_seq.store(self.next_seq - 1, Ordering::Release);
-                    let n = batch.len();
-                    for (i, item) in batch.drain(..).enumerate() {
-                        if let Some((mark, value)) = &item.mark {
-                            mark.fetch_max(*value, Ordering::AcqRel);
-                        }
-                        if let Some(done) = item.done {
-                            let _ = done.send(Ok(first_seq + i as u64));
-                        }
-                    }
-                    inflight.fetch_sub(n, Ordering::AcqRel);
                 }
-                Err(e) => {
-                    // Memory is now ahead of the disk: answering from it would be a lie that
-                    // a restart exposes. Fail every waiter and stop the process.
-                    let why = Arc::new(e.to_string());
-                    tracing::error!(error = %e, "the write-ahead log cannot be written; stopping");
-                    for item in batch.drain(..) {
-                        if let Some(done) = item.done {
-                            let _ = done.send(Err(why.clone()));
-                        }
-                    }
-                    std::process::exit(70);
+                fail_stop("the write-ahead log cannot be written", &e);
+            }
+            let took = started.elapsed();
+            if took >= SLOW_BATCH {
+                tracing::warn!(
+                    items = batch.len(),
+                    ms = took.as_millis() as u64,
+                    "slow group commit"
+                );
+            }
+            stats
+                .flush_us_total
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.last_seq.store(self.next_seq - 1, Ordering::Release);
+            let n = batch.len();
+            for (item, &seq) in batch.drain(..).zip(&self.seqs) {
+                if let Some((mark, value)) = &item.mark {
+                    mark.fetch_max(*value, Ordering::AcqRel);
+                }
+                if let Some(done) = item.done {
+                    let _ = done.send(Ok(seq));
                 }
             }
+            inflight.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
     fn write_batch(&mut self, batch: &mut [WalItem], stats: &WalStats) -> Result<(), WalError> {
-        // Truncation is decided before this batch's snapshots move any replay point: a
-        // deletion must never rely on a snapshot in the same flush (sled need not keep
-        // trees in order across an interrupted flush).
-        let mut wal_batch = self.truncation(stats);
-        // The whole batch's records go into one WAL value keyed by its first sequence number:
-        // one sled insert per flush instead of one per record.
         let first_seq = self.next_seq;
-        let mut wal_value: Vec<u8> = Vec::new();
+        self.entries.clear();
+        self.seqs.clear();
         let mut snapshots = sled::Batch::default();
         let mut views: Vec<ViewWrite> = Vec::new();
         let (mut records, mut snaps) = (0u64, 0u64);
         for item in batch.iter_mut() {
+            if matches!(item.body, ItemBody::Barrier) {
+                self.seqs.push(self.next_seq - 1);
+                continue;
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
+            self.seqs.push(seq);
             match &mut item.body {
                 ItemBody::Record {
                     store_id,
                     frame,
                     views: writes,
                 } => {
-                    push_batch_entry(&mut wal_value, seq, frame);
+                    push_batch_entry(&mut self.entries, seq, EntryKind::Record, frame);
                     self.replay.first_record(store_id, seq);
                     views.append(writes);
                     records += 1;
                 }
+                ItemBody::Remembered {
+                    frame,
+                    views: writes,
+                } => {
+                    push_batch_entry(&mut self.entries, seq, EntryKind::Remembered, frame);
+                    views.append(writes);
+                }
                 ItemBody::Snapshot { store_id, state } => {
+                    // The log names the snapshot's sequence number, so that numbers in the
+                    // log run without gaps; the state itself goes to sled below.
+                    push_batch_entry(
+                        &mut self.entries,
+                        seq,
+                        EntryKind::Snapshot,
+                        &encode_frame(store_id),
+                    );
                     let frame = encode_frame(&SnapshotFrame {
                         seq,
-                        state: state.clone(),
+                        state: std::mem::take(state),
                     });
                     // Replaces the whole-frame key of the layout before parts, if any.
                     snapshots.remove(store_id.as_str().as_bytes());
@@ -363,61 +483,25 @@ impl Writer {
                     tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
                 }
-                ItemBody::Views(writes) => views.append(writes),
+                ItemBody::Barrier => unreachable!("skipped above"),
             }
+        }
+        // The log first, durable before anything derived from it reaches sled: a snapshot or
+        // a view in sled never speaks of a record the log could lose.
+        if !self.entries.is_empty() {
+            self.log.append(
+                first_seq,
+                &self.entries,
+                self.durability == Durability::Flush,
+            )?;
         }
         let mut idem = sled::Batch::default();
         self.storage.pending.add(views, &mut idem);
-        // The WAL first: the views and snapshots are caches of it. The same write deletes
-        // a few batches that no recovery needs any more (see `truncation`), by the replay
-        // points of earlier, flushed batches.
-        if !wal_value.is_empty() {
-            wal_batch.insert(&first_seq.to_be_bytes(), wal_value);
-            self.wal_keys.push_back(first_seq);
-        }
-        self.storage.wal.apply_batch(wal_batch)?;
         self.storage.idem.apply_batch(idem)?;
         if snaps > 0 {
             self.storage.snapshots.apply_batch(snapshots)?;
         }
-        if let Some(from) = self.views_marker.take() {
-            self.storage
-                .meta
-                .insert(VIEWS_FROM_KEY, &from.to_be_bytes())?;
-            self.marker_persisted = from;
-        }
-        // The order archive and the ledger go to sled a few thousand records at a time, on
-        // the views thread, while this one goes on. Whatever that thread has applied
-        // before this flush is durable after it.
-        let pending = &self.storage.pending;
-        // Read before sealing, so that a generation sealed now counts from a later batch
-        // however fast that thread is (either is safe; this one is deterministic).
-        let applied = pending.applied_below();
-        let views_ready = if pending.is_empty() {
-            self.next_seq
-        } else {
-            if (pending.is_full()
-                || self.next_seq.saturating_sub(self.sealed_at) >= self.views_every_records)
-                && let Some(sealed) = pending.seal(self.next_seq)
-            {
-                self.sealed_at = self.next_seq;
-                if self.views_tx.send(sealed).is_err() {
-                    return Err(WalError::Stopped("the views thread has stopped".into()));
-                }
-            }
-            applied
-        };
-        if self.durability == Durability::Flush {
-            self.storage.db.flush()?;
-        }
-        if views_ready > self.views_from {
-            self.views_from = views_ready;
-            // A stale marker only makes recovery rebuild more views, so with nothing in
-            // memory (a log of records without views) it is not rewritten every batch.
-            if !pending.is_empty() || views_ready >= self.marker_persisted + MARKER_STEP {
-                self.views_marker = Some(views_ready);
-            }
-        }
+        self.maybe_checkpoint()?;
         stats.records.fetch_add(records, Ordering::Relaxed);
         stats.snapshots.fetch_add(snaps, Ordering::Relaxed);
         if snaps > 0 {
@@ -430,30 +514,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletions of the oldest WAL batches whose every record is below every store's replay
-    /// point, at most `TRUNCATE_PER_BATCH` of them. A batch ends where the next one starts,
-    /// so batch `k` may go once batch `k + 1` starts at or below that point. Deleting a few
-    /// per group commit, in the writer's own sled write, keeps truncation from competing
-    /// with the log (a bulk delete after each snapshot round stalled it for up to 140 ms).
-    /// A deletion lost in a crash only leaves records that replay skips.
-    fn truncation(&mut self, stats: &WalStats) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        let Some(below) = self.replay.min().map(|m| m.min(self.views_from)) else {
-            return batch;
+    /// Hands the checkpointer a job when enough views or records have gathered since the
+    /// last one and it is idle.
+    fn maybe_checkpoint(&mut self) -> Result<(), WalError> {
+        let pending = &self.storage.pending;
+        let due = pending.is_full() || self.next_seq - self.job_at >= self.views_every_records;
+        if !due || self.job_busy.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.job_busy.store(true, Ordering::Release);
+        self.job_at = self.next_seq;
+        let job = Job {
+            sealed: pending.seal(self.next_seq),
+            views_below: self.next_seq,
+            replay_below: self.replay.min().unwrap_or(self.next_seq),
         };
-        let mut removed = 0;
-        while removed < TRUNCATE_PER_BATCH && self.wal_keys.len() >= 2 && self.wal_keys[1] <= below
-        {
-            let key = self.wal_keys.pop_front().expect("two keys");
-            batch.remove(&key.to_be_bytes());
-            removed += 1;
-        }
-        if removed > 0 {
-            stats
-                .truncated_below
-                .store(self.wal_keys[0], Ordering::Relaxed);
-        }
-        batch
+        self.jobs
+            .send(job)
+            .map_err(|_| WalError::Stopped("the checkpointer has stopped".into()))
     }
 }
 
@@ -506,7 +584,6 @@ impl ReplayPoints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::views::PENDING_RECORDS_MAX;
 
     /// Writes one item and waits until it is durable (so each item is its own batch).
     fn write(handle: &WalHandle, body: ItemBody) -> u64 {
@@ -518,75 +595,77 @@ mod tests {
             .unwrap()
     }
 
-    /// The keys of the log's batches.
-    fn wal_keys(storage: &Storage) -> Vec<u64> {
-        storage
-            .wal
-            .iter()
-            .keys()
-            .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
-            .collect()
+    /// A writer on a fresh directory with the smallest segments and a checkpoint every
+    /// `views_every_records` sequence numbers.
+    fn small_writer(views_every_records: u64) -> (tempfile::TempDir, Storage, WalHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let config = WriterConfig {
+            durability: Durability::Flush,
+            views_every_records,
+            segment_bytes: segments::SEGMENT_BYTES_MIN,
+        };
+        let handle = start(storage.clone(), config, LogPosition::default()).unwrap();
+        (dir, storage, handle)
+    }
+
+    /// A record of `store` with a 30 KB frame: two fit in a 64 KiB segment.
+    fn big_record(store: &StoreId) -> ItemBody {
+        ItemBody::Record {
+            store_id: store.clone(),
+            frame: vec![1; 30_000],
+            views: Vec::new(),
+        }
+    }
+
+    fn log_state(storage: &Storage) -> (Vec<u64>, Option<u64>) {
+        let dir = segments::log_dir(storage.dir());
+        (
+            segments::list_segments(&dir).unwrap(),
+            segments::read_checkpoint(&dir).unwrap(),
+        )
     }
 
     #[test]
-    fn truncation_never_relies_on_a_snapshot_of_the_same_flush() {
-        // Goal: batches covered by a snapshot are deleted only by a later batch (the snapshot
-        // is durable by then), the last batch is always kept, and deletion then catches up.
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        let handle = start(
-            storage.clone(),
-            Durability::Flush,
-            LogPosition {
-                next_seq: 1,
-                ..LogPosition::default()
-            },
-            PENDING_RECORDS_MAX,
-        );
-        let store = StoreId::parse("A").unwrap();
+    fn the_log_goes_only_below_every_stores_snapshot_and_after_a_checkpoint() {
+        // Goal: segments rotate as they fill; a checkpoint deletes only segments wholly
+        // below every store's replay point (a store without a snapshot holds the log back
+        // from its first record), never the newest, and records its point durably first.
+        let (_dir, storage, handle) = small_writer(4);
+        let (a, b) = (StoreId::parse("A").unwrap(), StoreId::parse("B").unwrap());
         let write = |body: ItemBody| write(&handle, body);
-        let record = || ItemBody::Record {
-            store_id: store.clone(),
-            frame: vec![1, 2, 3],
-            views: Vec::new(),
-        };
-        let keys = || wal_keys(&storage);
-        for seq in 1..=3 {
-            assert_eq!(write(record()), seq);
-        }
-        let snapshot = ItemBody::Snapshot {
-            store_id: store.clone(),
+        assert_eq!(write(big_record(&b)), 1);
+        assert_eq!(write(big_record(&a)), 2);
+        assert_eq!(write(big_record(&a)), 3);
+        let snapshot = |s: &StoreId| ItemBody::Snapshot {
+            store_id: s.clone(),
             state: Vec::new(),
         };
-        assert_eq!(write(snapshot), 4);
+        assert_eq!(write(snapshot(&a)), 4);
+        handle.stats.wait_checkpoints(1);
         assert_eq!(
-            keys(),
-            [1, 2, 3],
-            "nothing deleted in the snapshot's own flush"
+            log_state(&storage),
+            (vec![1, 3], Some(5)),
+            "B's record 1 is needed: nothing deleted"
         );
-        assert_eq!(write(record()), 5);
+        assert_eq!(write(snapshot(&b)), 5);
+        assert_eq!(write(big_record(&a)), 6);
+        assert_eq!(write(big_record(&a)), 7);
+        assert_eq!(write(big_record(&a)), 8);
+        handle.stats.wait_checkpoints(2);
         assert_eq!(
-            keys(),
-            [3, 5],
-            "deleted once the snapshot was durable; 3 ends at 4"
+            log_state(&storage),
+            (vec![3, 7], Some(9)),
+            "1 went once both snapshots were durable; 3 holds 3..=6 and A needs 5 on"
         );
-        assert_eq!(write(record()), 6);
-        assert_eq!(keys(), [5, 6]);
+        assert_eq!(storage.snapshots.len(), 2);
     }
 
     #[test]
-    fn views_hold_truncation_back_until_written_out_and_the_marker_follows_a_flush_later() {
-        // Goal: records whose views are only in memory are never deleted from the log, even
-        // under a snapshot; once the views are written out (here every 5 sequence numbers) and
-        // flushed, the next batch persists `views_from` and deletes the covered batches.
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        let handle = start(
-            storage.clone(),
-            Durability::Flush,
-            LogPosition::default(),
-            5,
-        );
+    fn views_wait_in_memory_until_a_checkpoint_writes_them_out() {
+        // Goal: an order's view is readable from memory at once, is written to sled by the
+        // next checkpoint, and the checkpoint file then says views before it are durable.
+        let (_dir, storage, handle) = small_writer(3);
         let store = StoreId::parse("A").unwrap();
         let write = |body: ItemBody| write(&handle, body);
         let record = |seq: u32| ItemBody::Record {
@@ -597,27 +676,22 @@ mod tests {
                 frame: vec![seq as u8],
             }],
         };
-        let keys = || wal_keys(&storage);
-        let marker = || crate::wal::views::views_from(&storage).unwrap();
         assert_eq!(write(record(1)), 1);
         assert_eq!(write(record(2)), 2);
-        let snapshot = ItemBody::Snapshot {
-            store_id: store.clone(),
-            state: Vec::new(),
-        };
-        assert_eq!(write(snapshot), 3);
-        assert_eq!(write(record(3)), 4);
-        assert_eq!(keys(), [1, 2, 4], "views of 1..=4 were only in memory");
-        // Sealed with record 4; the views thread writes them out meanwhile.
-        storage.pending.wait_applied(5);
+        assert_eq!(storage.pending.len(), (2, 0), "both in memory");
+        assert_eq!(storage.order_blocks.len(), 0);
+        assert_eq!(log_state(&storage).1, None, "no checkpoint yet");
+        assert_eq!(write(record(3)), 3);
+        handle.stats.wait_checkpoints(1);
         assert!(storage.pending.is_empty());
-        assert_eq!(storage.order_blocks.len(), 1);
-        assert_eq!(write(record(4)), 5);
-        assert_eq!(keys(), [1, 2, 4, 5], "the views became durable only now");
-        assert_eq!(marker(), None, "not in the flush that made them durable");
-        assert_eq!(write(record(5)), 6);
-        assert_eq!(marker(), Some(5));
-        assert_eq!(keys(), [4, 5, 6], "deleted once the views were durable");
+        assert_eq!(
+            storage.order_blocks.len(),
+            1,
+            "one block of 16 order numbers"
+        );
+        assert_eq!(log_state(&storage).1, Some(4));
+        assert_eq!(write(ItemBody::Barrier), 3, "a barrier takes no number");
+        assert_eq!(write(record(4)), 4);
     }
 
     #[test]
