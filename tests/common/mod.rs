@@ -213,3 +213,88 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("temp dir")
 }
+
+impl TestServer {
+    /// The exit status if the process has already ended (by itself, or after `kill9`);
+    /// `None` while it still runs. Never blocks: poll it against a deadline.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("try_wait on the godown process")
+    }
+
+    /// Like `start`, but when the server does not become ready it returns why (it exited,
+    /// with its status, or `/ready` did not answer 200 within `timeout`) and the end of its
+    /// log, instead of panicking; and it stops waiting as soon as the process is gone.
+    pub async fn try_start(
+        data_dir: &Path,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> Result<TestServer, String> {
+        let data_dir = data_dir.to_path_buf();
+        let log_path = data_dir.with_extension("log");
+        let log_tail = || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_godown"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("GODOWN_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start godown");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let status = child.wait().expect("wait for godown");
+            return Err(format!(
+                "no listening line (got {line:?}), exit {status}; its log ends:\n{}",
+                log_tail()
+            ));
+        };
+        let mut server = TestServer {
+            child,
+            addr,
+            data_dir,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut c) = Conn::connect(server.addr).await
+                && let Ok(r) = c.get("/ready").await
+                && r.status == 200
+            {
+                return Ok(server);
+            }
+            if let Some(status) = server.try_wait() {
+                return Err(format!(
+                    "exited before it was ready, {status}; its log ends:\n{}",
+                    log_tail()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not ready within {} ms; its log ends:\n{}",
+                    timeout.as_millis(),
+                    log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
