@@ -4,8 +4,12 @@
 #
 #   bash benches/peers/run.sh                     # 3 runs × 10 s, 64 clients
 #   RUNS=1 DURATION=5 bash benches/peers/run.sh   # a quick look
+#   RUNS=1 DURATION=5 SYSTEMS=postgres SCENARIOS="throughput flash" bash benches/peers/run.sh
 #
-# Environment: CLIENTS (64), DURATION (10 s), RUNS (3), OUT (benches/peers/results/<date>/).
+# Environment: CLIENTS (64), DURATION (10 s), RUNS (3), OUT (benches/peers/results/<date>/),
+# SYSTEMS (space-separated, of "godown postgres redis"; all by default) and SCENARIOS (of
+# "throughput flash mixed"; all by default). Only the selected systems are installed and
+# started; godown's `trivial` run (the HTTP ceiling) comes with godown.
 # Runs as root: installs postgresql/redis-server with apt-get when missing, runs PostgreSQL
 # as the `postgres` user. Everything lives in one temp dir, removed on exit; every process
 # started here is stopped on exit, failure included. Ports: PostgreSQL 5433, Redis 6380,
@@ -22,8 +26,8 @@ ROOT=$(pwd)
 CLIENTS=${CLIENTS:-64}
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
-SCENARIOS=(throughput flash mixed)
-SYSTEMS=(godown postgres redis)
+read -r -a SCENARIOS <<<"${SCENARIOS:-throughput flash mixed}"
+read -r -a SYSTEMS <<<"${SYSTEMS:-godown postgres redis}"
 PG_PORT=5433
 REDIS_PORT=6380
 GODOWN_ADDR=127.0.0.1:8090
@@ -41,6 +45,16 @@ fi
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+for s in "${SCENARIOS[@]}"; do
+    [[ $s == @(throughput|flash|mixed) ]] || die "unknown scenario $s in SCENARIOS (throughput flash mixed)"
+done
+for s in "${SYSTEMS[@]}"; do
+    [[ $s == @(godown|postgres|redis) ]] || die "unknown system $s in SYSTEMS (godown postgres redis)"
+done
+((${#SCENARIOS[@]})) || die "SCENARIOS is empty"
+((${#SYSTEMS[@]})) || die "SYSTEMS is empty"
+selected() { [[ " ${SYSTEMS[*]} " == *" $1 "* ]]; }
+
 [[ $(id -u) -eq 0 ]] || die "run as root (it installs packages and runs PostgreSQL as user postgres)"
 
 # --- tools -------------------------------------------------------------------------------
@@ -57,8 +71,8 @@ pg_bin_dir() {
 }
 
 missing=()
-[[ -n "$(pg_bin_dir)" ]] || missing+=(postgresql)
-command -v redis-server >/dev/null || missing+=(redis-server)
+if selected postgres && [[ -z "$(pg_bin_dir)" ]]; then missing+=(postgresql); fi
+if selected redis && ! command -v redis-server >/dev/null; then missing+=(redis-server); fi
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     # Keep the packages from starting their own services (a cluster on 5432, a Redis on
@@ -73,16 +87,26 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     if [[ -n "$added_policy" ]]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
-PGBIN=$(pg_bin_dir)
-[[ -n "$PGBIN" ]] || die "no pg_ctl after installing postgresql"
-command -v redis-server >/dev/null || die "no redis-server after installing it"
-command -v redis-cli >/dev/null || die "no redis-cli (package redis-tools)"
-command -v curl >/dev/null || die "curl is needed"
+ports=()
+if selected postgres; then
+    PGBIN=$(pg_bin_dir)
+    [[ -n "$PGBIN" ]] || die "no pg_ctl after installing postgresql"
+    getent passwd postgres >/dev/null || die "no user postgres (the postgresql package creates it)"
+    ports+=("$PG_PORT")
+fi
+if selected redis; then
+    command -v redis-server >/dev/null || die "no redis-server after installing it"
+    command -v redis-cli >/dev/null || die "no redis-cli (package redis-tools)"
+    ports+=("$REDIS_PORT")
+fi
+if selected godown; then
+    command -v curl >/dev/null || die "curl is needed"
+    ports+=("${GODOWN_ADDR##*:}")
+fi
 command -v python3 >/dev/null || die "python3 is needed"
-getent passwd postgres >/dev/null || die "no user postgres (the postgresql package creates it)"
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$PG_PORT" "$REDIS_PORT" "${GODOWN_ADDR##*:}"; do
+for p in "${ports[@]}"; do
     if port_in_use "$p"; then die "port $p on 127.0.0.1 is already taken"; fi
 done
 
@@ -136,7 +160,7 @@ wait_for() { # what seconds command...
 }
 
 TMP=$(mktemp -d /tmp/godown-peers.XXXXXX)
-chown postgres: "$TMP"
+if selected postgres; then chown postgres: "$TMP"; fi
 chmod 711 "$TMP"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -145,11 +169,12 @@ MANIFEST=$OUT/runs.tsv
 
 # --- PostgreSQL --------------------------------------------------------------------------
 
-log "PostgreSQL: initdb in $TMP/pg ($("$PGBIN/postgres" --version))"
-as_postgres() { (cd / && runuser -u postgres -- "$@"); }
-as_postgres "$PGBIN/initdb" -D "$TMP/pg" -U postgres --auth=trust -E UTF8 --locale=C \
-    >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$TMP/pg/postgresql.conf" <<EOF
+if selected postgres; then
+    log "PostgreSQL: initdb in $TMP/pg ($("$PGBIN/postgres" --version))"
+    as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+    as_postgres "$PGBIN/initdb" -D "$TMP/pg" -U postgres --auth=trust -E UTF8 --locale=C \
+        >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+    cat >>"$TMP/pg/postgresql.conf" <<EOF
 # godown peers benchmark
 port = $PG_PORT
 listen_addresses = '127.0.0.1'
@@ -158,23 +183,26 @@ max_connections = 200
 fsync = on
 synchronous_commit = on
 EOF
-as_postgres "$PGBIN/pg_ctl" -D "$TMP/pg" -l "$TMP/pg.log" -w -t 60 start >/dev/null
-PG_STARTED=1
-PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-psql_c() { "$PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
-wait_for PostgreSQL 30 psql_c -c "SELECT 1"
+    as_postgres "$PGBIN/pg_ctl" -D "$TMP/pg" -l "$TMP/pg.log" -w -t 60 start >/dev/null
+    PG_STARTED=1
+    PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    psql_c() { "$PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
+    wait_for PostgreSQL 30 psql_c -c "SELECT 1"
+fi
 
 # --- Redis -------------------------------------------------------------------------------
 
-log "Redis: $(redis-server --version | head -n 1)"
-mkdir -p "$TMP/redis"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize no \
-    --appendonly yes --appendfsync always --save '' \
-    --dir "$TMP/redis" --logfile "$TMP/redis.log" &
-REDIS_PID=$!
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-wait_for Redis 30 rcli ping
+if selected redis; then
+    log "Redis: $(redis-server --version | head -n 1)"
+    mkdir -p "$TMP/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize no \
+        --appendonly yes --appendfsync always --save '' \
+        --dir "$TMP/redis" --logfile "$TMP/redis.log" &
+    REDIS_PID=$!
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+    rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+    wait_for Redis 30 rcli ping
+fi
 
 # --- godown ------------------------------------------------------------------------------
 
@@ -191,15 +219,16 @@ start_godown() { # durability
     wait_for "godown ($1)" 60 curl -sf "http://$GODOWN_ADDR/health"
     kill -0 "$GODOWN_PID" 2>/dev/null || die "godown exited at start"
 }
-start_godown flush
+if selected godown; then start_godown flush; fi
 
 {
     echo "date: $(date -Is)"
     echo "godown: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty tree)')"
-    echo "postgres: $("$PGBIN/postgres" --version)"
-    echo "redis: $(redis-server --version | head -n 1)"
+    if selected postgres; then echo "postgres: $("$PGBIN/postgres" --version)"; fi
+    if selected redis; then echo "redis: $(redis-server --version | head -n 1)"; fi
     echo "cpus: $(nproc)  kernel: $(uname -r)"
     echo "clients: $CLIENTS  duration: ${DURATION}s  runs: $RUNS  flash stock: $FLASH_STOCK"
+    echo "systems: ${SYSTEMS[*]}  scenarios: ${SCENARIOS[*]}"
 } >"$OUT/env.txt"
 
 # --- the runs ----------------------------------------------------------------------------
@@ -248,18 +277,24 @@ pass() { # durability
 }
 
 log "pass 1: fsync durability ($CLIENTS clients, ${DURATION}s × $RUNS runs)"
-load_run godown fsync trivial 1
+if selected godown; then load_run godown fsync trivial 1; fi
 pass fsync
 
 log "pass 2: relaxed durability"
-psql_c -c "ALTER SYSTEM SET synchronous_commit = off" >/dev/null
-psql_c -c "SELECT pg_reload_conf()" >/dev/null
-[[ $(psql_c -c "SHOW synchronous_commit") == off ]] || die "synchronous_commit is still on"
-rcli CONFIG SET appendfsync everysec >/dev/null
-[[ $(rcli CONFIG GET appendfsync | tail -n 1) == everysec ]] || die "appendfsync not changed"
-stop_pid "$GODOWN_PID" godown
-GODOWN_PID=""
-start_godown none
+if selected postgres; then
+    psql_c -c "ALTER SYSTEM SET synchronous_commit = off" >/dev/null
+    psql_c -c "SELECT pg_reload_conf()" >/dev/null
+    [[ $(psql_c -c "SHOW synchronous_commit") == off ]] || die "synchronous_commit is still on"
+fi
+if selected redis; then
+    rcli CONFIG SET appendfsync everysec >/dev/null
+    [[ $(rcli CONFIG GET appendfsync | tail -n 1) == everysec ]] || die "appendfsync not changed"
+fi
+if selected godown; then
+    stop_pid "$GODOWN_PID" godown
+    GODOWN_PID=""
+    start_godown none
+fi
 pass relaxed
 
 # --- summary -----------------------------------------------------------------------------

@@ -2,23 +2,30 @@
 //! godown: PostgreSQL (tokio-postgres) and Redis (a Lua script per order).
 //!
 //! Both models hold the same rule as godown — an order takes all its lines or none, and
-//! stock never goes below zero — so that what is compared is what each engine pays for it.
+//! stock never goes below zero — and each is written the way a competent user of that
+//! engine would write it, so that what is compared is what each engine pays for the rule.
 //!
-//! * PostgreSQL: one transaction per order; lines locked in product-id order (no
-//!   deadlocks); each line a guarded `UPDATE … WHERE on_hand - reserved >= q`; any line
-//!   that matches no row rolls the order back. Prepared statements, and the statements of
-//!   a round trip are pipelined (BEGIN + all UPDATEs, then INSERT + COMMIT): two round
-//!   trips per order, the fewest this model allows from a client.
+//! * PostgreSQL: one round trip per order. The set-up creates a PL/pgSQL function,
+//!   `place_order(store, products, quantities)` ([`PLACE_ORDER`]); the client calls it
+//!   with one prepared `SELECT place_order($1, $2, $3)` in autocommit, so the function
+//!   runs as its own transaction. It locks the order's stock rows in product-id order
+//!   (no deadlocks between orders), checks that every line has `on_hand - reserved >=
+//!   quantity`, and only then takes the stock and inserts the order and its lines,
+//!   returning the order id. If a line is short it raises a dedicated SQLSTATE: the
+//!   transaction rolls back, nothing changes, and the client counts a refusal, not an
+//!   error. This is the strongest form of the peer: a transaction driven from the client
+//!   needs at least two round trips (the check's answer must come back before COMMIT or
+//!   ROLLBACK is chosen) and holds its row locks across them, while here the locks are
+//!   held only for the server-side work and the commit. With `synchronous_commit = on`
+//!   each order still waits for its WAL flush, shared with concurrent commits (group
+//!   commit). Stock reads and restocks are single prepared statements, one round trip each.
 //! * Redis: one `EVALSHA` per order; the script checks every line, then takes them all and
 //!   records the order under `order:{id}`.
 
 use super::{Op, Outcome, SetupPlan, check_target, product_id, store_id};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// The first peer error of the process goes to stderr (a run full of "transport error"
@@ -43,43 +50,95 @@ fn host_port(host: &str, port: u16) -> String {
 // PostgreSQL
 // ---------------------------------------------------------------------------------------
 
-type PgFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>>;
+/// The tables of the PostgreSQL model (dropped and created again by every set-up).
+const SCHEMA: &str = "
+DROP TABLE IF EXISTS order_lines, orders, stock;
+CREATE TABLE stock (
+    store_id   text   NOT NULL,
+    product_id text   NOT NULL,
+    on_hand    bigint NOT NULL,
+    reserved   bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (store_id, product_id));
+CREATE TABLE orders (
+    order_id   bigserial   PRIMARY KEY,
+    store_id   text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE order_lines (
+    order_id   bigint NOT NULL,
+    product_id text   NOT NULL,
+    quantity   bigint NOT NULL);
+";
 
-/// Polls every future until all are done, first polls in order: tokio-postgres sends a
-/// request when its future is first polled, so the requests leave in this order on one
-/// connection (a pipeline) and PostgreSQL runs them in this order.
-async fn pipeline<T>(mut futures: Vec<PgFuture<'_, T>>) -> Vec<Result<T, tokio_postgres::Error>> {
-    let mut results: Vec<Option<Result<T, tokio_postgres::Error>>> =
-        futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, r) in futures.iter_mut().zip(results.iter_mut()) {
-            if r.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *r = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    results
-        .into_iter()
-        .map(|r| r.expect("every future finished"))
-        .collect()
-}
+/// The SQLSTATE with which `place_order` refuses an order for lack of stock.
+const SHORT_SQLSTATE: &str = "IS001";
+
+/// One order, all lines or none, in one call: one round trip, and one transaction when
+/// called in autocommit. `p_products` must be distinct (the client merges a repeated
+/// product's lines). Returns the new order id; when a line is short of stock or has no
+/// stock row it raises SQLSTATE `IS001` ([`SHORT_SQLSTATE`]), so the transaction rolls
+/// back and nothing has changed.
+///
+/// Why an error and not a NULL: the check may have locked rows (those that cover their
+/// line), and locking a row gives the transaction an id and writes WAL, so a function that
+/// returned NULL would commit and wait for a WAL flush while holding the locks (a sold-out
+/// flash sale refused only about 400 orders/s with an earlier check that locked every
+/// row and returned NULL). An aborted transaction does not wait for the flush.
+///
+/// Read committed is enough: a row locked `FOR UPDATE` is read at its newest committed
+/// version, and once locked nobody else can change it until the function's commit.
+/// `plan_cache_mode = force_generic_plan`: with an array parameter the planner would
+/// otherwise keep planning every statement afresh on every call (a custom plan looks
+/// cheaper than the generic one, which assumes 10 elements), about a quarter more server
+/// CPU per order; the generic plans are the right ones (index lookups on the primary key).
+const PLACE_ORDER: &str = "
+CREATE OR REPLACE FUNCTION place_order(p_store text, p_products text[], p_quantities bigint[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_covered  integer;
+    v_order_id bigint;
+BEGIN
+    -- Lock, in product-id order, the order's stock rows that cover their line: every
+    -- order takes its locks in the same order, so two orders cannot deadlock. A row that
+    -- another order changed meanwhile is checked again at its newest version; a row that
+    -- does not cover its line is not locked (so a sold-out product refuses without
+    -- waiting for its lock).
+    SELECT count(*)
+      INTO v_covered
+      FROM (SELECT
+              FROM stock s
+              JOIN unnest(p_products, p_quantities) AS l (product_id, quantity)
+                ON s.product_id = l.product_id
+             WHERE s.store_id = p_store AND s.on_hand - s.reserved >= l.quantity
+             ORDER BY s.product_id
+               FOR UPDATE OF s) AS covered;
+
+    -- A line short of stock, or without a stock row: refuse, and change nothing.
+    IF v_covered < cardinality(p_products) THEN
+        RAISE EXCEPTION 'insufficient stock' USING ERRCODE = 'IS001';
+    END IF;
+
+    UPDATE stock s
+       SET on_hand = s.on_hand - l.quantity
+      FROM unnest(p_products, p_quantities) AS l (product_id, quantity)
+     WHERE s.store_id = p_store AND s.product_id = l.product_id;
+
+    INSERT INTO orders (store_id) VALUES (p_store)
+    RETURNING order_id INTO v_order_id;
+
+    INSERT INTO order_lines (order_id, product_id, quantity)
+    SELECT v_order_id, l.product_id, l.quantity
+      FROM unnest(p_products, p_quantities) AS l (product_id, quantity);
+
+    RETURN v_order_id;
+END
+$$;
+";
 
 struct PgStatements {
-    begin: Statement,
-    commit: Statement,
-    rollback: Statement,
-    take: Statement,
-    insert_order: Statement,
+    place_order: Statement,
     read: Statement,
     restock: Statement,
     health: Statement,
@@ -88,58 +147,33 @@ struct PgStatements {
 
 impl PgStatements {
     async fn prepare(client: &Client) -> Result<PgStatements, tokio_postgres::Error> {
-        let sql = [
-            "BEGIN",
-            "COMMIT",
-            "ROLLBACK",
-            "UPDATE stock SET on_hand = on_hand - $3 \
-             WHERE store_id = $1 AND product_id = $2 AND on_hand - reserved >= $3",
-            "WITH o AS (INSERT INTO orders (store_id) VALUES ($1) RETURNING order_id) \
-             INSERT INTO order_lines (order_id, product_id, quantity) \
-             SELECT o.order_id, l.product_id, l.quantity \
-             FROM o, unnest($2::text[], $3::bigint[]) AS l(product_id, quantity)",
-            "SELECT on_hand - reserved FROM stock WHERE store_id = $1 AND product_id = $2",
-            "UPDATE stock SET on_hand = on_hand + $3 WHERE store_id = $1 AND product_id = $2",
-            "SELECT 1",
-            "SELECT on_hand FROM stock WHERE store_id = $1 AND product_id = $2",
-        ];
-        let futures: Vec<PgFuture<'_, Statement>> = sql
-            .iter()
-            .map(|s| Box::pin(client.prepare(s)) as _)
-            .collect();
-        let mut s = pipeline(futures).await.into_iter();
-        let mut next = || s.next().expect("one statement per query");
+        // Joined futures share the connection: the preparations go out together.
+        let (place_order, read, restock, health, on_hand) = tokio::try_join!(
+            client.prepare("SELECT place_order($1, $2, $3)"),
+            client.prepare(
+                "SELECT on_hand - reserved FROM stock WHERE store_id = $1 AND product_id = $2"
+            ),
+            client.prepare(
+                "UPDATE stock SET on_hand = on_hand + $3 WHERE store_id = $1 AND product_id = $2"
+            ),
+            client.prepare("SELECT 1"),
+            client.prepare("SELECT on_hand FROM stock WHERE store_id = $1 AND product_id = $2"),
+        )?;
         Ok(PgStatements {
-            begin: next()?,
-            commit: next()?,
-            rollback: next()?,
-            take: next()?,
-            insert_order: next()?,
-            read: next()?,
-            restock: next()?,
-            health: next()?,
-            on_hand: next()?,
+            place_order,
+            read,
+            restock,
+            health,
+            on_hand,
         })
     }
 }
 
 pub struct PgBackend {
     client: Client,
-    /// Prepared at connect when the tables exist, else at the first request (the
-    /// connection that runs the set-up creates them).
+    /// Prepared at connect when the schema exists, else at the first request (the
+    /// connection that runs the set-up creates it).
     statements: Option<PgStatements>,
-}
-
-/// What an order transaction came to, before it is an `Outcome`.
-enum OrderError {
-    Short,
-    Pg(tokio_postgres::Error),
-}
-
-impl From<tokio_postgres::Error> for OrderError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        OrderError::Pg(e)
-    }
 }
 
 impl PgBackend {
@@ -170,17 +204,20 @@ impl PgBackend {
             // connection shows up as errors of the requests.
             let _ = connection.await;
         });
-        // Before the set-up has made the tables there is nothing to prepare yet.
-        let tables = client
+        // Before the set-up has made the schema there is nothing to prepare yet. (With
+        // --skip-setup against a schema without place_order(), preparing at the first
+        // request fails and the run counts errors, the first one saying why.)
+        let schema = client
             .query_one(
                 "SELECT to_regclass('stock') IS NOT NULL AND to_regclass('orders') IS NOT NULL \
-                 AND to_regclass('order_lines') IS NOT NULL",
+                 AND to_regclass('order_lines') IS NOT NULL \
+                 AND to_regprocedure('place_order(text, text[], bigint[])') IS NOT NULL",
                 &[],
             )
             .await
             .and_then(|row| row.try_get::<_, bool>(0))
             .map_err(|e| format!("postgres: {e}"))?;
-        let statements = if tables {
+        let statements = if schema {
             Some(
                 PgStatements::prepare(&client)
                     .await
@@ -192,20 +229,19 @@ impl PgBackend {
         Ok(PgBackend { client, statements })
     }
 
+    /// The prepared statements (prepared now if the connection came before the schema).
     async fn statements(&mut self) -> Result<&PgStatements, tokio_postgres::Error> {
-        if self.statements.is_none() {
-            self.statements = Some(PgStatements::prepare(&self.client).await?);
+        match self.statements {
+            Some(ref st) => Ok(st),
+            None => Ok(self
+                .statements
+                .insert(PgStatements::prepare(&self.client).await?)),
         }
-        Ok(self.statements.as_ref().expect("just prepared"))
     }
 
     pub async fn run(&mut self, op: &Op) -> Outcome {
         let result = match op {
-            Op::Order(s, lines) => match self.order(*s, lines).await {
-                Ok(()) => Ok(Outcome::Ok),
-                Err(OrderError::Short) => Ok(Outcome::Short),
-                Err(OrderError::Pg(e)) => Err(e),
-            },
+            Op::Order(s, lines) => self.order(*s, lines).await,
             Op::Read(s, p) => self.read(*s, *p).await,
             Op::Restock(s, p, q) => self.restock(*s, *p, *q).await,
             Op::Health => self.health().await,
@@ -216,68 +252,43 @@ impl PgBackend {
         })
     }
 
-    async fn order(&mut self, s: usize, lines: &[(usize, u64)]) -> Result<(), OrderError> {
+    /// One round trip: `place_order` decides and commits (or refuses) on the server.
+    async fn order(
+        &mut self,
+        s: usize,
+        lines: &[(usize, u64)],
+    ) -> Result<Outcome, tokio_postgres::Error> {
         let store = store_id(s);
-        let mut lines: Vec<(String, i64)> = lines
-            .iter()
-            .map(|&(p, q)| (product_id(p), q as i64))
-            .collect();
-        // Every transaction locks rows in the same order: no deadlock between orders.
-        lines.sort();
-        self.statements().await?;
-        let (client, st) = (&self.client, self.statements.as_ref().expect("prepared"));
-
-        // Round trip 1: BEGIN and every guarded UPDATE.
-        let params: Vec<[&(dyn ToSql + Sync); 3]> = lines
-            .iter()
-            .map(|(p, q)| [&store as &(dyn ToSql + Sync), p, q])
-            .collect();
-        let mut futures: Vec<PgFuture<'_, u64>> = Vec::with_capacity(lines.len() + 1);
-        futures.push(Box::pin(client.execute(&st.begin, &[])));
-        for p in &params {
-            futures.push(Box::pin(client.execute(&st.take, p)));
-        }
-        let mut taken = true;
-        let mut error = None;
-        for (i, r) in pipeline(futures).await.into_iter().enumerate() {
-            match r {
-                Ok(0) if i > 0 => taken = false,
-                Ok(_) => {}
-                Err(e) => {
-                    error.get_or_insert(e);
-                }
+        // One line per product, as `place_order` takes them (a repeated product's
+        // quantities summed; the scenarios never repeat one).
+        let mut lines: Vec<(usize, i64)> = lines.iter().map(|&(p, q)| (p, q as i64)).collect();
+        lines.sort_unstable_by_key(|&(p, _)| p);
+        lines.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 += next.1;
             }
+            same
+        });
+        let products: Vec<String> = lines.iter().map(|&(p, _)| product_id(p)).collect();
+        let quantities: Vec<i64> = lines.iter().map(|&(_, q)| q).collect();
+        let st = self.statements().await?.place_order.clone();
+        match self
+            .client
+            .query_one(&st, &[&store, &products, &quantities])
+            .await
+        {
+            Ok(_order_id) => Ok(Outcome::Ok),
+            Err(e) if e.code().map(SqlState::code) == Some(SHORT_SQLSTATE) => Ok(Outcome::Short),
+            Err(e) => Err(e),
         }
-        if let Some(e) = error {
-            let _ = client.execute(&st.rollback, &[]).await;
-            return Err(e.into());
-        }
-        if !taken {
-            client.execute(&st.rollback, &[]).await?;
-            return Err(OrderError::Short);
-        }
-
-        // Round trip 2: the order with its lines, and COMMIT.
-        let products: Vec<&str> = lines.iter().map(|(p, _)| p.as_str()).collect();
-        let quantities: Vec<i64> = lines.iter().map(|(_, q)| *q).collect();
-        let order: [&(dyn ToSql + Sync); 3] = [&store, &products, &quantities];
-        let futures: Vec<PgFuture<'_, u64>> = vec![
-            Box::pin(client.execute(&st.insert_order, &order)),
-            Box::pin(client.execute(&st.commit, &[])),
-        ];
-        for r in pipeline(futures).await {
-            // A failed INSERT turns the COMMIT into a ROLLBACK: nothing was taken.
-            r?;
-        }
-        Ok(())
     }
 
     async fn read(&mut self, s: usize, p: usize) -> Result<Outcome, tokio_postgres::Error> {
         let (store, product) = (store_id(s), product_id(p));
-        self.statements().await?;
-        let st = self.statements.as_ref().expect("prepared");
+        let st = self.statements().await?.read.clone();
         Ok(
-            match self.client.query_opt(&st.read, &[&store, &product]).await? {
+            match self.client.query_opt(&st, &[&store, &product]).await? {
                 Some(_) => Outcome::Ok,
                 // As godown answers for an unknown product.
                 None => Outcome::Failed(404),
@@ -292,14 +303,9 @@ impl PgBackend {
         q: u64,
     ) -> Result<Outcome, tokio_postgres::Error> {
         let (store, product, q) = (store_id(s), product_id(p), q as i64);
-        self.statements().await?;
-        let st = self.statements.as_ref().expect("prepared");
+        let st = self.statements().await?.restock.clone();
         Ok(
-            match self
-                .client
-                .execute(&st.restock, &[&store, &product, &q])
-                .await?
-            {
+            match self.client.execute(&st, &[&store, &product, &q]).await? {
                 0 => Outcome::Failed(404),
                 _ => Outcome::Ok,
             },
@@ -307,37 +313,28 @@ impl PgBackend {
     }
 
     async fn health(&mut self) -> Result<Outcome, tokio_postgres::Error> {
-        self.statements().await?;
-        let st = self.statements.as_ref().expect("prepared");
-        self.client.query_one(&st.health, &[]).await?;
+        let st = self.statements().await?.health.clone();
+        self.client.query_one(&st, &[]).await?;
         Ok(Outcome::Ok)
     }
 
-    /// Drops and creates the tables, then loads `stores × products` rows of `units` each.
+    /// Drops and creates the tables and `place_order`, then loads `stores × products` rows
+    /// of `units` each.
     pub async fn setup(&mut self, plan: &SetupPlan) -> Result<(), String> {
         let err = |what: &str, e: tokio_postgres::Error| format!("postgres set-up, {what}: {e}");
         self.statements = None;
         self.client
-            .batch_execute(
-                "SET client_min_messages = warning;
-                 DROP TABLE IF EXISTS order_lines, orders, stock;
-                 CREATE TABLE stock (
-                     store_id text NOT NULL,
-                     product_id text NOT NULL,
-                     on_hand bigint NOT NULL,
-                     reserved bigint NOT NULL DEFAULT 0,
-                     PRIMARY KEY (store_id, product_id));
-                 CREATE TABLE orders (
-                     order_id bigserial PRIMARY KEY,
-                     store_id text NOT NULL,
-                     created_at timestamptz NOT NULL DEFAULT now());
-                 CREATE TABLE order_lines (
-                     order_id bigint NOT NULL,
-                     product_id text NOT NULL,
-                     quantity bigint NOT NULL);",
-            )
+            .batch_execute("SET client_min_messages = warning")
+            .await
+            .map_err(|e| err("client_min_messages", e))?;
+        self.client
+            .batch_execute(SCHEMA)
             .await
             .map_err(|e| err("creating the tables", e))?;
+        self.client
+            .batch_execute(PLACE_ORDER)
+            .await
+            .map_err(|e| err("creating place_order()", e))?;
         let insert = self
             .client
             .prepare(
@@ -376,13 +373,15 @@ impl PgBackend {
 
     pub async fn stock_units(&mut self, s: usize, p: usize) -> Result<i64, String> {
         let (store, product) = (store_id(s), product_id(p));
-        self.statements()
+        let st = self
+            .statements()
             .await
-            .map_err(|e| format!("postgres: {e}"))?;
-        let st = self.statements.as_ref().expect("prepared");
+            .map_err(|e| format!("postgres: {e}"))?
+            .on_hand
+            .clone();
         let row = self
             .client
-            .query_opt(&st.on_hand, &[&store, &product])
+            .query_opt(&st, &[&store, &product])
             .await
             .map_err(|e| format!("postgres: {e}"))?
             .ok_or_else(|| format!("postgres: no stock row for {store}/{product}"))?;
