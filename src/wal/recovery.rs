@@ -376,7 +376,7 @@ mod tests {
     use super::*;
     use crate::domain::state::{DraftItem, OrderDraft};
     use crate::domain::*;
-    use crate::wal::format::{EntryKind, encode_frame, push_batch_entry};
+    use crate::wal::format::{EntryKind, IdemAnswer, IdemEntry, encode_frame, push_batch_entry};
 
     fn record(state: &mut StoreState, command: Command) -> WalRecord {
         let (_, events) = state.execute(command, 0).unwrap();
@@ -595,5 +595,83 @@ mod tests {
             .err()
             .expect("damage stops recovery");
         assert!(matches!(e, WalError::Corrupt { .. }), "{e}");
+    }
+
+    /// Starts a writer on `storage` where `at` says, checkpointing every 4 numbers.
+    fn writer_at(storage: &Storage, at: LogPosition) -> crate::wal::WalHandle {
+        let mut config = crate::wal::writer::WriterConfig::new(crate::wal::Durability::Flush, 4);
+        config.segment_bytes = segments::SEGMENT_BYTES_MIN;
+        crate::wal::writer::start(storage.clone(), config, at).unwrap()
+    }
+
+    /// Submits an item and waits until it is durable.
+    fn write(handle: &crate::wal::WalHandle, body: crate::wal::ItemBody) -> u64 {
+        handle
+            .submit_waiting(body)
+            .unwrap()
+            .blocking_recv()
+            .unwrap()
+            .unwrap()
+    }
+
+    fn record_item(record: &WalRecord) -> crate::wal::ItemBody {
+        crate::wal::ItemBody::Record {
+            store_id: record.store_id.clone(),
+            frame: encode_frame(record),
+            views: view_writes(record.clone()),
+        }
+    }
+
+    #[test]
+    fn after_a_streak_of_records_without_stores_no_number_or_order_id_is_used_twice() {
+        // Goal: entries that change no store (remembered refusals) take sequence numbers and
+        // move the checkpoint past them; after a restart the log continues above it, so an
+        // order written next has its view rebuilt by the following recovery and its id is
+        // not issued again. Method: real writer, two restarts on the same directory.
+        let dir = tempfile::tempdir().unwrap();
+        let records = six_records();
+        let storage = Storage::open(dir.path()).unwrap();
+        let handle = writer_at(&storage, LogPosition::default());
+        write(&handle, record_item(&records[0]));
+        write(&handle, record_item(&records[1]));
+        for n in 0..10 {
+            let entry = IdemEntry {
+                body_hash: [n; 16],
+                at_ms: 0,
+                answer: IdemAnswer::Refused {
+                    status: 400,
+                    body: b"{}".to_vec(),
+                },
+            };
+            let key = format!("refused-{n}");
+            let frame = encode_frame(&Remembered {
+                key: key.as_str().into(),
+                entry: entry.clone(),
+            });
+            let views = vec![ViewWrite::Idem {
+                key: key.into_bytes(),
+                value: encode_frame(&entry),
+            }];
+            write(&handle, crate::wal::ItemBody::Remembered { frame, views });
+        }
+        write(&handle, crate::wal::ItemBody::Checkpoint);
+        handle.close();
+        drop(storage);
+
+        let storage = Storage::open(dir.path()).unwrap();
+        let r = recover(&storage, true).unwrap();
+        assert_eq!(r.log.views_from, 13, "checkpointed past the streak");
+        assert_eq!(r.log.next_seq, 13, "12 entries were logged");
+        assert_eq!(r.next_order_seq, 1);
+        let handle = writer_at(&storage, r.log);
+        assert_eq!(write(&handle, record_item(&records[2])), 13);
+        handle.close();
+        drop(storage);
+
+        let storage = Storage::open(dir.path()).unwrap();
+        let r = recover(&storage, true).unwrap();
+        assert!(has_order(&storage, 1), "the order's view is rebuilt");
+        assert_eq!(r.next_order_seq, 2, "its id is not issued again");
+        assert_eq!(r.log.next_seq, 14);
     }
 }

@@ -62,6 +62,9 @@ pub enum ItemBody {
     },
     /// Writes nothing; completes once everything submitted before it is durable.
     Barrier,
+    /// Writes nothing; completes once a checkpoint has made everything submitted before it
+    /// durable in sled too (a clean shutdown, so that a restart rebuilds no views).
+    Checkpoint,
 }
 
 /// The answer a waiter gets: the sequence number its item was written at (for a barrier,
@@ -118,9 +121,22 @@ pub struct WalHandle {
     tx: mpsc::Sender<WalItem>,
     inflight: Arc<AtomicUsize>,
     pub stats: Arc<WalStats>,
+    /// The writer thread, for [`WalHandle::close`].
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl WalHandle {
+    /// Waits until the writer and the checkpointer have finished everything submitted and
+    /// stopped. Every other clone of this handle must be dropped first (the writer runs
+    /// while any can still submit).
+    pub fn close(self) {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(self);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
     /// Claims room for one more item; false when the writer is `INFLIGHT_MAX` behind.
     pub fn try_claim(&self) -> bool {
         if self.inflight.fetch_add(1, Ordering::AcqRel) >= INFLIGHT_MAX {
@@ -230,21 +246,26 @@ pub fn start(
     storage.pending.set_applied_below(at.views_from);
     let log = LogFiles::open(storage.dir(), config.segment_bytes)?;
     let job_busy = Arc::new(AtomicBool::new(false));
+    let (jobs, checkpointer) = start_checkpointer(storage.clone(), job_busy.clone(), stats.clone());
     let writer = Writer {
         storage: storage.clone(),
+        stats: stats.clone(),
         log,
         durability: config.durability,
         next_seq,
         replay: ReplayPoints::new(at.replay_from),
         views_every_records: config.views_every_records.max(1),
         job_at: next_seq,
-        jobs: start_checkpointer(storage, job_busy.clone(), stats.clone()),
+        jobs,
+        checkpointer: Some(checkpointer),
+        jobs_sent: 0,
+        checkpoint_waiters: Vec::new(),
         job_busy,
         entries: Vec::new(),
         seqs: Vec::with_capacity(BATCH_LEN_MAX),
     };
     let (inflight2, stats2) = (inflight.clone(), stats.clone());
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("wal-writer".into())
         .spawn(move || writer.run(rx, inflight2, stats2))
         .expect("spawning the WAL writer");
@@ -252,6 +273,7 @@ pub fn start(
         tx,
         inflight,
         stats,
+        thread: Arc::new(std::sync::Mutex::new(Some(thread))),
     })
 }
 
@@ -284,6 +306,7 @@ pub fn start_discarding() -> WalHandle {
         tx,
         inflight,
         stats,
+        thread: Arc::default(),
     }
 }
 
@@ -307,6 +330,8 @@ pub fn fail_stop(what: &str, e: &WalError) -> ! {
 
 /// Work for the checkpointer: write views out, make sled durable, then let the log go.
 struct Job {
+    /// Completed once the job is done.
+    notify: Vec<oneshot::Sender<Durable>>,
     /// Views to write out first, if any were waiting.
     sealed: Option<Sealed>,
     /// Every record before it has its views in sled once `sealed` is written.
@@ -322,23 +347,32 @@ fn start_checkpointer(
     storage: Storage,
     busy: Arc<AtomicBool>,
     stats: Arc<WalStats>,
-) -> mpsc::Sender<Job> {
+) -> (mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("checkpointer".into())
         .spawn(move || {
-            while let Ok(job) = rx.recv() {
+            while let Ok(mut job) = rx.recv() {
                 let started = Instant::now();
+                let notify = std::mem::take(&mut job.notify);
+                let below = job.views_below;
                 if let Err(e) = checkpoint(&storage, job, &stats) {
+                    let why = Arc::new(e.to_string());
+                    for done in notify {
+                        let _ = done.send(Err(why.clone()));
+                    }
                     fail_stop("a checkpoint failed", &e);
                 }
                 busy.store(false, Ordering::Release);
                 stats.checkpoint_done();
+                for done in notify {
+                    let _ = done.send(Ok(below.saturating_sub(1)));
+                }
                 tracing::debug!(us = started.elapsed().as_micros() as u64, "checkpoint");
             }
         })
         .expect("spawning the checkpointer");
-    tx
+    (tx, thread)
 }
 
 fn checkpoint(storage: &Storage, job: Job, stats: &WalStats) -> Result<(), WalError> {
@@ -360,6 +394,7 @@ fn checkpoint(storage: &Storage, job: Job, stats: &WalStats) -> Result<(), WalEr
 
 struct Writer {
     storage: Storage,
+    stats: Arc<WalStats>,
     log: LogFiles,
     durability: Durability,
     next_seq: u64,
@@ -368,8 +403,14 @@ struct Writer {
     /// `next_seq` when the last checkpoint job was sent.
     job_at: u64,
     jobs: mpsc::Sender<Job>,
+    /// Joined when the writer stops (after `jobs` is dropped, it finishes its last job).
+    checkpointer: Option<std::thread::JoinHandle<()>>,
     /// Whether the checkpointer is still running the last job.
     job_busy: Arc<AtomicBool>,
+    /// Jobs sent so far.
+    jobs_sent: u64,
+    /// Waiters of `ItemBody::Checkpoint` items in this batch.
+    checkpoint_waiters: Vec<oneshot::Sender<Durable>>,
     /// The batch's entries, reused.
     entries: Vec<u8>,
     /// Each item's sequence number, reused.
@@ -426,6 +467,11 @@ impl Writer {
             }
             inflight.fetch_sub(n, Ordering::AcqRel);
         }
+        let checkpointer = self.checkpointer.take();
+        drop(self);
+        if let Some(thread) = checkpointer {
+            let _ = thread.join();
+        }
     }
 
     fn write_batch(&mut self, batch: &mut [WalItem], stats: &WalStats) -> Result<(), WalError> {
@@ -436,7 +482,12 @@ impl Writer {
         let mut views: Vec<ViewWrite> = Vec::new();
         let (mut records, mut snaps) = (0u64, 0u64);
         for item in batch.iter_mut() {
-            if matches!(item.body, ItemBody::Barrier) {
+            if matches!(item.body, ItemBody::Barrier | ItemBody::Checkpoint) {
+                if matches!(item.body, ItemBody::Checkpoint)
+                    && let Some(done) = item.done.take()
+                {
+                    self.checkpoint_waiters.push(done);
+                }
                 self.seqs.push(self.next_seq - 1);
                 continue;
             }
@@ -483,7 +534,7 @@ impl Writer {
                     tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
                 }
-                ItemBody::Barrier => unreachable!("skipped above"),
+                ItemBody::Barrier | ItemBody::Checkpoint => unreachable!("skipped above"),
             }
         }
         // The log first, durable before anything derived from it reaches sled: a snapshot or
@@ -515,16 +566,22 @@ impl Writer {
     }
 
     /// Hands the checkpointer a job when enough views or records have gathered since the
-    /// last one and it is idle.
+    /// last one and it is idle, or when a checkpoint was asked for (then waiting for the
+    /// job before, if one runs: asked for only at shutdown and in tests).
     fn maybe_checkpoint(&mut self) -> Result<(), WalError> {
         let pending = &self.storage.pending;
+        let asked = !self.checkpoint_waiters.is_empty();
         let due = pending.is_full() || self.next_seq - self.job_at >= self.views_every_records;
-        if !due || self.job_busy.load(Ordering::Acquire) {
+        if asked {
+            self.stats.wait_checkpoints(self.jobs_sent);
+        } else if !due || self.job_busy.load(Ordering::Acquire) {
             return Ok(());
         }
         self.job_busy.store(true, Ordering::Release);
         self.job_at = self.next_seq;
+        self.jobs_sent += 1;
         let job = Job {
+            notify: std::mem::take(&mut self.checkpoint_waiters),
             sealed: pending.seal(self.next_seq),
             views_below: self.next_seq,
             replay_below: self.replay.min().unwrap_or(self.next_seq),
