@@ -277,7 +277,13 @@ fn actors(c: &mut Criterion) {
     let directory = sys.block_on(async {
         let arbiters = (0..cores).map(|_| actix::Arbiter::new().handle()).collect();
         let wal = writer::start_discarding();
-        std::sync::Arc::new(Directory::new(arbiters, wal, storage, 900_000, 1))
+        std::sync::Arc::new(Directory::new(
+            arbiters,
+            wal,
+            godown::wal::Archive::new(storage),
+            900_000,
+            1,
+        ))
     });
     const STORES: usize = 100;
     let catalogue = store(PRODUCTS);

@@ -5,7 +5,7 @@ use crate::actor::{Directory, ExpireNow, TakeSnapshot, now_ms};
 use crate::domain::Command;
 use crate::http::json::{ProductBody, StoreBody, parse_json, parse_product_id, parse_store_id};
 use crate::http::{AppState, Auth};
-use crate::wal::{Durability, Storage, recovery, writer};
+use crate::wal::{Archive, Durability, Storage, recovery, writer};
 use actix_web::{App, HttpServer, middleware, web};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,7 +78,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
             "GODOWN_ADMIN_TOKEN is not set: catalogue and store changes will answer 401"
         );
     }
-    let state = web::Data::new(AppState::new(storage.clone(), auth));
+    let state = web::Data::new(AppState::new(Archive::new(storage.clone()), auth));
     let threads = if config.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -146,7 +146,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     let dir = Arc::new(Directory::new(
         arbiters,
         wal,
-        storage.clone(),
+        Archive::new(storage.clone()),
         config.payment_ttl.as_millis() as i64,
         recovered.next_order_seq,
     ));
@@ -184,7 +184,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         config.snapshot_every_records,
         config.snapshot_interval,
     ));
-    spawn_idem_sweeper(storage.clone());
+    spawn_idem_sweeper(Archive::new(storage.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; taking final snapshots");
     handle.pause().await;
@@ -293,28 +293,20 @@ async fn snapshot_loop(dir: Arc<Directory>, every_records: u64, interval: Durati
     }
 }
 
-/// Forgets idempotency keys older than `IDEM_KEEP_MS`, once an hour.
-fn spawn_idem_sweeper(storage: Storage) {
+/// How often remembered idempotency answers older than `IDEM_KEEP_MS` are forgotten.
+const IDEM_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Forgets idempotency keys older than `IDEM_KEEP_MS`, every `IDEM_SWEEP_EVERY`.
+fn spawn_idem_sweeper(archive: Archive) {
     let _ = std::thread::Builder::new()
         .name("idem-sweeper".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(Duration::from_secs(3600));
-                let cutoff = now_ms() - IDEM_KEEP_MS;
-                let mut removed = 0u64;
-                for entry in storage.idem.iter().flatten() {
-                    let (key, value) = entry;
-                    let old =
-                        crate::wal::format::decode_frame::<crate::wal::IdemEntry>(&value, &|| {
-                            "idem".into()
-                        })
-                        .map(|e| e.at_ms < cutoff)
-                        .unwrap_or(false);
-                    if old && storage.idem.remove(&key).is_ok() {
-                        removed += 1;
-                    }
+                std::thread::sleep(IDEM_SWEEP_EVERY);
+                match archive.forget_answers_before(now_ms() - IDEM_KEEP_MS) {
+                    Ok(removed) => tracing::info!(removed, "idempotency keys expired"),
+                    Err(e) => tracing::warn!(error = %e, "expiring idempotency keys failed"),
                 }
-                tracing::info!(removed, "idempotency keys expired");
             }
         });
 }

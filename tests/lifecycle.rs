@@ -527,3 +527,44 @@ async fn an_idempotent_order_answers_the_same_twice() {
         .await;
     assert_eq!(bad.json()["error"], "Invalid idempotency key");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_only_in_the_archive_can_still_be_cancelled_and_paid() {
+    // Goal: after a restart, finished orders live only in the archive (not in the store's
+    // memory); a cancel reads the order back (off the actor's thread) and applies, and a
+    // payment of a finished order is refused as for one in memory. Method: kill -9, restart.
+    let dir = temp_dir();
+    let db = dir.path().join("db");
+    let mut server = TestServer::start(&db, &[]).await;
+    setup(&server).await;
+    let r = server
+        .post("/api/v1/orders/", order("L", &[("A", json!(2))]))
+        .await;
+    assert_eq!(r.status, 200);
+    let id = r.json()["order_id"].as_str().unwrap().to_string();
+    assert_eq!(server.stock("L", "A").await, 8);
+    server.kill9();
+
+    let server = TestServer::start(&db, &[]).await;
+    let r = server
+        .admin(
+            "POST",
+            &format!("/api/v1/orders/{id}/payment"),
+            json!({"status": "succeeded"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (409, json!("confirmed"))
+    );
+    let r = server
+        .admin("POST", &format!("/api/v1/orders/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("cancelled"))
+    );
+    assert_eq!(server.stock("L", "A").await, 10, "the units are back");
+    let r = server.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(r.json()["status"], "cancelled");
+}

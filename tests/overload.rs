@@ -78,7 +78,13 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
         )
         .expect("the log opens");
         let arbiters = vec![actix::Arbiter::new().handle()];
-        let directory = Directory::new(arbiters, wal.clone(), storage, 900_000, 1);
+        let directory = Directory::new(
+            arbiters,
+            wal.clone(),
+            godown::wal::Archive::new(storage),
+            900_000,
+            1,
+        );
         let store = directory.get_or_create(&config()).unwrap();
         let applied = exec(&directory, set_product()).await.unwrap().unwrap();
         applied.durable.unwrap().await.unwrap().unwrap();

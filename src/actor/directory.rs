@@ -2,7 +2,7 @@
 
 use super::store::{MAILBOX_CAPACITY, StoreActor};
 use crate::domain::{StoreConfig, StoreId, StoreState};
-use crate::wal::{Storage, WalHandle};
+use crate::wal::{Archive, WalHandle};
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -38,7 +38,8 @@ pub struct Directory {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
     pub wal: WalHandle,
-    pub storage: Storage,
+    /// Reads of the views, for store actors (evicted orders).
+    pub archive: Archive,
     pub payment_ttl_ms: i64,
     /// The next order sequence number (order ids are a bijection of it).
     pub order_seq: Arc<std::sync::atomic::AtomicU32>,
@@ -48,7 +49,7 @@ impl Directory {
     pub fn new(
         arbiters: Vec<ArbiterHandle>,
         wal: WalHandle,
-        storage: Storage,
+        archive: Archive,
         payment_ttl_ms: i64,
         next_order_seq: u32,
     ) -> Directory {
@@ -59,7 +60,7 @@ impl Directory {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             wal,
-            storage,
+            archive,
             payment_ttl_ms,
             order_seq: Arc::new(std::sync::atomic::AtomicU32::new(next_order_seq)),
         }
@@ -67,10 +68,10 @@ impl Directory {
 
     fn spawn(&self, state: StoreState, fresh: bool) -> StoreEntry {
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        let (wal, storage) = (self.wal.clone(), self.storage.clone());
+        let (wal, archive) = (self.wal.clone(), self.archive.clone());
         let (ttl, seq) = (self.payment_ttl_ms, self.order_seq.clone());
         let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| {
-            StoreActor::new(state, wal, storage, fresh, ttl, seq)
+            StoreActor::new(state, wal, archive, fresh, ttl, seq)
         });
         StoreEntry {
             addr,

@@ -1,8 +1,7 @@
 use crate::domain::*;
 use crate::wal::format::{IdemTag, WalRecord, encode_frame, encode_state, view_writes};
-use crate::wal::views::read_order;
 use crate::wal::writer::Durable;
-use crate::wal::{ItemBody, Storage, WalHandle, WalItem};
+use crate::wal::{Archive, ItemBody, WalHandle, WalItem};
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -136,7 +135,8 @@ impl Message for ExpireNow {
 pub struct StoreActor {
     state: StoreState,
     wal: WalHandle,
-    storage: Storage,
+    /// Where evicted orders are read back from (off this thread).
+    archive: Archive,
     /// Set for a store created in this process: its first record must create it.
     fresh: bool,
     /// Items this actor has submitted to the WAL, and how many of them are durable.
@@ -155,7 +155,7 @@ impl StoreActor {
     pub fn new(
         state: StoreState,
         wal: WalHandle,
-        storage: Storage,
+        archive: Archive,
         fresh: bool,
         payment_ttl_ms: i64,
         order_seq: Arc<AtomicU32>,
@@ -165,7 +165,7 @@ impl StoreActor {
         StoreActor {
             state,
             wal,
-            storage,
+            archive,
             fresh,
             submitted: 0,
             durable: Arc::new(AtomicU64::new(0)),
@@ -222,21 +222,28 @@ impl StoreActor {
         OrderId::from_seq(self.order_seq.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Brings an evicted order back from the archive so that a command can change it.
-    fn load_order(&mut self, id: OrderId) -> Result<(), StoreError> {
-        if self.state.order(id).is_some() {
-            return Ok(());
+    /// The order a command changes, if it was evicted from memory (it is in the archive).
+    fn evicted_order(&self, command: &Command) -> Option<OrderId> {
+        match command {
+            Command::Pay { order_id, .. } | Command::Cancel { order_id, .. }
+                if self.state.order(*order_id).is_none() =>
+            {
+                Some(*order_id)
+            }
+            _ => None,
         }
-        let order =
-            read_order(&self.storage, id).map_err(|e| StoreError::Storage(e.to_string()))?;
-        if let Some(order) = order
-            && order.store_id == self.state.config.store_id
+    }
+
+    /// Takes an order read back from the archive into memory, so a command can change it.
+    fn restore_order(&mut self, order: Order) {
+        if order.store_id == self.state.config.store_id
+            && self.state.order(order.order_id).is_none()
         {
+            let id = order.order_id;
             self.state.restore_order(order);
             self.recent.push_back((id, 0));
             self.last_touch.insert(id, 0);
         }
-        Ok(())
     }
 
     /// Releases what is due. Its record goes ahead of whatever command comes next.
@@ -316,10 +323,35 @@ impl Actor for StoreActor {
 }
 
 impl Handler<Exec> for StoreActor {
-    type Result = MessageResult<Exec>;
+    type Result = ActorResponse<Self, Result<Applied, StoreError>>;
 
-    fn handle(&mut self, msg: Exec, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.exec(msg))
+    fn handle(&mut self, msg: Exec, ctx: &mut Self::Context) -> Self::Result {
+        let Some(id) = self.evicted_order(&msg.command) else {
+            return ActorResponse::reply(self.exec(msg));
+        };
+        // Read the evicted order back on a blocking thread, not this one (other stores
+        // share it); `wait` keeps this store's mailbox closed meanwhile, so nothing can
+        // change the order between the read and the command.
+        let (tx, rx) = oneshot::channel();
+        let archive = self.archive.clone();
+        let read = async move { tokio::task::spawn_blocking(move || archive.order(id)).await };
+        ctx.wait(read.into_actor(self).map(move |read, actor, _| {
+            let result = match read {
+                Ok(Ok(order)) => {
+                    if let Some(order) = order {
+                        actor.restore_order(order);
+                    }
+                    actor.exec(msg)
+                }
+                Ok(Err(e)) => Err(StoreError::Storage(e.to_string())),
+                Err(e) => Err(StoreError::Storage(e.to_string())),
+            };
+            let _ = tx.send(result);
+        }));
+        ActorResponse::r#async(fut::wrap_future(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError::Storage("the store stopped".into())))
+        }))
     }
 }
 
@@ -339,9 +371,6 @@ impl StoreActor {
                     break;
                 }
             },
-            Command::Pay { order_id, .. } | Command::Cancel { order_id, .. } => {
-                self.load_order(*order_id)?
-            }
             _ => {}
         }
         if !self.wal.try_claim() {

@@ -9,9 +9,8 @@ use crate::actor::{
     LowStock, Reply, now_ms,
 };
 use crate::domain::*;
-use crate::wal::ItemBody;
-use crate::wal::format::{IdemAnswer, IdemEntry, IdemTag, Remembered, decode_frame, encode_frame};
-use crate::wal::views::{self, LedgerReader, ViewWrite};
+use crate::wal::archive::remember;
+use crate::wal::{IdemTag, LedgerError, SavedAnswer};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -118,7 +117,7 @@ pub async fn metrics(state: Data) -> HttpResponse {
             "WAL records below this are deleted.",
             s.truncated_below.load(Relaxed) as f64,
         );
-        let (orders, movements) = state.storage.pending.len();
+        let (orders, movements) = state.archive.pending_views();
         metric(
             "godown_views_pending_orders",
             "gauge",
@@ -341,35 +340,18 @@ pub async fn get_movements(
         Ok(Ok(_)) => {}
         _ => return Err(ApiError::storage("the write-ahead log stopped")),
     }
-    let mut ledger = LedgerReader::new(&state.storage, &store_id);
-    let mut read = |id: u64| -> Result<Option<Movement>, ApiError> {
-        ledger.read(id).map_err(ApiError::storage)
-    };
-    // Newest first along the product's chain; `after` must be one of its movements.
-    let mut cursor = match after {
-        None => head,
-        Some(a) => match read(a)? {
-            Some(m) if m.product_id == product_id => m.prev_movement_id,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "Invalid after",
-                    "`after` is not a movement of this product.",
-                ));
-            }
-        },
-    };
-    let mut movements = Vec::with_capacity(limit + 1);
-    while cursor != 0 && movements.len() <= limit {
-        let Some(m) = read(cursor)? else {
-            return Err(ApiError::storage(format!(
-                "movement {cursor} is missing from the ledger"
-            )));
-        };
-        cursor = m.prev_movement_id;
-        movements.push(m);
-    }
-    let more = movements.len() > limit;
-    movements.truncate(limit);
+    let archive = state.archive.clone();
+    let page = web::block(move || archive.ledger_page(&store_id, &product_id, head, after, limit))
+        .await
+        .map_err(ApiError::storage)?
+        .map_err(|e| match e {
+            LedgerError::UnknownAfter => ApiError::bad_request(
+                "Invalid after",
+                "`after` is not a movement of this product.",
+            ),
+            LedgerError::Storage(e) => ApiError::storage(e),
+        })?;
+    let (movements, more) = (page.movements, page.more);
     let next_after = if more {
         movements.last().map(|m| m.movement_id)
     } else {
@@ -496,19 +478,26 @@ pub async fn delete_reservation(
 
 // ---------- orders ----------
 
-fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiError> {
-    views::read_order(&state.storage, id).map_err(ApiError::storage)
+/// An order from the archive, read on a blocking thread.
+async fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiError> {
+    let archive = state.archive.clone();
+    web::block(move || archive.order(id))
+        .await
+        .map_err(ApiError::storage)?
+        .map_err(ApiError::storage)
 }
 
-fn order_by_path(state: &AppState, path: &str) -> Result<Order, ApiError> {
+async fn order_by_path(state: &AppState, path: &str) -> Result<Order, ApiError> {
     let id = OrderId::parse(path).ok_or_else(ApiError::order_not_found)?;
-    read_order(state, id)?.ok_or_else(ApiError::order_not_found)
+    read_order(state, id)
+        .await?
+        .ok_or_else(ApiError::order_not_found)
 }
 
 pub async fn get_order(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
     state.auth.require_client(&req)?;
     state.dir()?;
-    let order = order_by_path(&state, &path)?;
+    let order = order_by_path(&state, &path).await?;
     Ok(ok(&OrderView::new(&order, false)))
 }
 
@@ -518,7 +507,7 @@ async fn change_order(
     make: impl FnOnce(OrderId) -> Command,
 ) -> ApiResult {
     let dir = state.dir()?;
-    let order = order_by_path(state, path)?;
+    let order = order_by_path(state, path).await?;
     let applied = exec(dir, &order.store_id, make(order.order_id), None).await?;
     match applied.reply {
         Reply::Order(o) => Ok(ok(&OrderView::new(&o, false))),
@@ -630,28 +619,30 @@ fn key_reused() -> ApiError {
     )
 }
 
-/// The remembered answer for `key`, if the durable table has one.
-fn saved_answer(state: &AppState, key: &str, hash: [u8; 16]) -> Result<Option<Answer>, ApiError> {
-    let Some(bytes) = state
-        .storage
-        .idem
-        .get(key.as_bytes())
+/// The remembered answer for `key`, if the durable table has one (read off the worker).
+async fn saved_answer(
+    state: &AppState,
+    key: &Arc<str>,
+    hash: [u8; 16],
+) -> Result<Option<Answer>, ApiError> {
+    let (archive, k) = (state.archive.clone(), key.clone());
+    let saved = web::block(move || archive.saved_answer(&k))
+        .await
         .map_err(ApiError::storage)?
-    else {
+        .map_err(ApiError::storage)?;
+    let Some(saved) = saved else {
         return Ok(None);
     };
-    let entry: IdemEntry =
-        decode_frame(&bytes, &|| "idempotency entry".into()).map_err(ApiError::storage)?;
-    if entry.body_hash != hash {
+    if saved.body_hash != hash {
         return Err(key_reused());
     }
-    match entry.answer {
-        IdemAnswer::Refused { status, body } => Ok(Some(Answer {
-            status,
-            body: Bytes::from(body),
-        })),
-        IdemAnswer::Order(id) => {
-            let order = read_order(state, id)?
+    match saved.answer {
+        SavedAnswer::Answer(bytes) => Answer::from_bytes(&bytes)
+            .map(Some)
+            .ok_or_else(|| ApiError::storage("a remembered answer is malformed")),
+        SavedAnswer::Order(id) => {
+            let order = read_order(state, id)
+                .await?
                 .ok_or_else(|| ApiError::storage("a remembered order is missing"))?;
             Ok(Some(answer_of(&Ok(order))))
         }
@@ -693,7 +684,7 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
                 let (state, req, body, key) =
                     (state.clone(), req.clone(), body.clone(), key.clone());
                 let task = actix_web::rt::spawn(async move {
-                    let answer = match saved_answer(&state, &key, hash) {
+                    let answer = match saved_answer(&state, &key, hash).await {
                         Err(e) => return Err(e),
                         Ok(Some(answer)) => answer,
                         Ok(None) => {
@@ -732,28 +723,10 @@ async fn remember_refusal(
     answer: &Answer,
 ) -> Result<(), ApiError> {
     let dir = state.dir()?;
-    let entry = IdemEntry {
-        body_hash: hash,
-        at_ms: now_ms(),
-        answer: IdemAnswer::Refused {
-            status: answer.status,
-            body: answer.body.to_vec(),
-        },
-    };
-    let write = ViewWrite::Idem {
-        key: key.as_bytes().to_vec(),
-        value: encode_frame(&entry),
-    };
-    let frame = encode_frame(&Remembered {
-        key: key.into(),
-        entry,
-    });
+    let item = remember(key, hash, now_ms(), answer.to_bytes());
     let rx = dir
         .wal
-        .submit_waiting(ItemBody::Remembered {
-            frame,
-            views: vec![write],
-        })
+        .submit_waiting(item)
         .ok_or_else(ApiError::overloaded)?;
     match rx.await {
         Ok(Ok(_)) => Ok(()),

@@ -1,7 +1,8 @@
 //! `Idempotency-Key`: the same key with the same body gets the first answer again.
 //!
-//! The durable truth is the `idem` tree (written by the WAL writer in the same batch as the
-//! order, and rebuilt from the WAL on recovery). This module adds only what is in flight:
+//! The durable truth is the log (an order's record carries its key; a refusal is remembered
+//! by a log entry of its own), read back through `wal::Archive`. This module adds only what
+//! is in flight:
 //! a concurrent duplicate finds the first request here and waits for its answer. The map is
 //! guarded by a plain mutex held for a lookup or insert, never across an await, and it
 //! holds only requests in progress.
@@ -20,6 +21,25 @@ const SHARDS: usize = 16;
 pub struct Answer {
     pub status: u16,
     pub body: Bytes,
+}
+
+impl Answer {
+    /// The bytes the log keeps for a remembered answer (opaque to it): the status, u16
+    /// big-endian, then the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + self.body.len());
+        out.extend_from_slice(&self.status.to_be_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Answer> {
+        let status = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
+        Some(Answer {
+            status,
+            body: Bytes::copy_from_slice(&bytes[2..]),
+        })
+    }
 }
 
 type Slot = (

@@ -8,7 +8,7 @@ pub mod idempotency;
 pub mod json;
 
 use crate::actor::Directory;
-use crate::wal::Storage;
+use crate::wal::Archive;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
@@ -86,16 +86,17 @@ impl Auth {
 pub struct AppState {
     /// Set once recovery is done; until then the API answers 503 "Not ready".
     pub directory: OnceLock<Arc<Directory>>,
-    pub storage: Storage,
+    /// Reads of orders, the ledger and remembered answers (see `wal::archive`).
+    pub archive: Archive,
     pub auth: Auth,
     pub idem: Arc<idempotency::IdemTable>,
 }
 
 impl AppState {
-    pub fn new(storage: Storage, auth: Auth) -> AppState {
+    pub fn new(archive: Archive, auth: Auth) -> AppState {
         AppState {
             directory: OnceLock::new(),
-            storage,
+            archive,
             auth,
             idem: Arc::default(),
         }

@@ -113,8 +113,11 @@ pub struct IdemTag {
 pub enum IdemAnswer {
     /// The request created this order; its first answer is the order as it was created.
     Order(OrderId),
-    /// The request was refused with this status and body.
-    Refused { status: u16, body: Vec<u8> },
+    /// Written by versions before answers became opaque (an HTTP status and body); read,
+    /// never written. Its place in the enum is its encoding: keep it second.
+    LegacyRefused { status: u16, body: Vec<u8> },
+    /// Any other first answer, as the layer above encoded it; opaque to the log.
+    Answer(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! `fdatasync` per batch, and only then releases the answers. sled holds caches of the log,
 //! made durable at checkpoints. [`recovery`] rebuilds the stores from snapshots and the log.
 
+pub mod archive;
 pub mod format;
 pub mod recovery;
 pub mod segments;
@@ -13,6 +14,7 @@ pub mod storage;
 pub mod views;
 pub mod writer;
 
-pub use format::{IdemAnswer, IdemEntry, IdemTag, WalError, WalRecord};
+pub use archive::{Archive, LedgerError, Saved, SavedAnswer};
+pub use format::{IdemTag, WalError, WalRecord};
 pub use storage::Storage;
 pub use writer::{Durability, ItemBody, WalHandle, WalItem};

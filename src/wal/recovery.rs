@@ -376,7 +376,7 @@ mod tests {
     use super::*;
     use crate::domain::state::{DraftItem, OrderDraft};
     use crate::domain::*;
-    use crate::wal::format::{EntryKind, IdemAnswer, IdemEntry, encode_frame, push_batch_entry};
+    use crate::wal::format::{EntryKind, encode_frame, push_batch_entry};
 
     fn record(state: &mut StoreState, command: Command) -> WalRecord {
         let (_, events) = state.execute(command, 0).unwrap();
@@ -635,24 +635,8 @@ mod tests {
         write(&handle, record_item(&records[0]));
         write(&handle, record_item(&records[1]));
         for n in 0..10 {
-            let entry = IdemEntry {
-                body_hash: [n; 16],
-                at_ms: 0,
-                answer: IdemAnswer::Refused {
-                    status: 400,
-                    body: b"{}".to_vec(),
-                },
-            };
-            let key = format!("refused-{n}");
-            let frame = encode_frame(&Remembered {
-                key: key.as_str().into(),
-                entry: entry.clone(),
-            });
-            let views = vec![ViewWrite::Idem {
-                key: key.into_bytes(),
-                value: encode_frame(&entry),
-            }];
-            write(&handle, crate::wal::ItemBody::Remembered { frame, views });
+            let item = crate::wal::archive::remember(&format!("refused-{n}"), [n; 16], 0, vec![n]);
+            write(&handle, item);
         }
         write(&handle, crate::wal::ItemBody::Checkpoint);
         handle.close();
@@ -661,6 +645,11 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         let r = recover(&storage, true).unwrap();
         assert_eq!(r.log.views_from, 13, "checkpointed past the streak");
+        let saved = crate::wal::Archive::new(storage.clone())
+            .saved_answer("refused-9")
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.answer, crate::wal::SavedAnswer::Answer(vec![9]));
         assert_eq!(r.log.next_seq, 13, "12 entries were logged");
         assert_eq!(r.next_order_seq, 1);
         let handle = writer_at(&storage, r.log);

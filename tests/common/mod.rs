@@ -96,6 +96,25 @@ impl TestServer {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits (at most 30 s) for the polite shutdown: final snapshots and a
+    /// checkpoint. Returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "godown did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub async fn conn(&self) -> Conn {
         Conn::connect(self.addr).await.expect("connect")
     }
