@@ -46,8 +46,10 @@ const SEQ_LEN: usize = 8;
 pub const FRAME_BYTES_MAX: usize = 1 << 30;
 /// Zeros are written in chunks of this size when a segment is prepared.
 const ZERO_CHUNK: usize = 1 << 20;
-/// The file a segment is prepared in before it is renamed into place.
-const SPARE_NAME: &str = "spare.tmp";
+/// The file a segment is prepared in…
+const SPARE_TMP: &str = "spare.tmp";
+/// …and its name once it is zero-filled and synced (so a restart can use it at once).
+const SPARE_NAME: &str = "spare.ready";
 
 /// The directory of the log inside a data directory.
 pub fn log_dir(data_dir: &Path) -> PathBuf {
@@ -378,7 +380,8 @@ impl LogFiles {
 }
 
 /// Starts the thread that prepares the next segment: `spare.tmp`, zero-filled to the
-/// segment size and fsynced, so that the writer only renames it when it needs it.
+/// segment size, fsynced and renamed `spare.ready`, so that the writer only renames it
+/// into place when it needs it.
 fn start_preparer(
     dir: PathBuf,
     segment_bytes: u64,
@@ -400,7 +403,11 @@ fn start_preparer(
 }
 
 fn prepare_spare(dir: &Path, segment_bytes: u64) -> Result<(), WalError> {
-    let path = dir.join(SPARE_NAME);
+    let ready = dir.join(SPARE_NAME);
+    if std::fs::metadata(&ready).is_ok_and(|m| m.len() == segment_bytes) {
+        return Ok(()); // left ready by an earlier run
+    }
+    let path = dir.join(SPARE_TMP);
     let write = || -> std::io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
@@ -420,7 +427,8 @@ fn prepare_spare(dir: &Path, segment_bytes: u64) -> Result<(), WalError> {
         let _ = std::fs::remove_file(&path);
         return Err(io_error("preparing a log segment", &path, e));
     }
-    Ok(())
+    std::fs::rename(&path, &ready).map_err(|e| io_error("preparing a log segment", &ready, e))?;
+    sync_dir(dir)
 }
 
 #[cfg(test)]
