@@ -9,6 +9,7 @@
 use super::views::ViewWrite;
 use crate::domain::{Event, Movement, Order, OrderId, StoreId, StoreState, TimeMs};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The only format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -145,87 +146,152 @@ pub struct SnapshotFrame {
 }
 
 /// Longest part of a snapshot in sled. sled keeps up to 16 values in a leaf and writes a
-/// page over 128 KiB as a separate blob file with its own fsync; whole snapshots (~70 KB
-/// for 1,000 products) put several in a leaf and made every snapshot round stall the log.
+/// page over 128 KiB as a separate blob file; whole snapshots (~70 KB for 1,000 products)
+/// put several in a leaf and made every snapshot round stall the log.
 pub const SNAPSHOT_PART_LEN: usize = 4096;
 
-/// The sled writes for one store's snapshot frame: parts keyed `store \0 part (u32 BE)`,
-/// part 0 starting with the number of parts (u32 LE). Parts past that number are stale
-/// (from a larger, older snapshot) and ignored. One `apply_batch` writes all of them.
-pub fn snapshot_parts(store: &StoreId, frame: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The key of part `part` of `store`'s snapshot as of `seq`:
+/// `store \0 seq (u64 BE) part (u32 BE)`. Each snapshot has keys of its own, so writing a
+/// new one never touches the last (which is deleted only once the new one is durable): a
+/// snapshot torn by a crash leaves the one before it whole.
+pub fn snapshot_key(store: &StoreId, seq: u64, part: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(store.as_str().len() + 13);
+    key.extend_from_slice(store.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(&part.to_be_bytes());
+    key
+}
+
+/// The sled writes for one store's snapshot frame as of `seq`: parts keyed by
+/// [`snapshot_key`], part 0 starting with the number of parts (u32 LE). One `apply_batch`
+/// writes all of them.
+pub fn snapshot_parts(store: &StoreId, seq: u64, frame: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let chunks: Vec<&[u8]> = frame.chunks(SNAPSHOT_PART_LEN).collect();
     let count = chunks.len().max(1) as u32;
     let mut parts = Vec::with_capacity(count as usize);
     for i in 0..count {
-        let mut key = Vec::with_capacity(store.as_str().len() + 5);
-        key.extend_from_slice(store.as_str().as_bytes());
-        key.push(0);
-        key.extend_from_slice(&i.to_be_bytes());
         let chunk = chunks.get(i as usize).copied().unwrap_or(&[]);
         let mut value = Vec::with_capacity(chunk.len() + 4);
         if i == 0 {
             value.extend_from_slice(&count.to_le_bytes());
         }
         value.extend_from_slice(chunk);
-        parts.push((key, value));
+        parts.push((snapshot_key(store, seq, i), value));
     }
     parts
 }
 
-/// Every store's snapshot frame, reassembled from its parts, as `(store, frame)`. A key
-/// without a part number is a whole frame (the layout before parts).
-pub fn read_snapshot_frames(tree: &sled::Tree) -> Result<Vec<(String, Vec<u8>)>, WalError> {
-    let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
-    // The store being assembled and how many parts it still expects.
-    let mut expecting: Option<(String, u32, u32)> = None;
-    let corrupt = |store: &str, why: String| WalError::Corrupt {
-        what: format!("snapshot of store {store}"),
-        why,
-    };
+/// One stored snapshot of a store, reassembled from its parts; `frame` says what is wrong
+/// if it is incomplete.
+pub struct StoredSnapshot {
+    /// The version in its keys (0 for layouts before versioned keys).
+    pub version: u64,
+    pub frame: Result<Vec<u8>, String>,
+}
+
+/// Every store's stored snapshots, newest first, keyed by the store's name. Layouts of
+/// earlier versions are read too: a whole frame under the store's name, and parts keyed
+/// `store \0 part (u32 BE)` (both version 0). Only a sled error fails the whole read.
+pub fn read_snapshots(
+    tree: &sled::Tree,
+) -> Result<BTreeMap<String, Vec<StoredSnapshot>>, WalError> {
+    // store → version → parts in key order
+    let mut found: BTreeMap<String, BTreeMap<u64, Vec<(u32, sled::IVec)>>> = BTreeMap::new();
     for entry in tree.iter() {
         let (key, value) = entry?;
         let Some(zero) = key.iter().position(|&b| b == 0) else {
-            frames.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+            let store = String::from_utf8_lossy(&key).into_owned();
+            let mut whole = Vec::with_capacity(value.len() + 4);
+            whole.extend_from_slice(&1u32.to_le_bytes());
+            whole.extend_from_slice(&value);
+            found
+                .entry(store)
+                .or_default()
+                .entry(0)
+                .or_default()
+                .push((0, whole.into()));
             continue;
         };
         let store = String::from_utf8_lossy(&key[..zero]).into_owned();
-        let part = <[u8; 4]>::try_from(&key[zero + 1..])
-            .map(u32::from_be_bytes)
-            .map_err(|_| corrupt(&store, "a malformed part key".into()))?;
-        match &mut expecting {
-            Some((name, next, count)) if *name == store && *next < *count => {
-                if part != *next {
-                    return Err(corrupt(&store, format!("part {next} is missing")));
-                }
-                *next += 1;
-                frames
-                    .last_mut()
-                    .expect("part 0 came first")
-                    .1
-                    .extend_from_slice(&value);
-            }
-            Some((name, _, _)) if *name == store => {} // a stale part of an older snapshot
-            _ => {
-                if let Some((name, next, count)) = &expecting
-                    && next < count
-                {
-                    return Err(corrupt(name, format!("part {next} is missing")));
-                }
-                if part != 0 || value.len() < 4 {
-                    return Err(corrupt(&store, "part 0 is missing".into()));
-                }
-                let count = u32::from_le_bytes(value[..4].try_into().expect("4 bytes"));
-                frames.push((store.clone(), value[4..].to_vec()));
-                expecting = Some((store, 1, count));
-            }
+        let rest = &key[zero + 1..];
+        let (version, part) = match rest.len() {
+            12 => (
+                u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")),
+                u32::from_be_bytes(rest[8..].try_into().expect("4 bytes")),
+            ),
+            4 => (0, u32::from_be_bytes(rest.try_into().expect("4 bytes"))),
+            _ => continue, // not a snapshot key of any layout: ignored
+        };
+        found
+            .entry(store)
+            .or_default()
+            .entry(version)
+            .or_default()
+            .push((part, value));
+    }
+    Ok(found
+        .into_iter()
+        .map(|(store, versions)| {
+            let newest_first = versions
+                .into_iter()
+                .rev()
+                .map(|(version, parts)| StoredSnapshot {
+                    version,
+                    frame: assemble(&parts),
+                })
+                .collect();
+            (store, newest_first)
+        })
+        .collect())
+}
+
+/// A snapshot frame from its parts: part 0 says how many there are; parts past that number
+/// are stale leftovers of a larger snapshot of the layout before versioned keys.
+fn assemble(parts: &[(u32, sled::IVec)]) -> Result<Vec<u8>, String> {
+    let Some((0, first)) = parts.first() else {
+        return Err("part 0 is missing".into());
+    };
+    if first.len() < 4 {
+        return Err("part 0 is cut short".into());
+    }
+    let count = u32::from_le_bytes(first[..4].try_into().expect("4 bytes"));
+    let mut frame = first[4..].to_vec();
+    for i in 1..count {
+        match parts.get(i as usize) {
+            Some((part, value)) if *part == i => frame.extend_from_slice(value),
+            _ => return Err(format!("part {i} of {count} is missing")),
         }
     }
-    if let Some((store, next, count)) = expecting
-        && next < count
-    {
-        return Err(corrupt(&store, format!("part {next} is missing")));
+    Ok(frame)
+}
+
+/// The keys of `store`'s snapshots older than `version`, of every layout (for deletion once
+/// the snapshot of `version` is durable).
+pub fn snapshot_keys_before(
+    tree: &sled::Tree,
+    store: &StoreId,
+    version: u64,
+) -> Result<Vec<sled::IVec>, WalError> {
+    let mut keys = Vec::new();
+    if tree.contains_key(store.as_str().as_bytes())? {
+        keys.push(store.as_str().as_bytes().into());
     }
-    Ok(frames)
+    let mut prefix = store.as_str().as_bytes().to_vec();
+    prefix.push(0);
+    for entry in tree.scan_prefix(&prefix) {
+        let (key, _) = entry?;
+        let rest = &key[prefix.len()..];
+        let old = match rest.len() {
+            12 => u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")) < version,
+            4 => true,
+            _ => false,
+        };
+        if old {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
 
 pub fn encode_state(state: &StoreState) -> Vec<u8> {
@@ -511,16 +577,17 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_are_split_into_small_parts_and_reassembled() {
-        // Goal: a snapshot frame of any size comes back whole from its parts; a smaller,
-        // newer snapshot ignores the stale parts of a larger one; a whole-frame value of the
-        // layout before parts is still read; a missing part is corruption, not a short read.
+    fn snapshots_are_versioned_split_into_parts_and_a_torn_one_leaves_the_last() {
+        // Goal: a snapshot frame of any size comes back whole from its parts; each version has
+        // keys of its own, newest first; one with a part missing (torn) is reported as such
+        // while the version before it still reads whole; the layouts of earlier versions (a
+        // whole frame, unversioned parts with stale leftovers) are read; the keys older than
+        // a version are found for deletion, and only those.
         let (_dir, tree) = temp_tree("snapshots");
-        let write = |store: &str, frame: &[u8]| {
+        let write = |store: &str, seq: u64, frame: &[u8]| {
             let store = StoreId::parse(store).unwrap();
             let mut batch = sled::Batch::default();
-            batch.remove(store.as_str().as_bytes());
-            for (k, v) in snapshot_parts(&store, frame) {
+            for (k, v) in snapshot_parts(&store, seq, frame) {
                 assert!(v.len() <= SNAPSHOT_PART_LEN + 4);
                 batch.insert(k, v);
             }
@@ -529,29 +596,51 @@ mod tests {
         let big: Vec<u8> = (0..3 * SNAPSHOT_PART_LEN + 17).map(|i| i as u8).collect();
         let small: Vec<u8> = (0..SNAPSHOT_PART_LEN + 1).map(|i| (i * 7) as u8).collect();
         tree.insert("OLD", &b"legacy frame"[..]).unwrap();
-        write("A", &big);
-        write("AB", &[]);
-        write("B", &big);
-        write("B", &small);
-        let frames = read_snapshot_frames(&tree).unwrap();
-        let names: Vec<&str> = frames.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["A", "AB", "B", "OLD"]);
-        assert_eq!(frames[0].1, big);
-        assert!(frames[1].1.is_empty());
-        assert_eq!(
-            frames[2].1, small,
-            "stale parts of the older snapshot are ignored"
-        );
-        assert_eq!(frames[3].1, b"legacy frame");
-        write("OLD", &small);
-        assert_eq!(read_snapshot_frames(&tree).unwrap()[3].1, small);
+        let legacy_part = |part: u32, value: &[u8]| {
+            let mut key = b"LEG\0".to_vec();
+            key.extend_from_slice(&part.to_be_bytes());
+            tree.insert(key, value).unwrap();
+        };
+        let mut part0 = 1u32.to_le_bytes().to_vec();
+        part0.extend_from_slice(b"one part");
+        legacy_part(0, &part0);
+        legacy_part(1, b"stale part of a larger, older snapshot");
+        write("A", 7, &big);
+        write("AB", 3, &[]);
+        write("B", 5, &big);
+        write("B", 9, &small);
+        let all = read_snapshots(&tree).unwrap();
+        let names: Vec<&str> = all.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["A", "AB", "B", "LEG", "OLD"]);
+        assert_eq!(all["A"][0].frame.as_ref().unwrap(), &big);
+        assert!(all["AB"][0].frame.as_ref().unwrap().is_empty());
+        let versions: Vec<u64> = all["B"].iter().map(|v| v.version).collect();
+        assert_eq!(versions, [9, 5], "newest first");
+        assert_eq!(all["B"][0].frame.as_ref().unwrap(), &small);
+        assert_eq!(all["B"][1].frame.as_ref().unwrap(), &big);
+        assert_eq!(all["LEG"][0].frame.as_ref().unwrap(), b"one part");
+        assert_eq!(all["OLD"][0].frame.as_ref().unwrap(), b"legacy frame");
 
-        let mut key = b"A\0".to_vec();
-        key.extend_from_slice(&3u32.to_be_bytes());
-        tree.remove(key).unwrap();
-        assert!(matches!(
-            read_snapshot_frames(&tree),
-            Err(WalError::Corrupt { .. })
-        ));
+        let b = StoreId::parse("B").unwrap();
+        tree.remove(snapshot_key(&b, 9, 1)).unwrap();
+        let all = read_snapshots(&tree).unwrap();
+        assert!(all["B"][0].frame.as_ref().unwrap_err().contains("part 1"));
+        assert_eq!(
+            all["B"][1].frame.as_ref().unwrap(),
+            &big,
+            "the last one is whole"
+        );
+
+        let old = snapshot_keys_before(&tree, &b, 9).unwrap();
+        assert_eq!(old.len(), 4, "the four parts of version 5");
+        let leg = snapshot_keys_before(&tree, &StoreId::parse("LEG").unwrap(), 1).unwrap();
+        assert_eq!(leg.len(), 2);
+        let o = snapshot_keys_before(&tree, &StoreId::parse("OLD").unwrap(), 1).unwrap();
+        assert_eq!(o.len(), 1);
+        assert!(
+            snapshot_keys_before(&tree, &StoreId::parse("A").unwrap(), 7)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

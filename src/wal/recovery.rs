@@ -6,8 +6,8 @@
 //! with a warning and is cut off; damage anywhere else stops start-up.
 
 use super::format::{
-    EntryKind, Remembered, SnapshotFrame, WalError, WalRecord, decode_frame, decode_state,
-    encode_frame, push_batch_entry, read_snapshot_frames, split_batch, split_legacy_batch,
+    EntryKind, Remembered, SnapshotFrame, StoredSnapshot, WalError, WalRecord, decode_frame,
+    decode_state, encode_frame, push_batch_entry, read_snapshots, split_batch, split_legacy_batch,
     view_writes,
 };
 use super::segments::{self, io_error, sync_dir};
@@ -71,13 +71,10 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         idem: sled::Batch::default(),
         report: RecoveryReport::default(),
     };
-    for (name, value) in read_snapshot_frames(&storage.snapshots)? {
-        let what = || format!("snapshot of store {name}");
-        let frame: SnapshotFrame = decode_frame(&value, &what)?;
-        let state = decode_state(&frame.state, &what)?;
+    for (name, versions) in read_snapshots(&storage.snapshots)? {
+        let (seq, state) = newest_whole_snapshot(&name, versions)?;
         r.report.snapshots += 1;
-        r.stores
-            .insert(state.config.store_id.clone(), (frame.seq, state));
+        r.stores.insert(state.config.store_id.clone(), (seq, state));
     }
     r.replay_from = r
         .stores
@@ -98,6 +95,38 @@ pub fn recover(storage: &Storage, repair: bool) -> Result<Recovered, WalError> {
         storage.idem.apply_batch(std::mem::take(&mut r.idem))?;
     }
     finish(r, started)
+}
+
+/// The newest of a store's stored snapshots that is whole. A newer one that is not was being
+/// written when the process stopped (never checkpointed, so the log still holds what it would
+/// have covered): it is skipped with a warning. None whole is damage.
+fn newest_whole_snapshot(
+    name: &str,
+    versions: Vec<StoredSnapshot>,
+) -> Result<(u64, StoreState), WalError> {
+    let what = || format!("snapshot of store {name}");
+    let mut why = String::from("no parts");
+    for stored in versions {
+        let decoded = stored
+            .frame
+            .map_err(|why| WalError::Corrupt { what: what(), why })
+            .and_then(|bytes| {
+                let frame: SnapshotFrame = decode_frame(&bytes, &what)?;
+                let state = decode_state(&frame.state, &what)?;
+                Ok((frame.seq, state))
+            });
+        match decoded {
+            Ok(found) => return Ok(found),
+            Err(e) => {
+                tracing::warn!(store = name, version = stored.version, error = %e, "a snapshot is incomplete (cut short by a crash); using the one before it");
+                why = e.to_string();
+            }
+        }
+    }
+    Err(WalError::Corrupt {
+        what: what(),
+        why: format!("no stored snapshot is whole: {why}"),
+    })
 }
 
 fn finish(r: Replay<'_>, started: Instant) -> Result<Recovered, WalError> {
@@ -662,5 +691,65 @@ mod tests {
         assert!(has_order(&storage, 1), "the order's view is rebuilt");
         assert_eq!(r.next_order_seq, 2, "its id is not issued again");
         assert_eq!(r.log.next_seq, 14);
+    }
+
+    #[test]
+    fn a_snapshot_cut_short_falls_back_to_the_one_before_it() {
+        // Goal: a store's newest snapshot with a part missing (a crash while sled wrote it,
+        // before any checkpoint) is skipped with a warning; the one before it is used and the
+        // log after it replayed, giving the same state; with no whole snapshot at all,
+        // recovery refuses (damage).
+        let (_dir, storage) = four_batches();
+        let records = six_records();
+        let store = records[0].store_id.clone();
+        let mut state = StoreState::new(match &records[0].events[0] {
+            Event::StoreSet(c) => c.clone(),
+            _ => unreachable!("the first record creates the store"),
+        });
+        for e in &records[1].events {
+            state.apply_event(e);
+        }
+        let snapshot = |seq: u64, state: &StoreState| {
+            let frame = encode_frame(&SnapshotFrame {
+                seq,
+                state: crate::wal::format::encode_state(state),
+            });
+            for (k, v) in crate::wal::format::snapshot_parts(&store, seq, &frame) {
+                storage.snapshots.insert(k, v).unwrap();
+            }
+        };
+        snapshot(2, &state);
+        for r in &records[2..4] {
+            r.events.iter().for_each(|e| state.apply_event(e));
+        }
+        snapshot(4, &state);
+        storage
+            .snapshots
+            .remove(crate::wal::format::snapshot_key(&store, 4, 0))
+            .unwrap();
+        let r = recover(&storage, true).unwrap();
+        assert_eq!(r.report.snapshots, 1);
+        assert_eq!(
+            r.report.records_skipped, 2,
+            "records 1 and 2, under version 2"
+        );
+        assert_eq!(r.report.records_replayed, 4);
+        let p = r.states[0]
+            .product(&ProductId::parse("P").unwrap())
+            .unwrap();
+        assert_eq!(p.on_hand, Qty::from_units(96));
+
+        storage
+            .snapshots
+            .remove(crate::wal::format::snapshot_key(&store, 2, 0))
+            .unwrap();
+        storage
+            .snapshots
+            .insert(crate::wal::format::snapshot_key(&store, 2, 1), &b"x"[..])
+            .unwrap();
+        assert!(matches!(
+            recover(&storage, true),
+            Err(WalError::Corrupt { .. })
+        ));
     }
 }

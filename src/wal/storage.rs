@@ -17,7 +17,8 @@ pub struct Storage {
     /// `first seq (u64 BE) → batch`: the log as versions before segment files kept it;
     /// recovery moves it into a segment once and empties it.
     pub wal: sled::Tree,
-    /// `store \0 part (u32 BE) → part of a SnapshotFrame` (see `format::snapshot_parts`):
+    /// `store \0 version (u64 BE) part (u32 BE) → part of a SnapshotFrame` (see
+    /// `format::snapshot_parts`):
     /// a cache of replaying the WAL up to its `seq`.
     pub snapshots: sled::Tree,
     /// `order number / 64 (u32 BE) → [(order number, Order frame)]`: every order's latest

@@ -12,7 +12,8 @@
 //! and only then deletes the log segments that no recovery needs.
 
 use super::format::{
-    EntryKind, SnapshotFrame, WalError, encode_frame, push_batch_entry, snapshot_parts,
+    EntryKind, SnapshotFrame, WalError, encode_frame, push_batch_entry, snapshot_keys_before,
+    snapshot_parts,
 };
 use super::segments::{self, LogFiles};
 use super::storage::Storage;
@@ -260,6 +261,7 @@ pub fn start(
         checkpointer: Some(checkpointer),
         jobs_sent: 0,
         checkpoint_waiters: Vec::new(),
+        superseded: Vec::new(),
         job_busy,
         entries: Vec::new(),
         seqs: Vec::with_capacity(BATCH_LEN_MAX),
@@ -339,6 +341,8 @@ struct Job {
     /// Every store's snapshot, as written to sled before this job was sent, covers the log
     /// before it.
     replay_below: u64,
+    /// Stores' snapshots (store, version) written before this job: older ones may go after it.
+    superseded: Vec<(StoreId, u64)>,
 }
 
 /// The thread that runs checkpoints, one at a time (see the module doc). A failure stops
@@ -385,6 +389,15 @@ fn checkpoint(storage: &Storage, job: Job, stats: &WalStats) -> Result<(), WalEr
     segments::write_checkpoint(&dir, job.views_below)?;
     let below = job.views_below.min(job.replay_below);
     let deleted = segments::delete_below(&dir, below)?;
+    // The snapshots these replace are no longer needed (the new ones are durable). Their
+    // deletion is made durable by the next checkpoint; until then recovery takes the newest.
+    let mut old = sled::Batch::default();
+    for (store, version) in &job.superseded {
+        for key in snapshot_keys_before(&storage.snapshots, store, *version)? {
+            old.remove(key);
+        }
+    }
+    storage.snapshots.apply_batch(old)?;
     stats.truncated_below.fetch_max(below, Ordering::Relaxed);
     if deleted > 0 {
         tracing::debug!(deleted, below, "log segments deleted");
@@ -411,6 +424,9 @@ struct Writer {
     jobs_sent: u64,
     /// Waiters of `ItemBody::Checkpoint` items in this batch.
     checkpoint_waiters: Vec<oneshot::Sender<Durable>>,
+    /// Snapshots written since the last job: the older ones of their stores may go once
+    /// these are durable.
+    superseded: Vec<(StoreId, u64)>,
     /// The batch's entries, reused.
     entries: Vec<u8>,
     /// Each item's sequence number, reused.
@@ -525,11 +541,12 @@ impl Writer {
                         seq,
                         state: std::mem::take(state),
                     });
-                    // Replaces the whole-frame key of the layout before parts, if any.
-                    snapshots.remove(store_id.as_str().as_bytes());
-                    for (key, value) in snapshot_parts(store_id, &frame) {
+                    // Keys of its own: the store's last snapshot stays whole until this one
+                    // is durable (then the checkpointer deletes it).
+                    for (key, value) in snapshot_parts(store_id, seq, &frame) {
                         snapshots.insert(key, value);
                     }
+                    self.superseded.push((store_id.clone(), seq));
                     self.replay.snapshot(store_id, seq);
                     tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
@@ -582,6 +599,7 @@ impl Writer {
         self.jobs_sent += 1;
         let job = Job {
             notify: std::mem::take(&mut self.checkpoint_waiters),
+            superseded: std::mem::take(&mut self.superseded),
             sealed: pending.seal(self.next_seq),
             views_below: self.next_seq,
             replay_below: self.replay.min().unwrap_or(self.next_seq),
@@ -716,6 +734,21 @@ mod tests {
             "1 went once both snapshots were durable; 3 holds 3..=6 and A needs 5 on"
         );
         assert_eq!(storage.snapshots.len(), 2);
+        assert_eq!(write(snapshot(&a)), 9);
+        assert_eq!(
+            storage.snapshots.len(),
+            3,
+            "A's last snapshot stays until this one is durable"
+        );
+        write(ItemBody::Checkpoint);
+        let versions = |s: &str| -> Vec<u64> {
+            crate::wal::format::read_snapshots(&storage.snapshots).unwrap()[s]
+                .iter()
+                .map(|v| v.version)
+                .collect()
+        };
+        assert_eq!(versions("A"), [9], "deleted after the checkpoint");
+        assert_eq!(versions("B"), [5]);
     }
 
     #[test]
