@@ -21,7 +21,7 @@ pub struct Storage {
     /// `format::snapshot_parts`):
     /// a cache of replaying the WAL up to its `seq`.
     pub snapshots: sled::Tree,
-    /// `order number / 64 (u32 BE) → [(order number, Order frame)]`: every order's latest
+    /// `order number / ORDER_BLOCK (u32 BE) → [(order number, Order frame)]`: every order's latest
     /// state, for reads by id (see `views`).
     pub order_blocks: sled::Tree,
     /// `order number (u32 BE) → Order frame`: the archive of godown before order blocks;
