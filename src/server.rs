@@ -64,7 +64,51 @@ pub struct ServeConfig {
 }
 
 pub fn run(config: ServeConfig) -> std::io::Result<()> {
+    install_panic_policy();
     actix_web::rt::System::new().block_on(serve(config))
+}
+
+/// The exit status after a panic outside an HTTP worker.
+pub const EXIT_PANIC: i32 = 70;
+/// HTTP worker panics are logged at most once per this many milliseconds (a client that
+/// can trigger one must not be able to fill the disk with logs).
+const WORKER_PANIC_LOG_EVERY_MS: u64 = 1000;
+
+/// A panic is never silent. On a store actor's arbiter, the log writer, the checkpointer or
+/// any other thread of ours it stops the process (the state in memory can no longer be
+/// trusted, and a restart recovers every acknowledged change from the log; a store gone
+/// quietly would leave `/ready` saying 200). On an HTTP worker (actix-web drops that one
+/// connection and serves on) it is logged in one line, without a backtrace, rate-limited.
+fn install_panic_policy() {
+    use std::sync::atomic::AtomicU64;
+    static LAST_WORKER_LOG_MS: AtomicU64 = AtomicU64::new(0);
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()));
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if name.starts_with("actix-server worker") {
+            let now = now_ms().max(0) as u64;
+            let last = LAST_WORKER_LOG_MS.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= WORKER_PANIC_LOG_EVERY_MS
+                && LAST_WORKER_LOG_MS
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::error!(thread = name, %location, %message, "a request panicked; its connection was dropped");
+            }
+            return;
+        }
+        tracing::error!(thread = name, %location, %message, "panic; stopping (a restart recovers every acknowledged change)");
+        std::process::exit(EXIT_PANIC);
+    }));
 }
 
 async fn serve(config: ServeConfig) -> std::io::Result<()> {

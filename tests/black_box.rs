@@ -3,6 +3,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
 
@@ -786,4 +787,96 @@ async fn a_config_file_sets_the_server_up() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_ids_wrong_methods_and_bad_utf8_get_their_json_errors() {
+    // Goal (regressions from the hostile-input campaign): a malformed reservation id is 400
+    // "Invalid id" (not 404); another method on an operations path is 405 with the JSON
+    // error shape (not 404); bytes that are not UTF-8, even inside a field godown ignores,
+    // make the body 400 "Invalid JSON" and change nothing.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &["--demo"]).await;
+    let r = server
+        .req(
+            "DELETE",
+            &format!("/api/v1/stores/{SEED_STORE}/reservations/a*b"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Invalid id"))
+    );
+    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        let r = server.req("POST", path, &[], Some(json!({}))).await;
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (405, json!("Method not allowed")),
+            "{path}"
+        );
+    }
+    let mut body = order(SEED_STORE, &[(MAGGI, json!(1))])
+        .to_string()
+        .into_bytes();
+    body.pop(); // the closing brace
+    body.extend_from_slice(b",\"note\":\"\xff\xfe\"}");
+    let mut conn = server.conn().await;
+    let r = conn
+        .send(
+            "POST",
+            "/api/v1/orders/",
+            &[("content-type", "application/json")],
+            Some(Bytes::from(body)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Invalid JSON"))
+    );
+    assert_eq!(server.stock(SEED_STORE, MAGGI).await, 44);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_gets_the_first_answer_even_while_another_body_with_its_key_is_in_flight() {
+    // Goal (regression: 36 of 300 tries answered 409): a retry with the same key and body as
+    // a durable first request gets that first answer, also when a request with the same key
+    // and another body arrives at the same moment; that one alone gets 409. Method: 100 keys,
+    // each acknowledged once, then the retry and the other body sent concurrently.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("IDEM").await;
+    server
+        .put_product("IDEM", "P", "pieces", json!(5), json!(1_000_000))
+        .await;
+    let send = |key: String, quantity: u64| {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let mut conn = godown::client::Conn::connect(addr).await.unwrap();
+            let body = order("IDEM", &[("P", json!(quantity))]).to_string();
+            let r = conn
+                .send(
+                    "POST",
+                    "/api/v1/orders/",
+                    &[("idempotency-key", key.as_str())],
+                    Some(Bytes::from(body)),
+                )
+                .await
+                .unwrap();
+            (r.status, r.json()["order_id"].clone())
+        })
+    };
+    for i in 0..100 {
+        let key = format!("race-{i}");
+        let (status, first) = send(key.clone(), 1).await.unwrap();
+        assert_eq!(status, 200);
+        let other = send(key.clone(), 2);
+        let retry = send(key.clone(), 1);
+        let (retry, other) = (retry.await.unwrap(), other.await.unwrap());
+        assert_eq!(retry, (200, first), "try {i}: the retry");
+        assert_eq!(other.0, 409, "try {i}: the other body");
+    }
+    assert_eq!(server.stock("IDEM", "P").await, 1_000_000 - 100);
 }

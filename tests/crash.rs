@@ -387,3 +387,59 @@ async fn verify_summarises_a_healthy_directory() {
     assert!(text.contains("products:          200"), "{text}");
     assert!(text.contains("orders:            1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_store_actor_stops_the_process_and_nothing_acknowledged_is_lost() {
+    // Goal: a panic inside one store's actor is never silent: the process exits (status 70)
+    // instead of serving on with that store (and every store on its thread) gone while
+    // `/ready` says 200; a restart has every acknowledged change and nothing of the order
+    // that panicked. Method: the test-only fault `GODOWN_TEST_PANIC_IN_STORE`.
+    let dir = temp_dir();
+    let db = dir.path().join("db");
+    let env = [("GODOWN_TEST_PANIC_IN_STORE", "BOOM")];
+    let mut server = TestServer::start_with_env(&db, &[], &env).await;
+    for store in ["OK", "BOOM"] {
+        server.put_store(store).await;
+        server
+            .put_product(store, "A", "pieces", json!(5), json!(10))
+            .await;
+    }
+    let r = server
+        .post("/api/v1/orders/", order("OK", &[("A", json!(2))]))
+        .await;
+    assert_eq!(r.status, 200);
+    let id = r.json()["order_id"].as_str().unwrap().to_string();
+    let mut conn = server.conn().await;
+    let body = Bytes::from(order("BOOM", &[("A", json!(1))]).to_string());
+    let answered = conn.send("POST", "/api/v1/orders/", &[], Some(body)).await;
+    assert!(
+        answered.as_ref().map_or(true, |r| r.status != 200),
+        "the order that panicked was acknowledged"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.try_wait() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process still runs 10 s after a store actor panicked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(status.code(), Some(70));
+    let log = std::fs::read_to_string(db.with_extension("log")).unwrap();
+    assert!(log.contains("injected fault"), "the panic is logged");
+
+    let server = TestServer::start(&db, &[]).await;
+    assert_eq!(server.stock("OK", "A").await, 8);
+    assert_eq!(
+        server.get(&format!("/api/v1/orders/{id}")).await.status,
+        200
+    );
+    assert_eq!(
+        server.stock("BOOM", "A").await,
+        10,
+        "the panicking order changed nothing"
+    );
+}

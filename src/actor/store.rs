@@ -355,8 +355,25 @@ impl Handler<Exec> for StoreActor {
     }
 }
 
+/// Fault injection for tests (`tests/crash.rs`): an order for the store named in this
+/// environment variable panics inside its actor. Never set it in production.
+pub const PANIC_IN_STORE_ENV: &str = "GODOWN_TEST_PANIC_IN_STORE";
+
+fn injected_panic(store: &StoreId) -> bool {
+    static STORE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    STORE
+        .get_or_init(|| std::env::var(PANIC_IN_STORE_ENV).ok())
+        .as_deref()
+        == Some(store.as_str())
+}
+
 impl StoreActor {
     fn exec(&mut self, msg: Exec) -> Result<Applied, StoreError> {
+        if matches!(msg.command, Command::PlaceOrder(_))
+            && injected_panic(&self.state.config.store_id)
+        {
+            panic!("injected fault: {PANIC_IN_STORE_ENV}");
+        }
         self.expire_due(false);
         let mut command = msg.command;
         match &mut command {

@@ -466,7 +466,9 @@ pub async fn delete_reservation(
     state.auth.require_client(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path.0)?;
-    let reservation_id = ReservationId::parse(&path.1).ok_or(DomainError::ReservationNotFound)?;
+    // A malformed id is a bad request; a well-formed one that names no open hold, a 404.
+    let reservation_id =
+        ReservationId::parse(&path.1).ok_or_else(|| ApiError::invalid_id("reservation_id"))?;
     let applied = exec(dir, &store_id, Command::Release { reservation_id }, None).await?;
     match applied.reply {
         Reply::Released(id) => Ok(ok(
@@ -670,13 +672,15 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
     loop {
         match state.idem.begin(&key, hash) {
             Begin::Follower(h, mut rx) => {
-                if h != hash {
-                    return Err(key_reused());
-                }
-                if let Ok(answer) = rx.wait_for(Option::is_some).await {
+                let answer = rx.wait_for(Option::is_some).await;
+                if h == hash
+                    && let Ok(answer) = answer
+                {
                     return Ok(respond(answer.as_ref().expect("waited for Some")));
                 }
-                // The first request ended without an answer; start over.
+                // The request in flight had another body (which of the two matches the key's
+                // first answer is known only once it is done), or it ended without an
+                // answer: start over, against what it left durable.
             }
             Begin::Leader(guard) => {
                 // Detached, so a client that hangs up cannot cut the work (and the

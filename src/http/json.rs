@@ -84,6 +84,14 @@ pub fn parse_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result
 }
 
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde_json checks UTF-8 only in the strings it reads; bytes inside an ignored field
+    // would pass. A body that is not UTF-8 is not JSON (RFC 8259).
+    if std::str::from_utf8(body).is_err() {
+        return Err(ApiError::bad_request(
+            "Invalid JSON",
+            "The body is not valid UTF-8.",
+        ));
+    }
     // serde would read a struct from an array too (`[1]`); every body here is an object.
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|&b| b != b'{') {

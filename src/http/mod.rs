@@ -111,10 +111,11 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use handlers::*;
     cfg.app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
-        .route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(openapi))
+        // Resources, not bare routes: another method on these paths is 405, not 404.
+        .service(web::resource("/health").get(health))
+        .service(web::resource("/ready").get(ready))
+        .service(web::resource("/metrics").get(metrics))
+        .service(web::resource("/openapi.json").get(openapi))
         .service(
             web::resource("/api/v1/stores/{store_id}")
                 .get(get_store)

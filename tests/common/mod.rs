@@ -24,6 +24,15 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `godown serve` on 127.0.0.1:0 with `data_dir` and waits until it is ready.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> TestServer {
+        TestServer::start_with_env(data_dir, extra, &[]).await
+    }
+
+    /// `start`, with extra environment variables for the server.
+    pub async fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let data_dir = data_dir.to_path_buf();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -35,6 +44,7 @@ impl TestServer {
             .arg(&data_dir)
             .args(extra)
             .env("GODOWN_ADMIN_TOKEN", ADMIN)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
