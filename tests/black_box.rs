@@ -880,3 +880,38 @@ async fn a_retry_gets_the_first_answer_even_while_another_body_with_its_key_is_i
     }
     assert_eq!(server.stock("IDEM", "P").await, 1_000_000 - 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrays_in_place_of_objects_are_refused_naming_the_field() {
+    // Goal (regression: an item `["GP…", 1, null]` placed an order, `"location":[19.0,72.8]`
+    // was stored): a nested body given as an array is 400 naming its field, and nothing
+    // changes; the same values as objects are accepted.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &["--demo"]).await;
+    let mut body = order(SEED_STORE, &[]);
+    body["items"] = json!([[MAGGI, 1, null]]);
+    let r = server.post("/api/v1/orders/", body).await;
+    let e = r.json();
+    assert_eq!(r.status, 400, "{e}");
+    assert!(e.to_string().contains("items[0]"), "{e}");
+    assert_eq!(server.stock(SEED_STORE, MAGGI).await, 44);
+    let r = server
+        .admin(
+            "PUT",
+            "/api/v1/stores/ARRAYS",
+            json!({"name": "Arrays", "location": [19.0, 72.8]}),
+        )
+        .await;
+    let e = r.json();
+    assert_eq!(r.status, 400, "{e}");
+    assert!(e.to_string().contains("location"), "{e}");
+    assert_eq!(server.get("/api/v1/stores/ARRAYS").await.status, 404);
+    let r = server
+        .admin(
+            "PUT",
+            "/api/v1/stores/ARRAYS",
+            json!({"name": "Arrays", "location": {"lat": 19.0, "lon": 72.8}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+}

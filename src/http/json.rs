@@ -199,6 +199,31 @@ pub fn parse_store_id(s: &str) -> Result<StoreId, ApiError> {
 
 // ---------- request bodies ----------
 
+/// A nested body that must be a JSON object. serde's derive reads a struct from an array as
+/// well (`["GP1759847855933", 1, null]` for an item); the contract allows only objects, and a
+/// field of the wrong type is 400 naming it.
+#[derive(Deserialize)]
+#[serde(transparent, bound(deserialize = "T: Deserialize<'de>"))]
+pub struct Obj<T>(#[serde(deserialize_with = "object_only")] pub T);
+
+fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+}
+
 #[derive(Deserialize)]
 pub struct LocationBody {
     pub lat: Option<Raw>,
@@ -211,7 +236,7 @@ pub struct StoreBody {
     pub tax_rate_percent: Option<Raw>,
     pub delivery_fee: Option<Raw>,
     pub free_delivery_above: Option<Raw>,
-    pub location: Option<LocationBody>,
+    pub location: Option<Obj<LocationBody>>,
 }
 
 fn parse_degrees(raw: Option<&Raw>, limit: i128) -> Option<i64> {
@@ -251,7 +276,7 @@ impl StoreBody {
         };
         let location = match self.location {
             None => None,
-            Some(l) => {
+            Some(Obj(l)) => {
                 let (lat, lon) = (
                     parse_degrees(l.lat.as_ref(), 90),
                     parse_degrees(l.lon.as_ref(), 180),
@@ -341,10 +366,10 @@ pub struct ItemBody {
 
 /// Checks the item list's size and duplicates, and parses each item.
 pub fn parse_items(
-    items: Option<Vec<ItemBody>>,
+    items: Option<Vec<Obj<ItemBody>>>,
     empty_error: ApiError,
 ) -> Result<Vec<DraftItem>, ApiError> {
-    let items = items.unwrap_or_default();
+    let items: Vec<ItemBody> = items.unwrap_or_default().into_iter().map(|i| i.0).collect();
     if items.is_empty() {
         return Err(empty_error);
     }
@@ -383,7 +408,7 @@ pub struct OrderBody {
     pub customer_phone: Option<String>,
     pub customer_name: Option<String>,
     pub delivery_address: Option<String>,
-    pub items: Option<Vec<ItemBody>>,
+    pub items: Option<Vec<Obj<ItemBody>>>,
     pub payment_method: Option<String>,
     pub reservation_id: Option<String>,
 }
@@ -445,12 +470,12 @@ impl OrderBody {
 #[derive(Deserialize)]
 pub struct AvailabilityBody {
     pub store_id: Option<String>,
-    pub items: Option<Vec<ItemBody>>,
+    pub items: Option<Vec<Obj<ItemBody>>>,
 }
 
 #[derive(Deserialize)]
 pub struct ReservationBody {
-    pub items: Option<Vec<ItemBody>>,
+    pub items: Option<Vec<Obj<ItemBody>>>,
     pub ttl_seconds: Option<Raw>,
 }
 
@@ -744,7 +769,7 @@ mod tests {
         let body = br#"{"store_id":"S","items":[{"product_id":"P","quantity":0.25}],"payment_method":"cod"}"#;
         let parsed: OrderBody = parse_json(body).unwrap();
         let items = parsed.items.unwrap();
-        assert_eq!(items[0].quantity.as_ref().unwrap().get(), "0.25");
+        assert_eq!(items[0].0.quantity.as_ref().unwrap().get(), "0.25");
         let err = parse_json::<OrderBody>(br#"{"store_id":5}"#).err().unwrap();
         assert_eq!(err.error, "Invalid field");
         assert_eq!(err.extra["field"], "store_id");
