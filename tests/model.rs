@@ -409,3 +409,104 @@ proptest! {
         run(ops, snapshot_at)?;
     }
 }
+
+/// A store with one product of `units` pieces at ₹1.
+fn big_store(units: u64) -> StoreState {
+    let mut s = store();
+    s.execute(
+        Command::SetProduct {
+            info: ProductInfo {
+                product_id: pid(0),
+                name: "p".into(),
+                unit: Unit::Pieces,
+                unit_price: Paise(100),
+                low_stock_threshold: Qty::ZERO,
+                category: None,
+            },
+            stock: Some(Qty::from_units(units)),
+        },
+        0,
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn per_store_bounds_on_open_holds_and_unpaid_orders_refuse_and_change_nothing() {
+    // Goal: the 100,001st open hold and the 100,001st order awaiting payment of one store are
+    // refused with their own errors and change nothing (no event, stock as before); once one
+    // ends (released, paid), the next is accepted. Cod orders are not bounded by this.
+    use godown::domain::state::{OPEN_RESERVATIONS_MAX, PENDING_PAYMENTS_MAX};
+    let mut s = big_store(1_000_000);
+    let line = || {
+        vec![ReservationLine {
+            product_id: pid(0),
+            quantity: Qty::from_units(1),
+        }]
+    };
+    let hold = |n: u64| Command::Reserve {
+        reservation_id: ReservationId::from_number(n),
+        lines: line(),
+        ttl_ms: 3_600_000,
+    };
+    for n in 0..OPEN_RESERVATIONS_MAX as u64 {
+        s.execute(hold(n), 0).unwrap();
+    }
+    let before = s.product(&pid(0)).unwrap().clone();
+    let refused = s.execute(hold(u64::MAX), 0);
+    assert!(
+        matches!(refused, Err(DomainError::TooManyReservations)),
+        "{refused:?}"
+    );
+    assert_eq!(s.product(&pid(0)).unwrap(), &before, "nothing changed");
+    s.execute(
+        Command::Release {
+            reservation_id: ReservationId::from_number(0),
+        },
+        0,
+    )
+    .unwrap();
+    s.execute(hold(u64::MAX), 0).unwrap();
+
+    let mut s = big_store(1_000_000);
+    let order = |n: u32, method: PaymentMethod| {
+        Command::PlaceOrder(Box::new(OrderDraft {
+            order_id: OrderId(n),
+            customer: Customer {
+                phone: "".into(),
+                name: "".into(),
+                delivery_address: "".into(),
+            },
+            items: vec![DraftItem {
+                product_id: pid(0),
+                quantity: Qty::from_units(1),
+                unit_price: None,
+            }],
+            payment_method: method,
+            reservation_id: None,
+            payment_ttl_ms: 3_600_000,
+        }))
+    };
+    for n in 1..=PENDING_PAYMENTS_MAX as u32 {
+        s.execute(order(n, PaymentMethod::Upi), 0).unwrap();
+    }
+    let before = s.product(&pid(0)).unwrap().clone();
+    let refused = s.execute(order(u32::MAX, PaymentMethod::Upi), 0);
+    assert!(
+        matches!(refused, Err(DomainError::TooManyPendingPayments)),
+        "{refused:?}"
+    );
+    assert_eq!(s.product(&pid(0)).unwrap(), &before, "nothing changed");
+    s.execute(order(u32::MAX - 1, PaymentMethod::Cod), 0)
+        .unwrap();
+    s.execute(
+        Command::Pay {
+            order_id: OrderId(1),
+            succeeded: true,
+            reference: None,
+        },
+        0,
+    )
+    .unwrap();
+    s.execute(order(u32::MAX, PaymentMethod::Upi), 0).unwrap();
+}

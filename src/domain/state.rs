@@ -17,6 +17,10 @@ use std::sync::Arc;
 pub const ITEMS_MAX: usize = 500;
 /// Most open holds per store: bounds the actor's memory against abandoned carts.
 pub const OPEN_RESERVATIONS_MAX: usize = 100_000;
+/// Most orders awaiting payment per store: each keeps its units reserved and a deadline in
+/// the actor's memory until paid or expired. Far above any store's checkouts in one payment
+/// window (15 minutes), it bounds what unpaid orders can lock and hold in memory.
+pub const PENDING_PAYMENTS_MAX: usize = 100_000;
 
 /// One item that cannot be had in the quantity asked for.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +60,8 @@ pub enum DomainError {
     ReservationExpired,
     #[error("too many open reservations")]
     TooManyReservations,
+    #[error("too many orders awaiting payment")]
+    TooManyPendingPayments,
     #[error("order not found")]
     OrderNotFound,
     #[error("order not payable")]
@@ -531,6 +537,12 @@ impl StoreState {
         })
     }
 
+    /// Orders awaiting payment: every deadline is a hold's or such an order's.
+    fn pending_payments(&self) -> usize {
+        debug_assert!(self.deadlines.len() >= self.reservations.len());
+        self.deadlines.len() - self.reservations.len()
+    }
+
     fn place_order(
         &mut self,
         events: &mut Vec<Event>,
@@ -588,6 +600,11 @@ impl StoreState {
             .collect();
         let totals = pricing::totals(&self.config, lines.iter().map(|l| l.line_total))
             .ok_or(DomainError::TotalTooLarge)?;
+        if draft.payment_method.initial_status() == OrderStatus::PendingPayment
+            && self.pending_payments() >= PENDING_PAYMENTS_MAX
+        {
+            return Err(DomainError::TooManyPendingPayments);
+        }
 
         // Everything is checked: from here on only events.
         let reference: Box<str> = draft.order_id.to_string().into();

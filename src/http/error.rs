@@ -83,6 +83,13 @@ impl ApiError {
         e
     }
 
+    /// A per-store bound is reached: 503 "Overloaded" (nothing was applied), with why.
+    pub fn store_full(message: &str) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", message);
+        e.retry_after_s = Some(1);
+        e
+    }
+
     pub fn overloaded() -> ApiError {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -208,7 +215,12 @@ impl From<DomainError> for ApiError {
                 "Reservation expired",
                 "The reservation has expired, was already used, or does not exist.",
             ),
-            TooManyReservations => ApiError::overloaded(),
+            TooManyReservations => ApiError::store_full(
+                "This store has 100,000 open holds; one must end (be used, released or expire) first.",
+            ),
+            TooManyPendingPayments => ApiError::store_full(
+                "This store has 100,000 orders awaiting payment; one must be paid, fail or expire first.",
+            ),
             OrderNotFound => ApiError::order_not_found(),
             OrderNotPayable(status) => ApiError::new(
                 StatusCode::CONFLICT,
