@@ -18,6 +18,18 @@ pub const DEMO_JSON: &str = include_str!("../data/demo.json");
 /// How long an idempotency key is remembered (the contract promises at least 24 h).
 pub const IDEM_KEEP_MS: i64 = 25 * 3600 * 1000;
 
+/// Most open connections per HTTP worker (actix's default, stated here): past it the listener
+/// stops accepting until one closes. With one worker per core, 50,000 sockets on this machine.
+pub const CONNECTIONS_PER_WORKER_MAX: usize = 25_000;
+/// A client must send a whole request head within this, or it gets 408 and is cut off (a
+/// client that trickles bytes cannot hold a connection open).
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle keep-alive connection is closed after this.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Threads per HTTP worker for blocking reads of the archive (`web::block`): a burst of
+/// order and ledger reads waits for one rather than spawning hundreds.
+pub const BLOCKING_THREADS_PER_WORKER: usize = 64;
+
 /// `godown serve --config FILE`: the same settings as the flags, as JSON. Unknown keys are
 /// refused (a typo must not silently fall back to a default).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -136,6 +148,10 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
             .configure(crate::http::routes)
     })
     .workers(threads)
+    .max_connections(CONNECTIONS_PER_WORKER_MAX)
+    .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+    .keep_alive(KEEP_ALIVE)
+    .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
     .backlog(4096)
     // Signals are ours: the final snapshots must be taken while the actors still run.
     .disable_signals()

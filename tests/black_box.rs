@@ -915,3 +915,30 @@ async fn arrays_in_place_of_objects_are_refused_naming_the_field() {
         .await;
     assert_eq!(r.status, 200, "{}", r.json());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    // Goal: a slow client (half a request head, then nothing) cannot hold a connection open:
+    // the server ends it (408 or a close) within REQUEST_HEAD_TIMEOUT; the test gives up, and
+    // fails, at twice that.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let limit = godown::server::REQUEST_HEAD_TIMEOUT * 2;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(limit, socket.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open after {limit:?}"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "unexpected answer: {text}"
+    );
+}
