@@ -5,7 +5,7 @@
 use godown::actor::{CallError, Directory, Exec, GetProduct, MAILBOX_CAPACITY, StoreError};
 use godown::domain::*;
 use godown::wal::views::PENDING_RECORDS_MAX;
-use godown::wal::writer::{INFLIGHT_MAX, LogPosition};
+use godown::wal::writer::{INFLIGHT_BYTES_MAX, INFLIGHT_MAX, LogPosition};
 use godown::wal::{Durability, Storage, writer};
 use std::sync::atomic::Ordering;
 
@@ -66,8 +66,8 @@ async fn on_hand(directory: &Directory) -> Qty {
 #[test]
 fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
     // Goal: with the mailbox gate at its bound, a call is refused (Overloaded) before it is
-    // queued; with the WAL's in-flight bound reached, the actor refuses before changing
-    // anything; once room is back, the same command succeeds.
+    // queued; with the WAL's in-flight bound reached, in items or in bytes, the actor refuses
+    // before changing anything; once room is back, the same command succeeds.
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path()).unwrap();
     actix::System::new().block_on(async move {
@@ -114,6 +114,13 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
         for _ in 0..INFLIGHT_MAX {
             wal.release_claim();
         }
+
+        // The WAL's in-flight bound in bytes (large records, few of them).
+        wal.claim_bytes(INFLIGHT_BYTES_MAX);
+        let refused = exec(&directory, adjust()).await.unwrap();
+        assert!(matches!(refused, Err(StoreError::Overloaded)));
+        assert_eq!(on_hand(&directory).await, Qty::from_units(10));
+        wal.release_bytes(INFLIGHT_BYTES_MAX);
 
         let applied = exec(&directory, adjust()).await.unwrap().unwrap();
         applied.durable.unwrap().await.unwrap().unwrap();

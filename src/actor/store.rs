@@ -112,6 +112,7 @@ impl Handler<LedgerHead> for StoreActor {
         self.wal.claim();
         let (tx, rx) = oneshot::channel();
         self.wal.submit(WalItem {
+            weight: 0,
             body: ItemBody::Barrier,
             done: Some(tx),
             mark: None,
@@ -210,6 +211,7 @@ impl StoreActor {
             views,
         };
         self.wal.submit(WalItem {
+            weight: 0,
             body,
             done,
             mark: Some((self.durable.clone(), self.submitted)),
@@ -491,6 +493,7 @@ impl Handler<TakeSnapshot> for StoreActor {
             state,
         };
         self.wal.submit(WalItem {
+            weight: 0,
             body,
             done: Some(tx),
             mark: Some((self.durable.clone(), self.submitted)),

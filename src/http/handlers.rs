@@ -112,6 +112,18 @@ pub async fn metrics(state: Data) -> HttpResponse {
             dir.wal.inflight() as f64,
         );
         metric(
+            "godown_wal_inflight_bytes",
+            "gauge",
+            "Bytes of changes accepted and not yet durable.",
+            dir.wal.inflight_bytes() as f64,
+        );
+        metric(
+            "godown_wal_checkpoints_total",
+            "counter",
+            "Checkpoints (views written out, sled made durable, the log truncated).",
+            s.checkpoints() as f64,
+        );
+        metric(
             "godown_wal_truncated_below",
             "gauge",
             "WAL records below this are deleted.",

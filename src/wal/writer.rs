@@ -33,6 +33,10 @@ const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most items accepted but not yet durable, over all stores. Past it, stores answer 503
 /// before changing anything, so the writer's queue can never grow without bound.
 pub const INFLIGHT_MAX: usize = 65_536;
+/// Most bytes accepted but not yet durable (records and the views they imply), over all
+/// stores. Items alone would let 65,536 orders of 500 lines (~100 KB each) take 6.5 GB;
+/// past this, stores answer 503 before changing anything, as for `INFLIGHT_MAX`.
+pub const INFLIGHT_BYTES_MAX: usize = 256 << 20;
 /// The exit status when the log, a snapshot or a view cannot be written (EX_SOFTWARE would
 /// hide it among panics; 70 is what sysexits calls an internal software error).
 pub const EXIT_STORAGE_FAILED: i32 = 70;
@@ -68,12 +72,40 @@ pub enum ItemBody {
     Checkpoint,
 }
 
+impl ItemBody {
+    /// The bytes it holds while in flight (for `INFLIGHT_BYTES_MAX`).
+    fn weight(&self) -> usize {
+        let views = |writes: &[ViewWrite]| -> usize {
+            writes
+                .iter()
+                .map(|w| match w {
+                    ViewWrite::Order { frame, .. } => frame.len(),
+                    ViewWrite::Movements { movements, .. } => {
+                        movements.len() * std::mem::size_of::<crate::domain::Movement>()
+                    }
+                    ViewWrite::Idem { key, value } => key.len() + value.len(),
+                })
+                .sum()
+        };
+        match self {
+            ItemBody::Record {
+                frame, views: w, ..
+            }
+            | ItemBody::Remembered { frame, views: w } => frame.len() + views(w),
+            ItemBody::Snapshot { state, .. } => state.len(),
+            ItemBody::Barrier | ItemBody::Checkpoint => 0,
+        }
+    }
+}
+
 /// The answer a waiter gets: the sequence number its item was written at (for a barrier,
 /// the last one written before it).
 pub type Durable = Result<u64, Arc<String>>;
 
 pub struct WalItem {
     pub body: ItemBody,
+    /// Set by [`WalHandle::submit`]: the body's bytes, released once durable.
+    pub weight: usize,
     pub done: Option<oneshot::Sender<Durable>>,
     /// The submitting actor's own counter, raised to this value once the item is durable.
     pub mark: Option<(Arc<AtomicU64>, u64)>,
@@ -121,6 +153,8 @@ impl WalStats {
 pub struct WalHandle {
     tx: mpsc::Sender<WalItem>,
     inflight: Arc<AtomicUsize>,
+    /// Bytes of the items in flight (see `INFLIGHT_BYTES_MAX`).
+    inflight_bytes: Arc<AtomicUsize>,
     pub stats: Arc<WalStats>,
     /// The writer thread, for [`WalHandle::close`].
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -138,8 +172,12 @@ impl WalHandle {
         }
     }
 
-    /// Claims room for one more item; false when the writer is `INFLIGHT_MAX` behind.
+    /// Claims room for one more item; false when the writer is `INFLIGHT_MAX` items or
+    /// `INFLIGHT_BYTES_MAX` bytes behind.
     pub fn try_claim(&self) -> bool {
+        if self.inflight_bytes.load(Ordering::Acquire) >= INFLIGHT_BYTES_MAX {
+            return false;
+        }
         if self.inflight.fetch_add(1, Ordering::AcqRel) >= INFLIGHT_MAX {
             self.inflight.fetch_sub(1, Ordering::AcqRel);
             return false;
@@ -157,10 +195,22 @@ impl WalHandle {
         self.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Counts `bytes` as in flight without an item (tests; see [`release_bytes`](Self::release_bytes)).
+    pub fn claim_bytes(&self, bytes: usize) {
+        self.inflight_bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub fn release_bytes(&self, bytes: usize) {
+        self.inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
     /// Queues an item whose room was claimed with [`try_claim`](Self::try_claim).
-    pub fn submit(&self, item: WalItem) {
+    pub fn submit(&self, mut item: WalItem) {
+        item.weight = item.body.weight();
+        self.inflight_bytes.fetch_add(item.weight, Ordering::AcqRel);
         if let Err(mpsc::SendError(item)) = self.tx.send(item) {
             self.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.inflight_bytes.fetch_sub(item.weight, Ordering::AcqRel);
             if let Some(done) = item.done {
                 let _ = done.send(Err(Arc::new("the write-ahead log has stopped".into())));
             }
@@ -174,6 +224,7 @@ impl WalHandle {
         }
         let (tx, rx) = oneshot::channel();
         self.submit(WalItem {
+            weight: 0,
             body,
             done: Some(tx),
             mark: None,
@@ -183,6 +234,10 @@ impl WalHandle {
 
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -240,6 +295,7 @@ pub fn start(
     let next_seq = at.next_seq.max(1);
     let (tx, rx) = mpsc::channel::<WalItem>();
     let inflight = Arc::new(AtomicUsize::new(0));
+    let inflight_bytes = Arc::new(AtomicUsize::new(0));
     let stats = Arc::new(WalStats::default());
     stats
         .last_seq
@@ -266,14 +322,15 @@ pub fn start(
         entries: Vec::new(),
         seqs: Vec::with_capacity(BATCH_LEN_MAX),
     };
-    let (inflight2, stats2) = (inflight.clone(), stats.clone());
+    let counters = (inflight.clone(), inflight_bytes.clone(), stats.clone());
     let thread = std::thread::Builder::new()
         .name("wal-writer".into())
-        .spawn(move || writer.run(rx, inflight2, stats2))
+        .spawn(move || writer.run(rx, counters))
         .expect("spawning the WAL writer");
     Ok(WalHandle {
         tx,
         inflight,
+        inflight_bytes,
         stats,
         thread: Arc::new(std::sync::Mutex::new(Some(thread))),
     })
@@ -285,8 +342,9 @@ pub fn start(
 pub fn start_discarding() -> WalHandle {
     let (tx, rx) = mpsc::channel::<WalItem>();
     let inflight = Arc::new(AtomicUsize::new(0));
+    let inflight_bytes = Arc::new(AtomicUsize::new(0));
     let stats = Arc::new(WalStats::default());
-    let (inflight2, stats2) = (inflight.clone(), stats.clone());
+    let (inflight2, bytes2, stats2) = (inflight.clone(), inflight_bytes.clone(), stats.clone());
     std::thread::Builder::new()
         .name("wal-discard".into())
         .spawn(move || {
@@ -301,12 +359,14 @@ pub fn start_discarding() -> WalHandle {
                 seq += 1;
                 stats2.records.fetch_add(1, Ordering::Relaxed);
                 inflight2.fetch_sub(1, Ordering::AcqRel);
+                bytes2.fetch_sub(item.weight, Ordering::AcqRel);
             }
         })
         .expect("spawning the discarding WAL writer");
     WalHandle {
         tx,
         inflight,
+        inflight_bytes,
         stats,
         thread: Arc::default(),
     }
@@ -434,12 +494,13 @@ struct Writer {
 }
 
 impl Writer {
+    /// Runs until every handle is dropped. `counters`: items and bytes in flight, stats.
     fn run(
         mut self,
         rx: mpsc::Receiver<WalItem>,
-        inflight: Arc<AtomicUsize>,
-        stats: Arc<WalStats>,
+        counters: (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<WalStats>),
     ) {
+        let (inflight, inflight_bytes, stats) = counters;
         let mut batch: Vec<WalItem> = Vec::with_capacity(BATCH_LEN_MAX);
         while let Ok(first) = rx.recv() {
             batch.push(first);
@@ -473,6 +534,7 @@ impl Writer {
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.last_seq.store(self.next_seq - 1, Ordering::Release);
             let n = batch.len();
+            let bytes: usize = batch.iter().map(|i| i.weight).sum();
             for (item, &seq) in batch.drain(..).zip(&self.seqs) {
                 if let Some((mark, value)) = &item.mark {
                     mark.fetch_max(*value, Ordering::AcqRel);
@@ -482,6 +544,7 @@ impl Writer {
                 }
             }
             inflight.fetch_sub(n, Ordering::AcqRel);
+            inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
         }
         let checkpointer = self.checkpointer.take();
         drop(self);
@@ -782,6 +845,12 @@ mod tests {
         assert_eq!(log_state(&storage).1, Some(4));
         assert_eq!(write(ItemBody::Barrier), 3, "a barrier takes no number");
         assert_eq!(write(record(4)), 4);
+        assert_eq!(handle.inflight(), 0);
+        assert_eq!(
+            handle.inflight_bytes(),
+            0,
+            "every durable item gave its bytes back"
+        );
     }
 
     #[test]
