@@ -43,6 +43,8 @@ pub struct Directory {
     pub payment_ttl_ms: i64,
     /// The next order sequence number (order ids are a bijection of it).
     pub order_seq: Arc<std::sync::atomic::AtomicU32>,
+    /// The store actors' time (see `clock`).
+    pub clock: Arc<dyn super::Clock>,
 }
 
 impl Directory {
@@ -63,15 +65,26 @@ impl Directory {
             archive,
             payment_ttl_ms,
             order_seq: Arc::new(std::sync::atomic::AtomicU32::new(next_order_seq)),
+            clock: Arc::new(super::SystemClock::new()),
         }
+    }
+
+    /// Uses `clock` for every store started from now on (tests: a `ManualClock`).
+    pub fn with_clock(mut self, clock: Arc<dyn super::Clock>) -> Directory {
+        self.clock = clock;
+        self
     }
 
     fn spawn(&self, state: StoreState, fresh: bool) -> StoreEntry {
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
         let (wal, archive) = (self.wal.clone(), self.archive.clone());
-        let (ttl, seq) = (self.payment_ttl_ms, self.order_seq.clone());
+        let (ttl, seq, clock) = (
+            self.payment_ttl_ms,
+            self.order_seq.clone(),
+            self.clock.clone(),
+        );
         let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| {
-            StoreActor::new(state, wal, archive, fresh, ttl, seq)
+            StoreActor::new(state, wal, archive, fresh, ttl, seq, clock)
         });
         StoreEntry {
             addr,

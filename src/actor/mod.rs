@@ -5,13 +5,16 @@
 //! takes its next message meanwhile) but hands the caller a receiver that completes once the
 //! record is durable. The caller answers only then.
 
+mod clock;
 mod directory;
 mod store;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::{CallError, Directory, StoreEntry};
 pub use store::*;
 
-/// Wall-clock milliseconds since the Unix epoch.
+/// Wall-clock milliseconds since the Unix epoch (for display and bookkeeping; deadlines use
+/// a [`Clock`]).
 pub fn now_ms() -> crate::domain::TimeMs {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -150,6 +150,8 @@ pub struct StoreActor {
     payment_ttl_ms: i64,
     /// The next order sequence number, shared by all stores.
     order_seq: Arc<AtomicU32>,
+    /// Deadlines are set and checked by it.
+    clock: Arc<dyn super::Clock>,
 }
 
 impl StoreActor {
@@ -160,6 +162,7 @@ impl StoreActor {
         fresh: bool,
         payment_ttl_ms: i64,
         order_seq: Arc<AtomicU32>,
+        clock: Arc<dyn super::Clock>,
     ) -> StoreActor {
         let recent = state.orders().map(|o| (o.order_id, 0)).collect();
         let last_touch = state.orders().map(|o| (o.order_id, 0)).collect();
@@ -174,6 +177,7 @@ impl StoreActor {
             last_touch,
             payment_ttl_ms,
             order_seq,
+            clock,
         }
     }
 
@@ -250,7 +254,7 @@ impl StoreActor {
 
     /// Releases what is due. Its record goes ahead of whatever command comes next.
     fn expire_due(&mut self, wait: bool) -> Option<oneshot::Receiver<Durable>> {
-        let now = super::now_ms();
+        let now = self.clock.now_ms();
         if self.state.next_deadline_ms().is_none_or(|t| t > now) {
             return None;
         }
@@ -395,7 +399,7 @@ impl StoreActor {
         if !self.wal.try_claim() {
             return Err(StoreError::Overloaded);
         }
-        let result = self.state.execute(command, super::now_ms());
+        let result = self.state.execute(command, self.clock.now_ms());
         let (outcome, events) = match result {
             Ok(ok) => ok,
             Err(e) => {
