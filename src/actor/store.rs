@@ -388,7 +388,14 @@ impl StoreActor {
                 draft.payment_ttl_ms = self.payment_ttl_ms;
             }
             Command::Reserve { reservation_id, .. } => loop {
-                let id = ReservationId::from_number(fastrand::u64(..));
+                // A hold's id is a capability: 64 bits from the OS's CSPRNG. If that ever
+                // fails, refuse (503) rather than fall back to a guessable number.
+                let Ok(n) = getrandom::u64() else {
+                    return Err(StoreError::Storage(
+                        "no randomness for a reservation id".into(),
+                    ));
+                };
+                let id = ReservationId::from_number(n);
                 if self.state.reservation(&id).is_none() {
                     *reservation_id = id;
                     break;
