@@ -63,7 +63,7 @@ fn order(n: u32, rng: &mut fastrand::Rng) -> Command {
 /// A cash-on-delivery order of `items` (the actor replaces the id with a fresh one).
 fn place_order(n: u32, items: Vec<DraftItem>) -> Command {
     Command::PlaceOrder(Box::new(OrderDraft {
-        order_id: OrderId::from_seq(n),
+        order_id: OrderId::from_seq(u64::from(n)),
         customer: Customer {
             phone: "9876543210".into(),
             name: "Bench".into(),

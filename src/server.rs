@@ -134,7 +134,15 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
             "GODOWN_ADMIN_TOKEN is not set: catalogue and store changes will answer 401"
         );
     }
-    let state = web::Data::new(AppState::new(Archive::new(storage.clone()), auth));
+    let order_ids = storage
+        .order_id_key()
+        .map(crate::domain::OrderIdCodec::new)
+        .map_err(std::io::Error::other)?;
+    let state = web::Data::new(AppState::new(
+        Archive::new(storage.clone()),
+        auth,
+        order_ids,
+    ));
     let threads = if config.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {

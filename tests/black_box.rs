@@ -46,7 +46,7 @@ async fn the_seed_documents_five_tests_pass() {
     assert_eq!(r.status, 200, "{:?}", r.json());
     let o = r.json();
     let id = o["order_id"].as_str().unwrap();
-    assert!(id.starts_with("ORD") && id.len() == 11, "{id}");
+    assert!(id.starts_with("ORD") && id.len() == 19, "{id}");
     assert!(
         id[3..]
             .chars()

@@ -443,3 +443,61 @@ async fn a_panic_in_a_store_actor_stops_the_process_and_nothing_acknowledged_is_
         "the panicking order changed nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_ids_are_private_and_never_reused_across_restarts() {
+    // Goal: order ids have the documented shape (ORD + 16 hex), are distinct, keep naming the
+    // same order after kill -9 (the key is durable in the data directory), are never handed
+    // out again after a restart, and the ledger names an order by the same public id.
+    let dir = temp_dir();
+    let db = dir.path().join("db");
+    let mut server = TestServer::start(&db, &[]).await;
+    server.put_store("IDS").await;
+    server
+        .put_product("IDS", "P", "pieces", json!(1), json!(100_000))
+        .await;
+    let mut ids = std::collections::HashSet::new();
+    let place = async |server: &TestServer| {
+        let r = server
+            .post("/api/v1/orders/", order("IDS", &[("P", json!(1))]))
+            .await;
+        assert_eq!(r.status, 200);
+        let id = r.json()["order_id"].as_str().unwrap().to_string();
+        assert!(id.len() == 19 && id.starts_with("ORD"), "{id}");
+        assert!(
+            id[3..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        );
+        id
+    };
+    let mut first = Vec::new();
+    for _ in 0..100 {
+        let id = place(&server).await;
+        assert!(ids.insert(id.clone()), "{id} twice");
+        first.push(id);
+    }
+    let m = server
+        .get("/api/v1/inventory/products/IDS/P/movements?limit=1")
+        .await
+        .json();
+    assert_eq!(
+        m["items"][0]["reference"],
+        json!(first[99]),
+        "the ledger's reference"
+    );
+    server.kill9();
+
+    let server = TestServer::start(&db, &[]).await;
+    for id in [&first[0], &first[99]] {
+        let r = server.get(&format!("/api/v1/orders/{id}")).await;
+        assert_eq!((r.status, r.json()["order_id"].clone()), (200, json!(id)));
+    }
+    for _ in 0..100 {
+        let id = place(&server).await;
+        assert!(
+            ids.insert(id.clone()),
+            "{id} was handed out before the restart"
+        );
+    }
+}

@@ -254,7 +254,7 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                     order_ids.push(n);
                 }
                 let draft = OrderDraft {
-                    order_id: OrderId(n),
+                    order_id: OrderId(u64::from(n)),
                     customer: Customer {
                         phone: "".into(),
                         name: "".into(),
@@ -295,7 +295,7 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                 };
                 (
                     Command::Pay {
-                        order_id: OrderId(n),
+                        order_id: OrderId(u64::from(n)),
                         succeeded,
                         reference: None,
                     },
@@ -320,7 +320,7 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                 };
                 (
                     Command::Cancel {
-                        order_id: OrderId(n),
+                        order_id: OrderId(u64::from(n)),
                         reason: None,
                     },
                     ok,
@@ -471,7 +471,7 @@ fn per_store_bounds_on_open_holds_and_unpaid_orders_refuse_and_change_nothing() 
     let mut s = big_store(1_000_000);
     let order = |n: u32, method: PaymentMethod| {
         Command::PlaceOrder(Box::new(OrderDraft {
-            order_id: OrderId(n),
+            order_id: OrderId(u64::from(n)),
             customer: Customer {
                 phone: "".into(),
                 name: "".into(),

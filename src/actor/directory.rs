@@ -41,8 +41,8 @@ pub struct Directory {
     /// Reads of the views, for store actors (evicted orders).
     pub archive: Archive,
     pub payment_ttl_ms: i64,
-    /// The next order sequence number (order ids are a bijection of it).
-    pub order_seq: Arc<std::sync::atomic::AtomicU32>,
+    /// The next order sequence number (see `OrderId`).
+    pub order_seq: Arc<std::sync::atomic::AtomicU64>,
     /// The store actors' time (see `clock`).
     pub clock: Arc<dyn super::Clock>,
 }
@@ -53,7 +53,7 @@ impl Directory {
         wal: WalHandle,
         archive: Archive,
         payment_ttl_ms: i64,
-        next_order_seq: u32,
+        next_order_seq: u64,
     ) -> Directory {
         assert!(!arbiters.is_empty());
         assert!(next_order_seq > 0);
@@ -64,7 +64,7 @@ impl Directory {
             wal,
             archive,
             payment_ttl_ms,
-            order_seq: Arc::new(std::sync::atomic::AtomicU32::new(next_order_seq)),
+            order_seq: Arc::new(std::sync::atomic::AtomicU64::new(next_order_seq)),
             clock: Arc::new(super::SystemClock::new()),
         }
     }

@@ -5,7 +5,7 @@ use crate::wal::{Archive, ItemBody, WalHandle, WalItem};
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -149,7 +149,7 @@ pub struct StoreActor {
     last_touch: HashMap<OrderId, u64>,
     payment_ttl_ms: i64,
     /// The next order sequence number, shared by all stores.
-    order_seq: Arc<AtomicU32>,
+    order_seq: Arc<AtomicU64>,
     /// Deadlines are set and checked by it.
     clock: Arc<dyn super::Clock>,
 }
@@ -161,7 +161,7 @@ impl StoreActor {
         archive: Archive,
         fresh: bool,
         payment_ttl_ms: i64,
-        order_seq: Arc<AtomicU32>,
+        order_seq: Arc<AtomicU64>,
         clock: Arc<dyn super::Clock>,
     ) -> StoreActor {
         let recent = state.orders().map(|o| (o.order_id, 0)).collect();

@@ -59,58 +59,164 @@ impl ReservationId {
     }
 }
 
-/// An order id: `ORD` followed by 8 upper-case hex digits, i.e. a 32-bit number.
+/// An order inside godown: a global sequence number, tagged (`SEQ_TAG`), or the 32-bit id
+/// of an order placed before private ids. Its public form (`ORD` + 16 hex digits, not
+/// derivable from the number) is made at the HTTP edge by an [`OrderIdCodec`] with the data
+/// directory's secret; inside, `Display` writes `ORD#<seq>` (the ledger's references, logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct OrderId(pub u32);
+pub struct OrderId(pub u64);
 
-/// Order ids are a bijection of a global sequence number: unique without any claim or
-/// lookup, yet not guessable at a glance (`ORD00000001`, `ORD00000002`… would invite it).
-const ORDER_MUL: u32 = 0x9E37_79B1;
-const ORDER_XOR: u32 = 0x5BD1_E995;
-const ORDER_MUL_INV: u32 = {
+/// Set in every id made from a sequence number; ids of the earlier layout are below 2³².
+const SEQ_TAG: u64 = 1 << 63;
+/// The largest sequence number (so that it fits under the tag).
+pub const ORDER_SEQ_MAX: u64 = SEQ_TAG - 1;
+
+/// Ids of orders placed before private ids were a public bijection of a 32-bit sequence
+/// number (still read: such orders keep their `ORD` + 8 hex digit ids).
+const LEGACY_MUL: u32 = 0x9E37_79B1;
+const LEGACY_XOR: u32 = 0x5BD1_E995;
+const LEGACY_MUL_INV: u32 = {
     // Newton's iteration for the inverse of an odd number modulo 2^32.
-    let mut inv = ORDER_MUL;
+    let mut inv = LEGACY_MUL;
     let mut i = 0;
     while i < 5 {
-        inv = inv.wrapping_mul(2u32.wrapping_sub(ORDER_MUL.wrapping_mul(inv)));
+        inv = inv.wrapping_mul(2u32.wrapping_sub(LEGACY_MUL.wrapping_mul(inv)));
         i += 1;
     }
     inv
 };
-const _: () = assert!(ORDER_MUL.wrapping_mul(ORDER_MUL_INV) == 1);
+const _: () = assert!(LEGACY_MUL.wrapping_mul(LEGACY_MUL_INV) == 1);
 
 impl OrderId {
-    pub fn from_seq(seq: u32) -> OrderId {
-        OrderId(seq.wrapping_mul(ORDER_MUL) ^ ORDER_XOR)
+    pub fn from_seq(seq: u64) -> OrderId {
+        assert!(
+            seq <= ORDER_SEQ_MAX,
+            "order sequence numbers stay below 2^63"
+        );
+        OrderId(seq | SEQ_TAG)
     }
 
-    /// The sequence number this id was made from.
-    pub fn seq(self) -> u32 {
-        (self.0 ^ ORDER_XOR).wrapping_mul(ORDER_MUL_INV)
+    /// Whether this is the id of an order placed before private ids.
+    pub fn is_legacy(self) -> bool {
+        self.0 & SEQ_TAG == 0
     }
 
-    pub fn parse(s: &str) -> Option<OrderId> {
-        let hex = s.strip_prefix("ORD")?;
-        if hex.len() != 8
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-        {
-            return None;
+    /// The sequence number of the order.
+    pub fn seq(self) -> u64 {
+        if self.is_legacy() {
+            u64::from((self.0 as u32 ^ LEGACY_XOR).wrapping_mul(LEGACY_MUL_INV))
+        } else {
+            self.0 & ORDER_SEQ_MAX
         }
-        u32::from_str_radix(hex, 16).ok().map(OrderId)
+    }
+
+    /// The id of the order with legacy sequence number `seq` (tests of older layouts).
+    pub fn legacy(seq: u32) -> OrderId {
+        OrderId(u64::from(seq.wrapping_mul(LEGACY_MUL) ^ LEGACY_XOR))
     }
 }
 
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ORD{:08X}", self.0)
+        if self.is_legacy() {
+            write!(f, "ORD{:08X}", self.0)
+        } else {
+            write!(f, "ORD#{}", self.seq())
+        }
+    }
+}
+
+/// The public form of order ids: `ORD` + 16 upper-case hex digits, a keyed permutation of the
+/// sequence number (a 4-round Feistel network whose round function is SHA-256 of the key,
+/// the round and the half). Distinct for distinct orders, never reused, and without the key
+/// no id says anything about another. Orders placed before private ids keep `ORD` + 8 hex.
+#[derive(Clone)]
+pub struct OrderIdCodec {
+    key: [u8; 32],
+}
+
+/// Feistel rounds: 4 make a pseudo-random permutation from a pseudo-random function.
+const FEISTEL_ROUNDS: u8 = 4;
+
+impl OrderIdCodec {
+    pub fn new(key: [u8; 32]) -> OrderIdCodec {
+        OrderIdCodec { key }
+    }
+
+    fn round(&self, round: u8, half: u32) -> u32 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update([round]);
+        h.update(half.to_le_bytes());
+        let d = h.finalize();
+        u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+    }
+
+    fn permute(&self, x: u64) -> u64 {
+        let (mut l, mut r) = ((x >> 32) as u32, x as u32);
+        for round in 0..FEISTEL_ROUNDS {
+            (l, r) = (r, l ^ self.round(round, r));
+        }
+        (u64::from(l) << 32) | u64::from(r)
+    }
+
+    fn unpermute(&self, y: u64) -> u64 {
+        let (mut l, mut r) = ((y >> 32) as u32, y as u32);
+        for round in (0..FEISTEL_ROUNDS).rev() {
+            (l, r) = (r ^ self.round(round, l), l);
+        }
+        (u64::from(l) << 32) | u64::from(r)
+    }
+
+    /// The id a client sees.
+    pub fn public(&self, id: OrderId) -> String {
+        if id.is_legacy() {
+            id.to_string()
+        } else {
+            format!("ORD{:016X}", self.permute(id.seq()))
+        }
+    }
+
+    /// The order a public id names, if it is well-formed (whether it exists is another
+    /// question). The internal form `ORD#<seq>` is not accepted.
+    pub fn parse_public(&self, s: &str) -> Option<OrderId> {
+        let hex = s.strip_prefix("ORD")?;
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        {
+            return None;
+        }
+        match hex.len() {
+            8 => u32::from_str_radix(hex, 16)
+                .ok()
+                .map(|v| OrderId(u64::from(v))),
+            16 => {
+                let seq = self.unpermute(u64::from_str_radix(hex, 16).ok()?);
+                (seq <= ORDER_SEQ_MAX).then(|| OrderId::from_seq(seq))
+            }
+            _ => None,
+        }
+    }
+
+    /// A ledger reference as a client sees it: an order's internal form becomes its public
+    /// id; anything else is shown as it is.
+    pub fn public_reference(&self, reference: &str) -> String {
+        match reference
+            .strip_prefix("ORD#")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(seq) if seq <= ORDER_SEQ_MAX => self.public(OrderId::from_seq(seq)),
+            _ => reference.to_string(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn ids_accept_only_the_contract_alphabet() {
@@ -124,16 +230,71 @@ mod tests {
     }
 
     #[test]
+    fn public_order_ids_are_a_keyed_permutation_that_tells_nothing_about_neighbours() {
+        // Goal: 10,000 consecutive orders get 10,000 distinct ids of the documented shape,
+        // each parses back to its order; consecutive ids share no constant difference or
+        // xor; another key gives other ids; legacy 8-digit ids still parse and print as they
+        // were; malformed or internal forms do not parse.
+        let codec = OrderIdCodec::new([7; 32]);
+        let mut seen = HashSet::new();
+        let mut diffs = HashSet::new();
+        let mut xors = HashSet::new();
+        let mut last = None;
+        for seq in 1..=10_000u64 {
+            let id = OrderId::from_seq(seq);
+            let public = codec.public(id);
+            assert_eq!(public.len(), 19, "{public}");
+            assert!(public.starts_with("ORD"));
+            assert!(
+                public[3..]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+            );
+            assert_eq!(codec.parse_public(&public), Some(id));
+            let value = u64::from_str_radix(&public[3..], 16).unwrap();
+            if let Some(prev) = last {
+                diffs.insert(value.wrapping_sub(prev));
+                xors.insert(value ^ prev);
+            }
+            last = Some(value);
+            assert!(seen.insert(public));
+        }
+        assert!(
+            diffs.len() > 9_990 && xors.len() > 9_990,
+            "no arithmetic pattern"
+        );
+        let other = OrderIdCodec::new([8; 32]);
+        assert_ne!(
+            other.public(OrderId::from_seq(1)),
+            codec.public(OrderId::from_seq(1))
+        );
+        let legacy = OrderId::legacy(1);
+        assert_eq!(codec.public(legacy), "ORDC5E69024");
+        assert_eq!(codec.parse_public("ORDC5E69024"), Some(legacy));
+        assert_eq!(legacy.seq(), 1);
+        assert_eq!(codec.parse_public("ORD#1"), None);
+        assert_eq!(codec.parse_public("ORDc5e69024"), None);
+        assert_eq!(codec.parse_public("ORDC5E6902"), None);
+        assert_eq!(
+            codec.public_reference("ORD#5"),
+            codec.public(OrderId::from_seq(5))
+        );
+        assert_eq!(
+            codec.public_reference("RSV00000000000000FF"),
+            "RSV00000000000000FF"
+        );
+    }
+
+    #[test]
     fn order_ids_round_trip() {
-        let id = OrderId(0x20F3C25C);
-        assert_eq!(id.to_string(), "ORD20F3C25C");
-        assert_eq!(OrderId::parse("ORD20F3C25C"), Some(id));
-        for seq in [0, 1, 2, 77, u32::MAX] {
+        for seq in [0, 1, 2, 77, u64::from(u32::MAX) + 5, ORDER_SEQ_MAX] {
             assert_eq!(OrderId::from_seq(seq).seq(), seq);
         }
+        for seq in [0, 1, 2, 77, u32::MAX] {
+            assert_eq!(OrderId::legacy(seq).seq(), u64::from(seq));
+        }
+        assert_eq!(OrderId::from_seq(12).to_string(), "ORD#12");
         assert_ne!(OrderId::from_seq(1), OrderId::from_seq(2));
-        assert_eq!(OrderId::parse("ORD20f3c25c"), None);
-        assert_eq!(OrderId::parse("ORD20F3C25"), None);
         assert_eq!(
             ReservationId::from_number(255).as_str(),
             "RSV00000000000000FF"

@@ -7,7 +7,7 @@ pub mod number;
 pub mod pricing;
 pub mod state;
 
-pub use ids::{OrderId, ProductId, ReservationId, StoreId};
+pub use ids::{OrderId, OrderIdCodec, ProductId, ReservationId, StoreId};
 pub use model::*;
 pub use number::{Paise, Qty, Unit};
 pub use state::{Command, DomainError, DraftItem, OrderDraft, Outcome, Shortage, StoreState};

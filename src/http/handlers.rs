@@ -369,7 +369,10 @@ pub async fn get_movements(
     } else {
         None
     };
-    let items: Vec<MovementView> = movements.iter().map(MovementView::from).collect();
+    let items: Vec<MovementView> = movements
+        .iter()
+        .map(|m| MovementView::new(m, &state.order_ids))
+        .collect();
     Ok(ok(&json!({"items": items, "next_after": next_after})))
 }
 
@@ -502,7 +505,10 @@ async fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiE
 }
 
 async fn order_by_path(state: &AppState, path: &str) -> Result<Order, ApiError> {
-    let id = OrderId::parse(path).ok_or_else(ApiError::order_not_found)?;
+    let id = state
+        .order_ids
+        .parse_public(path)
+        .ok_or_else(ApiError::order_not_found)?;
     read_order(state, id)
         .await?
         .ok_or_else(ApiError::order_not_found)
@@ -512,7 +518,7 @@ pub async fn get_order(state: Data, req: HttpRequest, path: web::Path<String>) -
     state.auth.require_client(&req)?;
     state.dir()?;
     let order = order_by_path(&state, &path).await?;
-    Ok(ok(&OrderView::new(&order, false)))
+    Ok(ok(&OrderView::new(&order, false, &state.order_ids)))
 }
 
 async fn change_order(
@@ -524,7 +530,7 @@ async fn change_order(
     let order = order_by_path(state, path).await?;
     let applied = exec(dir, &order.store_id, make(order.order_id), None).await?;
     match applied.reply {
-        Reply::Order(o) => Ok(ok(&OrderView::new(&o, false))),
+        Reply::Order(o) => Ok(ok(&OrderView::new(&o, false, &state.order_ids))),
         _ => Err(ApiError::storage("unexpected reply")),
     }
 }
@@ -601,11 +607,13 @@ async fn place_order(
     }
 }
 
-fn answer_of(result: &Result<Order, ApiError>) -> Answer {
+fn answer_of(result: &Result<Order, ApiError>, ids: &OrderIdCodec) -> Answer {
     match result {
         Ok(order) => Answer {
             status: 200,
-            body: Bytes::from(serde_json::to_vec(&OrderView::new(order, true)).unwrap_or_default()),
+            body: Bytes::from(
+                serde_json::to_vec(&OrderView::new(order, true, ids)).unwrap_or_default(),
+            ),
         },
         Err(e) => Answer {
             status: e.status.as_u16(),
@@ -658,7 +666,7 @@ async fn saved_answer(
             let order = read_order(state, id)
                 .await?
                 .ok_or_else(|| ApiError::storage("a remembered order is missing"))?;
-            Ok(Some(answer_of(&Ok(order))))
+            Ok(Some(answer_of(&Ok(order), &state.order_ids)))
         }
     }
 }
@@ -667,7 +675,7 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
     state.auth.require_client(&req)?;
     let Some(key) = req.headers().get("Idempotency-Key") else {
         let result = place_order(&state, &req, &body, None).await;
-        return Ok(respond(&answer_of(&result)));
+        return Ok(respond(&answer_of(&result, &state.order_ids)));
     };
     if !valid_key(key.as_bytes()) {
         return Err(ApiError::bad_request(
@@ -710,7 +718,7 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
                                 at_ms: now_ms(),
                             };
                             let result = place_order(&state, &req, &body, Some(tag)).await;
-                            let answer = answer_of(&result);
+                            let answer = answer_of(&result, &state.order_ids);
                             if let Err(e) = &result
                                 && e.status.is_client_error()
                             {

@@ -636,15 +636,16 @@ pub struct OrderView<'a> {
 }
 
 impl<'a> OrderView<'a> {
-    /// The order as it is now, or (`as_created`) as it was first answered.
-    pub fn new(o: &'a Order, as_created: bool) -> OrderView<'a> {
+    /// The order as it is now, or (`as_created`) as it was first answered, with its public
+    /// id.
+    pub fn new(o: &'a Order, as_created: bool, ids: &OrderIdCodec) -> OrderView<'a> {
         let status = if as_created {
             o.payment_method.initial_status()
         } else {
             o.status
         };
         OrderView {
-            order_id: o.order_id.to_string(),
+            order_id: ids.public(o.order_id),
             status: status.as_str(),
             store_id: o.store_id.as_str(),
             customer_phone: &o.customer.phone,
@@ -728,7 +729,7 @@ impl<'a> ReservationView<'a> {
 }
 
 #[derive(Serialize)]
-pub struct MovementView<'a> {
+pub struct MovementView {
     pub movement_id: u64,
     pub at: String,
     pub kind: &'static str,
@@ -740,11 +741,12 @@ pub struct MovementView<'a> {
     pub on_hand_after: Qty,
     #[serde(serialize_with = "ser_qty")]
     pub reserved_after: Qty,
-    pub reference: &'a str,
+    pub reference: String,
 }
 
-impl<'a> From<&'a Movement> for MovementView<'a> {
-    fn from(m: &'a Movement) -> MovementView<'a> {
+impl MovementView {
+    /// A movement as clients see it (an order's reference is its public id).
+    pub fn new(m: &Movement, ids: &OrderIdCodec) -> MovementView {
         MovementView {
             movement_id: m.movement_id,
             at: rfc3339(m.at_ms),
@@ -753,7 +755,7 @@ impl<'a> From<&'a Movement> for MovementView<'a> {
             reserved_change: m.reserved_change,
             on_hand_after: m.on_hand_after,
             reserved_after: m.reserved_after,
-            reference: &m.reference,
+            reference: ids.public_reference(&m.reference),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod json;
 
 use crate::actor::Directory;
+use crate::domain::OrderIdCodec;
 use crate::wal::Archive;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -88,15 +89,18 @@ pub struct AppState {
     pub directory: OnceLock<Arc<Directory>>,
     /// Reads of orders, the ledger and remembered answers (see `wal::archive`).
     pub archive: Archive,
+    /// Public order ids (keyed with the data directory's secret).
+    pub order_ids: OrderIdCodec,
     pub auth: Auth,
     pub idem: Arc<idempotency::IdemTable>,
 }
 
 impl AppState {
-    pub fn new(archive: Archive, auth: Auth) -> AppState {
+    pub fn new(archive: Archive, auth: Auth, order_ids: OrderIdCodec) -> AppState {
         AppState {
             directory: OnceLock::new(),
             archive,
+            order_ids,
             auth,
             idem: Arc::default(),
         }

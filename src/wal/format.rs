@@ -311,7 +311,8 @@ pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreStat
 /// The trees derived from the WAL (caches, rebuilt by replay when needed).
 /// The key of an order in the archive of godown before order blocks (see `views`).
 pub fn order_key(id: OrderId) -> [u8; 4] {
-    id.seq().to_be_bytes()
+    // That archive holds only orders of the 32-bit era.
+    u32::try_from(id.seq()).unwrap_or(u32::MAX).to_be_bytes()
 }
 
 /// What a log entry holds.

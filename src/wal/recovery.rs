@@ -39,7 +39,7 @@ pub struct Recovered {
     /// Where the writer continues the log.
     pub log: LogPosition,
     /// The first order sequence number never used by a durable order.
-    pub next_order_seq: u32,
+    pub next_order_seq: u64,
     pub report: RecoveryReport,
 }
 
@@ -499,7 +499,7 @@ mod tests {
         segments::log_dir(storage.dir())
     }
 
-    fn has_order(storage: &Storage, seq: u32) -> bool {
+    fn has_order(storage: &Storage, seq: u64) -> bool {
         views::read_order(storage, OrderId::from_seq(seq))
             .unwrap()
             .is_some()

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// The WAL and the trees derived from it. All trees live in one sled `Db`, so one
-/// `Db::flush` makes a whole batch durable.
+/// The file of the secret behind public order ids.
+const ORDER_ID_KEY_FILE: &str = "order-ids.key";
+
+/// The trees derived from the log (caches; see `segments`, `recovery`). All live in one sled
+/// `Db`; sled's files are made durable together by [`Storage::make_durable`].
 #[derive(Clone)]
 pub struct Storage {
     pub db: sled::Db,
@@ -74,6 +77,36 @@ impl Storage {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The data directory's secret for public order ids (`order-ids.key`, 32 bytes): made
+    /// from the OS's CSPRNG at the first start and made durable before any id is shown, then
+    /// only read (a new key would give every order a new id).
+    pub fn order_id_key(&self) -> Result<[u8; 32], WalError> {
+        use std::io::Write;
+        let path = self.dir.join(ORDER_ID_KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                return bytes.try_into().map_err(|b: Vec<u8>| WalError::Corrupt {
+                    what: path.display().to_string(),
+                    why: format!("{} bytes, expected 32", b.len()),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("reading the order id key", &path, e)),
+        }
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| WalError::Stopped(format!("no randomness: {e}")))?;
+        let tmp = self.dir.join("order-ids.key.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&key)?;
+            f.sync_all()
+        };
+        write().map_err(|e| io_error("writing the order id key", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_error("writing the order id key", &path, e))?;
+        sync_dir(&self.dir)?;
+        Ok(key)
     }
 
     /// Makes every sled write that has returned durable. sled's `flush` writes its buffers

@@ -39,7 +39,7 @@ pub const VIEWS_FROM_KEY: &[u8] = b"views_from";
 #[derive(Clone, Debug)]
 pub enum ViewWrite {
     /// An order's latest state, as a frame.
-    Order { seq: u32, frame: Vec<u8> },
+    Order { seq: u64, frame: Vec<u8> },
     /// A record's movements (consecutive ids) in one store.
     Movements {
         store: StoreId,
@@ -52,14 +52,14 @@ pub enum ViewWrite {
 #[derive(Default)]
 struct Pending {
     /// Order number → the order's latest frame.
-    orders: HashMap<u32, Vec<u8>>,
+    orders: HashMap<u64, Vec<u8>>,
     /// Store → first movement id → a record's movements.
     movements: HashMap<StoreId, BTreeMap<u64, Vec<Movement>>>,
     movement_count: usize,
 }
 
 impl Pending {
-    fn order_frame(&self, seq: u32) -> Option<&Vec<u8>> {
+    fn order_frame(&self, seq: u64) -> Option<&Vec<u8>> {
         self.orders.get(&seq)
     }
 
@@ -215,7 +215,7 @@ impl PendingViews {
         }
     }
 
-    fn order_frame(&self, seq: u32) -> Option<Vec<u8>> {
+    fn order_frame(&self, seq: u64) -> Option<Vec<u8>> {
         let g = self.read();
         g.filling
             .order_frame(seq)
@@ -233,7 +233,7 @@ impl PendingViews {
     }
 
     /// The highest order number held.
-    fn max_order_seq(&self) -> Option<u32> {
+    fn max_order_seq(&self) -> Option<u64> {
         let g = self.read();
         let sealed = g.sealed.as_ref().and_then(|p| p.orders.keys().max());
         g.filling.orders.keys().max().max(sealed).copied()
@@ -241,15 +241,19 @@ impl PendingViews {
 }
 
 /// An archive block: `(order number, Order frame)`, ascending.
-type Block = Vec<(u32, Vec<u8>)>;
+/// (Sequence numbers were u32 before private ids; bincode's varints read those as u64.)
+type Block = Vec<(u64, Vec<u8>)>;
 
-fn block_key(seq: u32) -> [u8; 4] {
-    (seq / ORDER_BLOCK).to_be_bytes()
+fn block_key(seq: u64) -> [u8; 4] {
+    // 4-byte keys, as before private ids: enough for ORDER_BLOCK × 2³² orders.
+    u32::try_from(seq / u64::from(ORDER_BLOCK))
+        .unwrap_or(u32::MAX)
+        .to_be_bytes()
 }
 
 /// The pending orders merged into their blocks (a block already in sled is read first).
 fn order_blocks(storage: &Storage, p: &Pending) -> Result<sled::Batch, WalError> {
-    let mut by_block: BTreeMap<[u8; 4], Vec<(u32, &Vec<u8>)>> = BTreeMap::new();
+    let mut by_block: BTreeMap<[u8; 4], Vec<(u64, &Vec<u8>)>> = BTreeMap::new();
     for (&seq, frame) in &p.orders {
         by_block
             .entry(block_key(seq))
@@ -258,7 +262,7 @@ fn order_blocks(storage: &Storage, p: &Pending) -> Result<sled::Batch, WalError>
     }
     let mut batch = sled::Batch::default();
     for (key, news) in by_block {
-        let mut block: BTreeMap<u32, Vec<u8>> = match storage.order_blocks.get(key)? {
+        let mut block: BTreeMap<u64, Vec<u8>> = match storage.order_blocks.get(key)? {
             Some(bytes) => decode_frame::<Block>(&bytes, &|| "an order block".into())?
                 .into_iter()
                 .collect(),
@@ -309,7 +313,7 @@ pub fn read_order(storage: &Storage, id: OrderId) -> Result<Option<Order>, WalEr
 }
 
 /// The highest order number in the views (to continue the sequence after a restart).
-pub fn max_order_seq(storage: &Storage) -> Result<Option<u32>, WalError> {
+pub fn max_order_seq(storage: &Storage) -> Result<Option<u64>, WalError> {
     let from_blocks = match storage.order_blocks.last()? {
         Some((_, bytes)) => decode_frame::<Block>(&bytes, &|| "an order block".into())?
             .last()
@@ -319,7 +323,8 @@ pub fn max_order_seq(storage: &Storage) -> Result<Option<u32>, WalError> {
     let legacy = storage
         .orders
         .last()?
-        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u32::from_be_bytes));
+        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u32::from_be_bytes))
+        .map(u64::from);
     Ok(from_blocks.max(legacy).max(storage.pending.max_order_seq()))
 }
 
@@ -371,7 +376,7 @@ pub fn views_from(storage: &Storage) -> Result<Option<u64>, WalError> {
 /// Orders and movements in the views, each value decoded (so that damage is found); an
 /// order or movement both pending and in sled counts once. For `godown verify`.
 pub fn count_views(storage: &Storage) -> Result<(usize, usize), WalError> {
-    let mut orders: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    let mut orders: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for entry in storage.order_blocks.iter() {
         let (_, bytes) = entry?;
         let block: Block = decode_frame(&bytes, &|| "an order block".into())?;
@@ -380,7 +385,7 @@ pub fn count_views(storage: &Storage) -> Result<(usize, usize), WalError> {
     for entry in storage.orders.iter() {
         let (key, bytes) = entry?;
         if let (Ok(k), false) = (<[u8; 4]>::try_from(key.as_ref()), bytes.is_empty()) {
-            orders.insert(u32::from_be_bytes(k));
+            orders.insert(u64::from(u32::from_be_bytes(k)));
         }
     }
     // Per store, the id ranges of its runs; their union is its ledger.
@@ -430,7 +435,7 @@ mod tests {
     use super::*;
     use crate::domain::*;
 
-    fn order(seq: u32, status: OrderStatus) -> Order {
+    fn order(seq: u64, status: OrderStatus) -> Order {
         Order {
             order_id: OrderId::from_seq(seq),
             store_id: StoreId::parse("S").unwrap(),
@@ -455,7 +460,7 @@ mod tests {
         }
     }
 
-    fn write(seq: u32, status: OrderStatus) -> ViewWrite {
+    fn write(seq: u64, status: OrderStatus) -> ViewWrite {
         ViewWrite::Order {
             seq,
             frame: encode_frame(&order(seq, status)),
@@ -482,7 +487,7 @@ mod tests {
         }
     }
 
-    fn status(storage: &Storage, seq: u32) -> Option<OrderStatus> {
+    fn status(storage: &Storage, seq: u64) -> Option<OrderStatus> {
         read_order(storage, OrderId::from_seq(seq))
             .unwrap()
             .map(|o| o.status)
@@ -496,7 +501,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let mut idem = sled::Batch::default();
-        let first: Vec<u32> = (1..=20).collect();
+        let first: Vec<u64> = (1..=20).collect();
         storage.pending.add(
             first.iter().map(|&s| write(s, OrderStatus::PendingPayment)),
             &mut idem,

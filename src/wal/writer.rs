@@ -535,6 +535,10 @@ impl Writer {
             stats.last_seq.store(self.next_seq - 1, Ordering::Release);
             let n = batch.len();
             let bytes: usize = batch.iter().map(|i| i.weight).sum();
+            // Room is given back before the answers go, so a client answered can send again
+            // without finding its own item still counted.
+            inflight.fetch_sub(n, Ordering::AcqRel);
+            inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
             for (item, &seq) in batch.drain(..).zip(&self.seqs) {
                 if let Some((mark, value)) = &item.mark {
                     mark.fetch_max(*value, Ordering::AcqRel);
@@ -543,8 +547,6 @@ impl Writer {
                     let _ = done.send(Ok(seq));
                 }
             }
-            inflight.fetch_sub(n, Ordering::AcqRel);
-            inflight_bytes.fetch_sub(bytes, Ordering::AcqRel);
         }
         let checkpointer = self.checkpointer.take();
         drop(self);
@@ -825,7 +827,7 @@ mod tests {
             store_id: store.clone(),
             frame: vec![1, 2, 3],
             views: vec![ViewWrite::Order {
-                seq,
+                seq: seq.into(),
                 frame: vec![seq as u8],
             }],
         };
