@@ -633,15 +633,7 @@ mod tests {
         crate::wal::writer::start(storage.clone(), config, at).unwrap()
     }
 
-    /// Submits an item and waits until it is durable.
-    fn write(handle: &crate::wal::WalHandle, body: crate::wal::ItemBody) -> u64 {
-        handle
-            .submit_waiting(body)
-            .unwrap()
-            .blocking_recv()
-            .unwrap()
-            .unwrap()
-    }
+    use crate::wal::writer::tests::write;
 
     fn record_item(record: &WalRecord) -> crate::wal::ItemBody {
         crate::wal::ItemBody::Record {

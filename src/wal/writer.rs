@@ -722,11 +722,11 @@ impl ReplayPoints {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Writes one item and waits until it is durable (so each item is its own batch).
-    fn write(handle: &WalHandle, body: ItemBody) -> u64 {
+    pub(crate) fn write(handle: &WalHandle, body: ItemBody) -> u64 {
         handle
             .submit_waiting(body)
             .unwrap()

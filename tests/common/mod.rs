@@ -34,26 +34,8 @@ impl TestServer {
         env: &[(&str, &str)],
     ) -> TestServer {
         let data_dir = data_dir.to_path_buf();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.with_extension("log"))
-            .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_godown"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(extra)
-            .env("GODOWN_ADMIN_TOKEN", ADMIN)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start godown");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
+        let (child, line) = spawn(&data_dir, extra, env);
+        let line = line.expect("read the listening line");
         let addr = line
             .trim()
             .rsplit("http://")
@@ -214,6 +196,34 @@ impl TestServer {
     }
 }
 
+/// Spawns `godown serve` on 127.0.0.1:0 (its log beside the data directory) and reads the
+/// first line it prints (the listening address), or why it could not.
+fn spawn(
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, std::io::Result<String>) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.with_extension("log"))
+        .expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_godown"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("GODOWN_ADMIN_TOKEN", ADMIN)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start godown");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+    (child, read)
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
@@ -267,23 +277,8 @@ impl TestServer {
             let lines: Vec<&str> = log.lines().collect();
             lines[lines.len().saturating_sub(15)..].join("\n")
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_godown"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(extra)
-            .env("GODOWN_ADMIN_TOKEN", ADMIN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start godown");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
+        let (mut child, line) = spawn(&data_dir, extra, &[]);
+        let line = line.unwrap_or_default();
         let addr = line
             .trim()
             .rsplit("http://")
