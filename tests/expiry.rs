@@ -3,12 +3,13 @@
 //! `ExpireNow` asks a store to release what is due (its own tick does the same every 100 ms,
 //! but only the clock decides what is due).
 
+mod common;
+
+use common::in_process_directory;
 use godown::actor::{Directory, Exec, ExpireNow, GetProduct, ManualClock};
 use godown::domain::state::{DraftItem, OrderDraft};
 use godown::domain::*;
-use godown::wal::views::PENDING_RECORDS_MAX;
-use godown::wal::writer::LogPosition;
-use godown::wal::{Archive, Durability, Storage, writer};
+use godown::wal::Storage;
 use std::sync::Arc;
 
 const START_MS: i64 = 1_800_000_000_000;
@@ -61,16 +62,8 @@ fn holds_and_unpaid_orders_expire_exactly_at_their_deadline_on_the_injected_cloc
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path()).unwrap();
     actix::System::new().block_on(async move {
-        let wal = writer::start(
-            storage.clone(),
-            writer::WriterConfig::new(Durability::Flush, PENDING_RECORDS_MAX),
-            LogPosition::default(),
-        )
-        .unwrap();
         let clock = Arc::new(ManualClock::new(START_MS));
-        let arbiters = vec![actix::Arbiter::new().handle()];
-        let directory = Directory::new(arbiters, wal, Archive::new(storage), PAYMENT_TTL_MS, 1)
-            .with_clock(clock.clone());
+        let directory = in_process_directory(&storage, PAYMENT_TTL_MS).with_clock(clock.clone());
         let config = StoreConfig {
             store_id: store_id(),
             name: "clock".into(),

@@ -12,13 +12,14 @@
 //! fractional past 3 digits, deeply nested, an array instead of an object, bad UTF-8,
 //! truncated, random bytes); with no token, a wrong token, or the admin token.
 
+mod common;
+
 use actix_web::{App, test, web};
+use common::in_process_directory;
 use godown::actor::{Directory, ListProducts, ManualClock};
 use godown::domain::*;
 use godown::http::{AppState, Auth};
-use godown::wal::views::PENDING_RECORDS_MAX;
-use godown::wal::writer::LogPosition;
-use godown::wal::{Archive, Durability, Storage, writer};
+use godown::wal::{Archive, Storage};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -240,19 +241,10 @@ async fn digest(dir: &Directory) -> (Vec<(String, u64, u64)>, u64) {
 async fn hostile_requests_get_json_4xx_and_change_nothing() {
     let dir_tmp = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir_tmp.path()).unwrap();
-    let wal = writer::start(
-        storage.clone(),
-        writer::WriterConfig::new(Durability::Flush, PENDING_RECORDS_MAX),
-        LogPosition::default(),
-    )
-    .unwrap();
-    let arbiters = vec![actix::Arbiter::new().handle()];
     // Time stands still: a hold or an unpaid order never expires behind a refused request
     // (expiry is a change, and would be blamed on it).
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let dir = Arc::new(
-        Directory::new(arbiters, wal, Archive::new(storage.clone()), 900_000, 1).with_clock(clock),
-    );
+    let dir = Arc::new(in_process_directory(&storage, 900_000).with_clock(clock));
     let state = web::Data::new(AppState::new(
         Archive::new(storage),
         Auth::new(Some(ADMIN), None),

@@ -2,11 +2,13 @@
 //! "Overloaded" at the HTTP edge) and applies nothing — never an unbounded queue, never a
 //! silent drop. Driven in process, so that "full" is exact rather than hoped for.
 
+mod common;
+
+use common::in_process_directory;
 use godown::actor::{CallError, Directory, Exec, GetProduct, MAILBOX_CAPACITY, StoreError};
 use godown::domain::*;
-use godown::wal::views::PENDING_RECORDS_MAX;
-use godown::wal::writer::{INFLIGHT_BYTES_MAX, INFLIGHT_MAX, LogPosition};
-use godown::wal::{Durability, Storage, writer};
+use godown::wal::Storage;
+use godown::wal::writer::{INFLIGHT_BYTES_MAX, INFLIGHT_MAX};
 use std::sync::atomic::Ordering;
 
 fn config() -> StoreConfig {
@@ -71,20 +73,8 @@ fn a_full_mailbox_or_a_lagging_log_refuses_without_applying() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path()).unwrap();
     actix::System::new().block_on(async move {
-        let wal = writer::start(
-            storage.clone(),
-            writer::WriterConfig::new(Durability::Flush, PENDING_RECORDS_MAX),
-            LogPosition::default(),
-        )
-        .expect("the log opens");
-        let arbiters = vec![actix::Arbiter::new().handle()];
-        let directory = Directory::new(
-            arbiters,
-            wal.clone(),
-            godown::wal::Archive::new(storage),
-            900_000,
-            1,
-        );
+        let directory = in_process_directory(&storage, 900_000);
+        let wal = directory.wal.clone();
         let store = directory.get_or_create(&config()).unwrap();
         let applied = exec(&directory, set_product()).await.unwrap().unwrap();
         applied.durable.unwrap().await.unwrap().unwrap();

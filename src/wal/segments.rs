@@ -165,7 +165,8 @@ pub fn scan_segment(bytes: &[u8]) -> SegmentScan<'_> {
         });
         at += 8 + len;
     };
-    let frames_after_damage = damage.is_some() && frame_after(bytes, at + 1);
+    let after_seq = frames.last().map_or(0, |f| f.first_seq);
+    let frames_after_damage = damage.is_some() && frame_after(bytes, at + 1, after_seq);
     SegmentScan {
         frames,
         end: at as u64,
@@ -174,13 +175,22 @@ pub fn scan_segment(bytes: &[u8]) -> SegmentScan<'_> {
     }
 }
 
-/// Whether a frame that checks starts anywhere at or after `from` (a byte-by-byte search,
-/// run only when a segment is damaged).
-fn frame_after(bytes: &[u8], from: usize) -> bool {
+/// How far past the last valid frame's first sequence number a later frame may start and
+/// still be looked for (far more entries than a segment holds).
+const SEQ_WINDOW: u64 = 1 << 40;
+
+/// Whether a frame that checks starts anywhere at or after `from`, with a first sequence
+/// number after `after_seq` (a byte-by-byte search, run only when a segment is damaged).
+/// The sequence number is tested before the checksum, so garbage rarely costs a crc over
+/// megabytes: the search stays linear in the segment's size.
+fn frame_after(bytes: &[u8], from: usize, after_seq: u64) -> bool {
     (from..bytes.len().saturating_sub(FRAME_HEADER)).any(|at| {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
         (SEQ_LEN..=FRAME_BYTES_MAX).contains(&len)
             && at + 8 + len <= bytes.len()
+            && seq > after_seq
+            && seq - after_seq < SEQ_WINDOW
             && crc32fast::hash(&bytes[at + 8..at + 8 + len])
                 == u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"))
     })

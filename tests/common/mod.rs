@@ -246,6 +246,28 @@ pub fn order(store: &str, items: &[(&str, Value)]) -> Value {
     })
 }
 
+/// Store actors in this process over a fresh log on `storage` (one arbiter, order numbers
+/// from 1), for tests that drive the actors or the HTTP app without a server process. Call it
+/// inside an actix `System`.
+pub fn in_process_directory(
+    storage: &godown::wal::Storage,
+    payment_ttl_ms: i64,
+) -> godown::actor::Directory {
+    use godown::wal::{Archive, Durability, writer};
+    let config =
+        writer::WriterConfig::new(Durability::Flush, godown::wal::views::PENDING_RECORDS_MAX);
+    let wal = writer::start(storage.clone(), config, writer::LogPosition::default())
+        .expect("the log opens");
+    let arbiters = vec![actix::Arbiter::new().handle()];
+    godown::actor::Directory::new(
+        arbiters,
+        wal,
+        Archive::new(storage.clone()),
+        payment_ttl_ms,
+        1,
+    )
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("godown-test")
