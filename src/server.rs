@@ -129,7 +129,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         config.admin_token.as_deref(),
         config.client_token.as_deref(),
     );
-    if auth.admin.is_none() {
+    if !auth.has_admin() {
         tracing::warn!(
             "GODOWN_ADMIN_TOKEN is not set: catalogue and store changes will answer 401"
         );

@@ -45,6 +45,8 @@ pub struct Directory {
     pub order_seq: Arc<std::sync::atomic::AtomicU64>,
     /// The store actors' time (see `clock`).
     pub clock: Arc<dyn super::Clock>,
+    /// Which store each live token acts for.
+    pub tokens: Arc<super::TokenIndex>,
 }
 
 impl Directory {
@@ -66,6 +68,7 @@ impl Directory {
             payment_ttl_ms,
             order_seq: Arc::new(std::sync::atomic::AtomicU64::new(next_order_seq)),
             clock: Arc::new(super::SystemClock::new()),
+            tokens: Arc::default(),
         }
     }
 
@@ -78,13 +81,14 @@ impl Directory {
     fn spawn(&self, state: StoreState, fresh: bool) -> StoreEntry {
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
         let (wal, archive) = (self.wal.clone(), self.archive.clone());
-        let (ttl, seq, clock) = (
-            self.payment_ttl_ms,
-            self.order_seq.clone(),
-            self.clock.clone(),
-        );
+        let shared = super::store::Shared {
+            payment_ttl_ms: self.payment_ttl_ms,
+            order_seq: self.order_seq.clone(),
+            clock: self.clock.clone(),
+            tokens: self.tokens.clone(),
+        };
         let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| {
-            StoreActor::new(state, wal, archive, fresh, ttl, seq, clock)
+            StoreActor::new(state, wal, archive, fresh, shared)
         });
         StoreEntry {
             addr,
@@ -95,6 +99,7 @@ impl Directory {
     /// Starts an actor for a store recovered from disk.
     pub fn adopt(&self, state: StoreState) {
         let id = state.config.store_id.clone();
+        self.tokens.set_store(&id, state.tokens());
         let entry = self.spawn(state, false);
         self.stores
             .write()

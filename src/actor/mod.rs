@@ -8,10 +8,12 @@
 mod clock;
 mod directory;
 mod store;
+mod tokens;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::{CallError, Directory, StoreEntry};
 pub use store::*;
+pub use tokens::TokenIndex;
 
 /// Wall-clock milliseconds since the Unix epoch (for display and bookkeeping; deadlines use
 /// a [`Clock`]).

@@ -48,6 +48,8 @@ pub enum Reply {
     Reservation(Reservation),
     Released(ReservationId),
     Order(Arc<Order>),
+    Token(StoreToken),
+    TokenRevoked(TokenId),
     None,
 }
 
@@ -147,11 +149,18 @@ pub struct StoreActor {
     /// is current only if `last_touch` still names that item.
     recent: VecDeque<(OrderId, u64)>,
     last_touch: HashMap<OrderId, u64>,
-    payment_ttl_ms: i64,
-    /// The next order sequence number, shared by all stores.
-    order_seq: Arc<AtomicU64>,
+    shared: Shared,
+}
+
+/// What every store of a process shares.
+pub struct Shared {
+    pub payment_ttl_ms: i64,
+    /// The next order sequence number.
+    pub order_seq: Arc<AtomicU64>,
     /// Deadlines are set and checked by it.
-    clock: Arc<dyn super::Clock>,
+    pub clock: Arc<dyn super::Clock>,
+    /// Kept in step with each store's tokens.
+    pub tokens: Arc<super::TokenIndex>,
 }
 
 impl StoreActor {
@@ -160,9 +169,7 @@ impl StoreActor {
         wal: WalHandle,
         archive: Archive,
         fresh: bool,
-        payment_ttl_ms: i64,
-        order_seq: Arc<AtomicU64>,
-        clock: Arc<dyn super::Clock>,
+        shared: Shared,
     ) -> StoreActor {
         let recent = state.orders().map(|o| (o.order_id, 0)).collect();
         let last_touch = state.orders().map(|o| (o.order_id, 0)).collect();
@@ -175,9 +182,7 @@ impl StoreActor {
             durable: Arc::new(AtomicU64::new(0)),
             recent,
             last_touch,
-            payment_ttl_ms,
-            order_seq,
-            clock,
+            shared,
         }
     }
 
@@ -225,7 +230,7 @@ impl StoreActor {
 
     /// A fresh order id from the process-wide order sequence.
     fn fresh_order_id(&mut self) -> OrderId {
-        OrderId::from_seq(self.order_seq.fetch_add(1, Ordering::Relaxed))
+        OrderId::from_seq(self.shared.order_seq.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The order a command changes, if it was evicted from memory (it is in the archive).
@@ -254,7 +259,7 @@ impl StoreActor {
 
     /// Releases what is due. Its record goes ahead of whatever command comes next.
     fn expire_due(&mut self, wait: bool) -> Option<oneshot::Receiver<Durable>> {
-        let now = self.clock.now_ms();
+        let now = self.shared.clock.now_ms();
         if self.state.next_deadline_ms().is_none_or(|t| t > now) {
             return None;
         }
@@ -307,6 +312,8 @@ impl StoreActor {
                 .order(*id)
                 .map_or(Reply::None, |o| Reply::Order(o.clone())),
             Outcome::Expired { .. } => Reply::None,
+            Outcome::TokenIssued(t) => Reply::Token(t.clone()),
+            Outcome::TokenRevoked(id) => Reply::TokenRevoked(id.clone()),
         }
     }
 }
@@ -365,6 +372,11 @@ impl Handler<Exec> for StoreActor {
 /// environment variable panics inside its actor. Never set it in production.
 pub const PANIC_IN_STORE_ENV: &str = "GODOWN_TEST_PANIC_IN_STORE";
 
+/// 64 bits from the OS's CSPRNG, or a refusal (503) naming what they were for.
+fn random_u64(what: &str) -> Result<u64, StoreError> {
+    getrandom::u64().map_err(|e| StoreError::Storage(format!("no randomness for {what}: {e}")))
+}
+
 fn injected_panic(store: &StoreId) -> bool {
     static STORE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     STORE
@@ -385,19 +397,21 @@ impl StoreActor {
         match &mut command {
             Command::PlaceOrder(draft) => {
                 draft.order_id = self.fresh_order_id();
-                draft.payment_ttl_ms = self.payment_ttl_ms;
+                draft.payment_ttl_ms = self.shared.payment_ttl_ms;
             }
             Command::Reserve { reservation_id, .. } => loop {
                 // A hold's id is a capability: 64 bits from the OS's CSPRNG. If that ever
                 // fails, refuse (503) rather than fall back to a guessable number.
-                let Ok(n) = getrandom::u64() else {
-                    return Err(StoreError::Storage(
-                        "no randomness for a reservation id".into(),
-                    ));
-                };
-                let id = ReservationId::from_number(n);
+                let id = ReservationId::from_number(random_u64("a reservation id")?);
                 if self.state.reservation(&id).is_none() {
                     *reservation_id = id;
+                    break;
+                }
+            },
+            Command::IssueToken { token_id, .. } => loop {
+                let id = TokenId::from_number(random_u64("a token id")?);
+                if self.state.tokens().get(&id).is_none() {
+                    *token_id = id;
                     break;
                 }
             },
@@ -406,7 +420,7 @@ impl StoreActor {
         if !self.wal.try_claim() {
             return Err(StoreError::Overloaded);
         }
-        let result = self.state.execute(command, self.clock.now_ms());
+        let result = self.state.execute(command, self.shared.clock.now_ms());
         let (outcome, events) = match result {
             Ok(ok) => ok,
             Err(e) => {
@@ -415,6 +429,10 @@ impl StoreActor {
             }
         };
         let reply = self.reply_for(&outcome);
+        if matches!(outcome, Outcome::TokenIssued(_) | Outcome::TokenRevoked(_)) {
+            let store = &self.state.config.store_id;
+            self.shared.tokens.set_store(store, self.state.tokens());
+        }
         let durable = if events.is_empty() {
             self.wal.release_claim();
             None
@@ -517,5 +535,18 @@ impl Handler<ExpireNow> for StoreActor {
     type Result = MessageResult<ExpireNow>;
     fn handle(&mut self, _: ExpireNow, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.expire_due(true))
+    }
+}
+
+/// The store's live tokens (ids and dates; their digests stay inside).
+pub struct ListTokens;
+impl Message for ListTokens {
+    type Result = Vec<StoreToken>;
+}
+
+impl Handler<ListTokens> for StoreActor {
+    type Result = MessageResult<ListTokens>;
+    fn handle(&mut self, _: ListTokens, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.tokens().iter().cloned().collect())
     }
 }

@@ -59,6 +59,18 @@ impl ReservationId {
     }
 }
 
+text_id!(
+    /// A store token's id, `TOK` followed by 16 upper-case hex digits: it names the token
+    /// (to revoke it) and is not a secret.
+    TokenId
+);
+
+impl TokenId {
+    pub fn from_number(n: u64) -> TokenId {
+        TokenId(format!("TOK{n:016X}").into())
+    }
+}
+
 /// An order inside godown: a global sequence number, tagged (`SEQ_TAG`), or the 32-bit id
 /// of an order placed before private ids. Its public form (`ORD` + 16 hex digits, not
 /// derivable from the number) is made at the HTTP edge by an [`OrderIdCodec`] with the data

@@ -2,8 +2,9 @@
 //! and the events that change them. Events are facts: applying one never fails and never
 //! needs a decision, which is what lets the write-ahead log replay them verbatim.
 
-use super::ids::{OrderId, ProductId, ReservationId, StoreId};
+use super::ids::{OrderId, ProductId, ReservationId, StoreId, TokenId};
 use super::number::{Paise, Qty, Unit};
+use super::tokens::StoreToken;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -252,6 +253,13 @@ pub enum Event {
         product_id: ProductId,
         current_stock: Qty,
         threshold: Qty,
+        at_ms: TimeMs,
+    },
+    /// A store token was issued (only its digest is kept). New variants go last: an
+    /// event's place in this enum is its encoding in the log.
+    TokenIssued(StoreToken),
+    TokenRevoked {
+        token_id: TokenId,
         at_ms: TimeMs,
     },
 }

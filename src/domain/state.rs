@@ -4,10 +4,11 @@
 //! `StoreState::apply_event` is the single place where state changes. Replaying the events
 //! of the write-ahead log therefore rebuilds exactly the state the actor had.
 
-use super::ids::{OrderId, ProductId, ReservationId};
+use super::ids::{OrderId, ProductId, ReservationId, TokenId};
 use super::model::*;
 use super::number::{Paise, QTY_MILLI_MAX, Qty};
 use super::pricing;
+use super::tokens::{StoreToken, TOKENS_PER_STORE_MAX, TokenDigest, Tokens};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -68,6 +69,10 @@ pub enum DomainError {
     OrderNotPayable(OrderStatus),
     #[error("order not cancellable")]
     OrderNotCancellable(OrderStatus),
+    #[error("too many tokens")]
+    TooManyTokens,
+    #[error("token not found")]
+    TokenNotFound,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -120,6 +125,14 @@ pub enum Command {
         reason: Option<Box<str>>,
     },
     ExpireDue,
+    /// Issues a token with this digest; the actor picks a fresh `token_id`.
+    IssueToken {
+        token_id: TokenId,
+        digest: TokenDigest,
+    },
+    RevokeToken {
+        token_id: TokenId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -137,6 +150,8 @@ pub enum Outcome {
     Expired {
         count: usize,
     },
+    TokenIssued(StoreToken),
+    TokenRevoked(TokenId),
 }
 
 /// What settling a line does to the counters.
@@ -176,9 +191,37 @@ pub struct StoreState {
     /// Open orders (always) and recently touched ones (until the actor evicts them).
     orders: BTreeMap<OrderId, Arc<Order>>,
     next_movement_id: u64,
+    /// Last, so that a snapshot written before tokens is this layout without them (see
+    /// [`StoreStateBeforeTokens`]).
+    tokens: Tokens,
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     deadlines: BTreeSet<(TimeMs, Deadline)>,
+}
+
+/// The layout of [`StoreState`] before store tokens: snapshots written by earlier versions
+/// decode into this and become a state with no tokens.
+#[derive(Deserialize)]
+pub struct StoreStateBeforeTokens {
+    config: StoreConfig,
+    products: BTreeMap<ProductId, Product>,
+    reservations: BTreeMap<ReservationId, Reservation>,
+    orders: BTreeMap<OrderId, Arc<Order>>,
+    next_movement_id: u64,
+}
+
+impl From<StoreStateBeforeTokens> for StoreState {
+    fn from(old: StoreStateBeforeTokens) -> StoreState {
+        StoreState {
+            config: old.config,
+            products: old.products,
+            reservations: old.reservations,
+            orders: old.orders,
+            next_movement_id: old.next_movement_id,
+            tokens: Tokens::default(),
+            deadlines: BTreeSet::new(),
+        }
+    }
 }
 
 impl StoreState {
@@ -189,8 +232,13 @@ impl StoreState {
             reservations: BTreeMap::new(),
             orders: BTreeMap::new(),
             next_movement_id: 1,
+            tokens: Tokens::default(),
             deadlines: BTreeSet::new(),
         }
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     pub fn product(&self, id: &ProductId) -> Option<&Product> {
@@ -323,6 +371,29 @@ impl StoreState {
                 self.cancel(&mut events, order_id, reason, now_ms)?
             }
             Command::ExpireDue => self.expire_due(&mut events, now_ms),
+            Command::IssueToken { token_id, digest } => {
+                if self.tokens.len() >= TOKENS_PER_STORE_MAX {
+                    return Err(DomainError::TooManyTokens);
+                }
+                let token = StoreToken {
+                    token_id,
+                    digest,
+                    created_ms: now_ms,
+                };
+                self.emit(&mut events, Event::TokenIssued(token.clone()));
+                Outcome::TokenIssued(token)
+            }
+            Command::RevokeToken { token_id } => {
+                if self.tokens.get(&token_id).is_none() {
+                    return Err(DomainError::TokenNotFound);
+                }
+                let event = Event::TokenRevoked {
+                    token_id: token_id.clone(),
+                    at_ms: now_ms,
+                };
+                self.emit(&mut events, event);
+                Outcome::TokenRevoked(token_id)
+            }
         };
         Ok((outcome, events))
     }
@@ -946,6 +1017,8 @@ impl StoreState {
                 self.orders.insert(order.order_id, order.clone());
             }
             Event::LowStock { .. } => {}
+            Event::TokenIssued(token) => self.tokens.insert(token.clone()),
+            Event::TokenRevoked { token_id, .. } => self.tokens.remove(token_id),
         }
     }
 

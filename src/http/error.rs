@@ -3,7 +3,7 @@
 
 use super::json::{paise_json, qty_json};
 use crate::actor::{CallError, StoreError};
-use crate::domain::{DomainError, Shortage};
+use crate::domain::{DomainError, Shortage, TOKENS_PER_STORE_MAX};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
@@ -70,6 +70,14 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "A valid `Authorization: Bearer` token is required.",
+        )
+    }
+
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "This token may not do this.",
         )
     }
 
@@ -234,6 +242,12 @@ impl From<DomainError> for ApiError {
                 format!("The order is already {}.", status.as_str()),
             )
             .with("status", status.as_str()),
+            TooManyTokens => ApiError::new(
+                StatusCode::CONFLICT,
+                "Too many tokens",
+                format!("A store has at most {TOKENS_PER_STORE_MAX} tokens; revoke one first."),
+            ),
+            TokenNotFound => ApiError::new(StatusCode::NOT_FOUND, "Token not found", "This store has no live token with this id."),
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::idempotency::{Answer, Begin, body_hash, valid_key};
 use super::json::*;
-use super::{AppState, json_response};
+use super::{AppState, Caller, json_response};
 use crate::actor::{
     Applied, Availability, Directory, Exec, GetProduct, GetStore, LedgerHead, ListProducts,
     LowStock, Reply, now_ms,
@@ -171,7 +171,7 @@ pub async fn put_store(
     path: web::Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    state.auth.require_admin(&req)?;
+    state.require_admin(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
     let parsed: StoreBody = parse_body(&req, &body)?;
@@ -216,7 +216,7 @@ pub async fn put_product(
     path: web::Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    state.auth.require_admin(&req)?;
+    state.require_store(&req, &path.0)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
     let parsed: ProductBody = parse_body(&req, &body)?;
@@ -233,7 +233,7 @@ pub async fn get_product(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    state.auth.require_client(&req)?;
+    state.require_client(&req)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
     let p = product_or_404(dir, &store_id, &product_id).await?;
@@ -269,7 +269,7 @@ fn page_query(req: &HttpRequest) -> Result<PageQuery, ApiError> {
 }
 
 pub async fn list_products(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
-    state.auth.require_client(&req)?;
+    state.require_client(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
     let q = page_query(&req)?;
@@ -297,7 +297,7 @@ pub async fn post_adjustment(
     path: web::Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    state.auth.require_admin(&req)?;
+    state.require_store(&req, &path.0)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
     let parsed: AdjustmentBody = parse_body(&req, &body)?;
@@ -333,7 +333,7 @@ pub async fn get_movements(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    state.auth.require_admin(&req)?;
+    state.require_store(&req, &path.0)?;
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
     let q = page_query(&req)?;
@@ -377,7 +377,7 @@ pub async fn get_movements(
 }
 
 pub async fn post_availability(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
-    state.auth.require_client(&req)?;
+    state.require_client(&req)?;
     let dir = state.dir()?;
     let parsed: AvailabilityBody = parse_body(&req, &body)?;
     let store_id = match parsed.store_id.as_deref() {
@@ -418,7 +418,7 @@ pub async fn post_availability(state: Data, req: HttpRequest, body: Bytes) -> Ap
 }
 
 pub async fn get_low_stock(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
-    state.auth.require_admin(&req)?;
+    state.require_store(&req, &path)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
     let products = dir.call(&store_id, LowStock).await?;
@@ -444,7 +444,7 @@ pub async fn post_reservation(
     path: web::Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    state.auth.require_client(&req)?;
+    state.require_client(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
     let parsed: ReservationBody = parse_body(&req, &body)?;
@@ -478,7 +478,7 @@ pub async fn delete_reservation(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    state.auth.require_client(&req)?;
+    state.require_client(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path.0)?;
     // A malformed id is a bad request; a well-formed one that names no open hold, a 404.
@@ -515,19 +515,22 @@ async fn order_by_path(state: &AppState, path: &str) -> Result<Order, ApiError> 
 }
 
 pub async fn get_order(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
-    state.auth.require_client(&req)?;
+    state.require_client(&req)?;
     state.dir()?;
     let order = order_by_path(&state, &path).await?;
     Ok(ok(&OrderView::new(&order, false, &state.order_ids)))
 }
 
+/// Changes an order for `caller` (the admin or the order's store).
 async fn change_order(
     state: &AppState,
+    caller: &Caller,
     path: &str,
     make: impl FnOnce(OrderId) -> Command,
 ) -> ApiResult {
     let dir = state.dir()?;
     let order = order_by_path(state, path).await?;
+    caller.store(&order.store_id)?;
     let applied = exec(dir, &order.store_id, make(order.order_id), None).await?;
     match applied.reply {
         Reply::Order(o) => Ok(ok(&OrderView::new(&o, false, &state.order_ids))),
@@ -541,7 +544,8 @@ pub async fn post_payment(
     path: web::Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    state.auth.require_admin(&req)?;
+    let caller = state.caller(&req)?;
+    caller.any_store()?;
     state.dir()?;
     let parsed: PaymentBody = parse_body(&req, &body)?;
     let succeeded = match parsed.status.as_deref() {
@@ -558,7 +562,7 @@ pub async fn post_payment(
         None => None,
         Some(r) => Some(parse_text(Some(r), "reference")?),
     };
-    change_order(&state, &path, |order_id| Command::Pay {
+    change_order(&state, &caller, &path, |order_id| Command::Pay {
         order_id,
         succeeded,
         reference,
@@ -572,7 +576,8 @@ pub async fn post_cancel(
     path: web::Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    state.auth.require_admin(&req)?;
+    let caller = state.caller(&req)?;
+    caller.any_store()?;
     state.dir()?;
     let reason = if body.is_empty() {
         None
@@ -583,7 +588,7 @@ pub async fn post_cancel(
             Some(r) => Some(parse_text(Some(r), "reason")?),
         }
     };
-    change_order(&state, &path, |order_id| Command::Cancel {
+    change_order(&state, &caller, &path, |order_id| Command::Cancel {
         order_id,
         reason,
     })
@@ -672,7 +677,7 @@ async fn saved_answer(
 }
 
 pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
-    state.auth.require_client(&req)?;
+    state.require_client(&req)?;
     let Some(key) = req.headers().get("Idempotency-Key") else {
         let result = place_order(&state, &req, &body, None).await;
         return Ok(respond(&answer_of(&result, &state.order_ids)));

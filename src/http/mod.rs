@@ -1,88 +1,27 @@
 //! HTTP: actix-web routes per `shared/API.md`. Handlers parse requests into domain types,
 //! ask the store's actor, wait for durability, and render JSON. Errors are `ApiError`.
 
+pub mod auth;
 pub mod error;
 mod handlers;
+mod tokens;
 pub use handlers::exec;
 pub mod idempotency;
 pub mod json;
 
 use crate::actor::Directory;
-use crate::domain::OrderIdCodec;
+use crate::domain::{OrderIdCodec, StoreId};
 use crate::wal::Archive;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+pub use auth::{Auth, Caller};
 pub use error::ApiError;
-use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock};
 
 /// Largest request body: 1 MiB holds a 500-line order many times over.
 pub const BODY_BYTES_MAX: usize = 1 << 20;
-
-/// Who may do what. Tokens are kept only as SHA-256 digests.
-#[derive(Default)]
-pub struct Auth {
-    pub admin: Option<[u8; 32]>,
-    pub client: Option<[u8; 32]>,
-}
-
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum Role {
-    Client,
-    Admin,
-}
-
-impl Auth {
-    pub fn new(admin: Option<&str>, client: Option<&str>) -> Auth {
-        let digest = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
-        Auth {
-            admin: admin.filter(|t| !t.is_empty()).map(digest),
-            client: client.filter(|t| !t.is_empty()).map(digest),
-        }
-    }
-
-    fn role(&self, req: &HttpRequest) -> Result<Option<Role>, ApiError> {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return Ok(None);
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthorized)?;
-        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        if self.admin == Some(digest) {
-            Ok(Some(Role::Admin))
-        } else if self.client == Some(digest) {
-            Ok(Some(Role::Client))
-        } else {
-            Err(ApiError::unauthorized())
-        }
-    }
-
-    /// Catalogue, store and order-lifecycle writes.
-    pub fn require_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        match self.role(req)? {
-            Some(Role::Admin) => Ok(()),
-            Some(_) => Err(ApiError::new(
-                actix_web::http::StatusCode::FORBIDDEN,
-                "Forbidden",
-                "This token may not do this.",
-            )),
-            None => Err(ApiError::unauthorized()),
-        }
-    }
-
-    /// Orders, holds, availability and stock reads: open unless a client token is set.
-    pub fn require_client(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        match (self.role(req)?, &self.client) {
-            (Some(_), _) | (None, None) => Ok(()),
-            (None, Some(_)) => Err(ApiError::unauthorized()),
-        }
-    }
-}
 
 pub struct AppState {
     /// Set once recovery is done; until then the API answers 503 "Not ready".
@@ -109,6 +48,33 @@ impl AppState {
     pub fn dir(&self) -> Result<&Arc<Directory>, ApiError> {
         self.directory.get().ok_or_else(ApiError::not_ready)
     }
+
+    pub fn caller(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+        let stores = self.directory.get().map(|d| &*d.tokens);
+        self.auth.caller(req, stores)
+    }
+
+    /// Store settings and tokens.
+    pub fn require_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        self.caller(req)?.admin()
+    }
+
+    /// A store's catalogue, ledger and alerts.
+    pub fn require_store(&self, req: &HttpRequest, store: &str) -> Result<(), ApiError> {
+        let caller = self.caller(req)?;
+        caller.any_store()?;
+        match StoreId::parse(store) {
+            Some(store) => caller.store(&store),
+            // A store token never acts for a malformed id; the admin learns it is malformed.
+            None if caller == Caller::Admin => Ok(()),
+            None => Err(ApiError::forbidden()),
+        }
+    }
+
+    /// Placing orders and reading stock.
+    pub fn require_client(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        self.caller(req)?.client(self.auth.has_client())
+    }
 }
 
 /// Registers every route.
@@ -124,6 +90,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/api/v1/stores/{store_id}")
                 .get(get_store)
                 .put(put_store),
+        )
+        .service(
+            web::resource("/api/v1/stores/{store_id}/tokens")
+                .get(tokens::list)
+                .post(tokens::issue),
+        )
+        .service(
+            web::resource("/api/v1/stores/{store_id}/tokens/{token_id}").delete(tokens::revoke),
         )
         .service(web::resource("/api/v1/stores/{store_id}/reservations").post(post_reservation))
         .service(
