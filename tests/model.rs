@@ -510,3 +510,56 @@ fn per_store_bounds_on_open_holds_and_unpaid_orders_refuse_and_change_nothing() 
     .unwrap();
     s.execute(order(u32::MAX, PaymentMethod::Upi), 0).unwrap();
 }
+
+#[test]
+fn one_call_locks_at_most_lock_milli_max_and_a_refusal_changes_nothing() {
+    // Goal: a hold or an unpaid order over LOCK_MILLI_MAX units in all is refused with
+    // TooManyUnits and nothing changes; exactly the bound is accepted; a cod order (which
+    // sells at once, locking nothing) is not bounded by it.
+    use godown::domain::state::LOCK_MILLI_MAX;
+    let mut s = big_store(100_000);
+    let max = LOCK_MILLI_MAX / 1000;
+    let hold = |n: u64, units: u64| Command::Reserve {
+        reservation_id: ReservationId::from_number(n),
+        lines: vec![ReservationLine {
+            product_id: pid(0),
+            quantity: Qty::from_units(units),
+        }],
+        ttl_ms: 3_600_000,
+    };
+    let order = |n: u64, units: u64, method: PaymentMethod| {
+        Command::PlaceOrder(Box::new(OrderDraft {
+            order_id: OrderId(n),
+            customer: Customer {
+                phone: "".into(),
+                name: "".into(),
+                delivery_address: "".into(),
+            },
+            items: vec![DraftItem {
+                product_id: pid(0),
+                quantity: Qty::from_units(units),
+                unit_price: None,
+            }],
+            payment_method: method,
+            reservation_id: None,
+            payment_ttl_ms: 3_600_000,
+        }))
+    };
+    let before = s.product(&pid(0)).unwrap().clone();
+    let refused = s.execute(hold(1, max + 1), 0);
+    assert!(
+        matches!(refused, Err(DomainError::TooManyUnits)),
+        "{refused:?}"
+    );
+    let refused = s.execute(order(1, max + 1, PaymentMethod::Card), 0);
+    assert!(
+        matches!(refused, Err(DomainError::TooManyUnits)),
+        "{refused:?}"
+    );
+    assert_eq!(s.product(&pid(0)).unwrap(), &before, "nothing changed");
+    s.execute(hold(2, max), 0).unwrap();
+    s.execute(order(2, max, PaymentMethod::Upi), 0).unwrap();
+    s.execute(order(3, max + 1, PaymentMethod::Cod), 0).unwrap();
+    let p = s.product(&pid(0)).unwrap();
+    assert_eq!(p.reserved, Qty::from_units(2 * max));
+}

@@ -23,6 +23,11 @@ pub const OPEN_RESERVATIONS_MAX: usize = 100_000;
 /// window (15 minutes), it bounds what unpaid orders can lock and hold in memory.
 pub const PENDING_PAYMENTS_MAX: usize = 100_000;
 
+/// Most units (all lines together, in thousandths) one hold or unpaid order may lock: a
+/// wholesale cart of 10,000 units passes, while one anonymous call cannot tie up a whole
+/// godown's stock for up to 24 hours.
+pub const LOCK_MILLI_MAX: u64 = 10_000 * 1000;
+
 /// One item that cannot be had in the quantity asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shortage {
@@ -69,6 +74,8 @@ pub enum DomainError {
     OrderNotPayable(OrderStatus),
     #[error("order not cancellable")]
     OrderNotCancellable(OrderStatus),
+    #[error("too many units locked by one call")]
+    TooManyUnits,
     #[error("too many tokens")]
     TooManyTokens,
     #[error("token not found")]
@@ -197,6 +204,15 @@ pub struct StoreState {
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     deadlines: BTreeSet<(TimeMs, Deadline)>,
+}
+
+/// Refuses a hold or unpaid order that would lock more than [`LOCK_MILLI_MAX`].
+fn check_lock(quantities: impl Iterator<Item = Qty>) -> Result<(), DomainError> {
+    let total: u64 = quantities.map(|q| q.0).sum();
+    if total > LOCK_MILLI_MAX {
+        return Err(DomainError::TooManyUnits);
+    }
+    Ok(())
 }
 
 /// The layout of [`StoreState`] before store tokens: snapshots written by earlier versions
@@ -562,6 +578,7 @@ impl StoreState {
             "reservation ids are fresh"
         );
         self.check_lines(lines.iter().map(|l| (&l.product_id, l.quantity)))?;
+        check_lock(lines.iter().map(|l| l.quantity))?;
         let shortages: Vec<Shortage> = lines
             .iter()
             .filter_map(|l| self.shortage(&l.product_id, l.quantity, Qty::ZERO))
@@ -637,6 +654,9 @@ impl StoreState {
                 .map_or(Qty::ZERO, |l| l.quantity)
         };
         self.check_lines(draft.items.iter().map(|i| (&i.product_id, i.quantity)))?;
+        if draft.payment_method.initial_status() == OrderStatus::PendingPayment {
+            check_lock(draft.items.iter().map(|i| i.quantity))?;
+        }
         for item in &draft.items {
             let price = self.products[&item.product_id].info.unit_price;
             if item.unit_price.is_some_and(|p| p != price) {

@@ -3,6 +3,7 @@
 
 use super::json::{paise_json, qty_json};
 use crate::actor::{CallError, StoreError};
+use crate::domain::state::LOCK_MILLI_MAX;
 use crate::domain::{DomainError, Shortage, TOKENS_PER_STORE_MAX};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -242,6 +243,10 @@ impl From<DomainError> for ApiError {
                 format!("The order is already {}.", status.as_str()),
             )
             .with("status", status.as_str()),
+            TooManyUnits => ApiError::bad_request(
+                "Too many units",
+                format!("One hold or unpaid order may lock at most {} units in all.", LOCK_MILLI_MAX / 1000),
+            ),
             TooManyTokens => ApiError::new(
                 StatusCode::CONFLICT,
                 "Too many tokens",

@@ -5,7 +5,10 @@
 //! may block: callers on an async thread run it on a blocking thread (`web::block`, or
 //! `spawn_blocking` inside a store actor with its mailbox paused).
 
-use super::format::{IdemAnswer, IdemEntry, Remembered, WalError, decode_frame, encode_frame};
+use super::format::{
+    IDEM_AGE_TAG, IdemAnswer, IdemEntry, Remembered, WalError, decode_frame, encode_frame,
+    idem_age_key, split_idem_age_key,
+};
 use super::storage::Storage;
 use super::views::{self, LedgerReader, ViewWrite};
 use super::writer::ItemBody;
@@ -112,26 +115,98 @@ impl Archive {
         }))
     }
 
-    /// Forgets idempotency keys first answered before `cutoff_ms`; returns how many.
-    pub fn forget_answers_before(&self, cutoff_ms: TimeMs) -> Result<u64, WalError> {
+    /// Forgets remembered idempotency keys, oldest first: every key first answered before
+    /// `cutoff_ms`, and, with `keep`, the oldest beyond that many (counting them costs a
+    /// walk over every key, so callers do it only when the count may be over).
+    pub fn forget_answers(
+        &self,
+        cutoff_ms: TimeMs,
+        keep: Option<u64>,
+    ) -> Result<Forgotten, WalError> {
+        let idem = &self.storage.idem;
+        let total = match keep {
+            Some(_) => Some(
+                idem.scan_prefix([IDEM_AGE_TAG])
+                    .keys()
+                    .try_fold(0u64, |n, k| k.map(|_| n + 1))?,
+            ),
+            None => None,
+        };
+        let mut over = match (total, keep) {
+            (Some(total), Some(keep)) => total.saturating_sub(keep),
+            _ => 0,
+        };
         let mut removed = 0;
-        for entry in self.storage.idem.iter() {
+        for age_key in idem.scan_prefix([IDEM_AGE_TAG]).keys() {
+            let age_key = age_key?;
+            let Some((at_ms, key)) = split_idem_age_key(&age_key) else {
+                continue;
+            };
+            if at_ms >= cutoff_ms && over == 0 {
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            batch.remove(age_key.as_ref());
+            // The entry goes with its age entry, unless the key was answered again later
+            // (after an earlier eviction): then it has a newer age entry of its own.
+            if self.answer_time(key)? == Some(at_ms) {
+                batch.remove(key);
+            }
+            idem.apply_batch(batch)?;
+            over = over.saturating_sub(1);
+            removed += 1;
+        }
+        Ok(Forgotten {
+            removed,
+            remaining: total.map(|t| t - removed),
+        })
+    }
+
+    fn answer_time(&self, key: &[u8]) -> Result<Option<TimeMs>, WalError> {
+        let Some(bytes) = self.storage.idem.get(key)? else {
+            return Ok(None);
+        };
+        let entry: IdemEntry = decode_frame(&bytes, &|| "an idempotency entry".into())?;
+        Ok(Some(entry.at_ms))
+    }
+
+    /// Gives an age entry to every remembered key written before age entries existed (a
+    /// walk over every key; the sweeper does it once, at start). Returns how many.
+    pub fn age_unaged_answers(&self) -> Result<u64, WalError> {
+        let idem = &self.storage.idem;
+        let mut added = 0;
+        for entry in idem.range([IDEM_AGE_TAG + 1]..) {
             let (key, value) = entry?;
-            let old = decode_frame::<IdemEntry>(&value, &|| "an idempotency entry".into())
-                .map(|e| e.at_ms < cutoff_ms)
-                .unwrap_or(false);
-            if old {
-                self.storage.idem.remove(&key)?;
-                removed += 1;
+            let Ok(entry) = decode_frame::<IdemEntry>(&value, &|| "an idempotency entry".into())
+            else {
+                continue;
+            };
+            let age_key = idem_age_key(entry.at_ms, &key);
+            if !idem.contains_key(&age_key)? {
+                idem.insert(age_key, &[])?;
+                added += 1;
             }
         }
-        Ok(removed)
+        Ok(added)
+    }
+
+    /// Idempotency entries added since the process started (see `PendingViews`).
+    pub fn answers_added(&self) -> u64 {
+        self.storage.pending.idem_added()
     }
 
     /// Orders and movements whose views are still in memory (for metrics).
     pub fn pending_views(&self) -> (usize, usize) {
         self.storage.pending.len()
     }
+}
+
+/// What [`Archive::forget_answers`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Forgotten {
+    pub removed: u64,
+    /// How many keys are left, when they were counted.
+    pub remaining: Option<u64>,
 }
 
 /// The log item that remembers `answer` (opaque) as the first answer to `key`, for a request
@@ -145,6 +220,7 @@ pub fn remember(key: &str, body_hash: [u8; 16], at_ms: TimeMs, answer: Vec<u8>) 
     let views = vec![ViewWrite::Idem {
         key: key.as_bytes().to_vec(),
         value: encode_frame(&entry),
+        at_ms,
     }];
     let frame = encode_frame(&Remembered {
         key: key.into(),
@@ -162,4 +238,67 @@ fn legacy_answer(status: u16, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&status.to_be_bytes());
     out.extend_from_slice(body);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Remembers `key` as first answered at `at_ms`, as the writer does.
+    fn put(archive: &Archive, key: &str, at_ms: TimeMs) {
+        let ItemBody::Remembered { views, .. } = remember(key, [0; 16], at_ms, vec![1]) else {
+            panic!("a remembered item");
+        };
+        let mut batch = sled::Batch::default();
+        archive.storage.pending.add(views, &mut batch);
+        archive.storage.idem.apply_batch(batch).unwrap();
+    }
+
+    fn keys(archive: &Archive) -> Vec<String> {
+        let mut keys: Vec<String> = (0..10)
+            .map(|i| format!("k{i}"))
+            .filter(|k| archive.saved_answer(k).unwrap().is_some())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn keys_are_forgotten_by_age_and_by_count_oldest_first() {
+        // Goal: keys older than the cutoff go; with a cap, the oldest beyond it go too; a
+        // key answered again after eviction keeps its new answer when its old age entry is
+        // swept; keys of an earlier version get age entries and are swept like the rest.
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::new(Storage::open(dir.path()).unwrap());
+        for i in 0..8 {
+            put(&archive, &format!("k{i}"), 1000 + i);
+        }
+        assert_eq!(archive.answers_added(), 8);
+        let f = archive.forget_answers(1002, None).unwrap();
+        assert_eq!((f.removed, f.remaining), (2, None), "k0, k1 by age");
+        let f = archive.forget_answers(0, Some(4)).unwrap();
+        assert_eq!((f.removed, f.remaining), (2, Some(4)), "k2, k3 by count");
+        assert_eq!(keys(&archive), ["k4", "k5", "k6", "k7"]);
+
+        // k4 answered again (as if evicted and reused): its old age entry must not take it.
+        put(&archive, "k4", 5000);
+        let f = archive.forget_answers(1006, None).unwrap();
+        assert_eq!(f.removed, 2, "the old age entry of k4, and k5");
+        assert_eq!(keys(&archive), ["k4", "k6", "k7"]);
+
+        // An entry of an earlier version: no age entry until the sweeper gives it one.
+        let (_, entry) = archive
+            .storage
+            .idem
+            .get("k7")
+            .unwrap()
+            .map(|v| ((), v))
+            .unwrap();
+        archive.storage.idem.insert("k8", entry).unwrap();
+        assert_eq!(archive.age_unaged_answers().unwrap(), 1);
+        assert_eq!(archive.age_unaged_answers().unwrap(), 0, "once");
+        let f = archive.forget_answers(4000, None).unwrap();
+        assert_eq!(f.removed, 3, "k6, k7 and k8 (answered at 1007)");
+        assert_eq!(keys(&archive), ["k4"]);
+    }
 }

@@ -321,6 +321,28 @@ pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreStat
     Ok(state)
 }
 
+/// The first byte of an age entry in the idempotency tree. Clients' keys are printable
+/// ASCII, so this byte never starts one.
+pub const IDEM_AGE_TAG: u8 = 0;
+
+/// The age entry of idempotency key `key`, first answered at `at_ms`:
+/// `\0 at_ms (u64 BE) key → ()`. Written with the entry in one batch, these list the
+/// remembered keys oldest first, for eviction by age and by count.
+pub fn idem_age_key(at_ms: TimeMs, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.len());
+    out.push(IDEM_AGE_TAG);
+    out.extend_from_slice(&(at_ms.max(0) as u64).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// The time and key of an age entry made by [`idem_age_key`].
+pub fn split_idem_age_key(bytes: &[u8]) -> Option<(TimeMs, &[u8])> {
+    let at = bytes.get(1..9)?;
+    let at = u64::from_be_bytes(at.try_into().ok()?);
+    Some((at as TimeMs, &bytes[9..]))
+}
+
 /// The trees derived from the WAL (caches, rebuilt by replay when needed).
 /// The key of an order in the archive of godown before order blocks (see `views`).
 pub fn order_key(id: OrderId) -> [u8; 4] {
@@ -493,6 +515,7 @@ pub fn view_writes(record: WalRecord) -> Vec<ViewWrite> {
         writes.push(ViewWrite::Idem {
             key: tag.key.as_bytes().to_vec(),
             value: encode_frame(&entry),
+            at_ms: tag.at_ms,
         });
     }
     writes

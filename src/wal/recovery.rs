@@ -255,6 +255,7 @@ fn replay_batch(r: &mut Replay<'_>, entries: &[u8], segment: u64) -> Result<(), 
                     let write = ViewWrite::Idem {
                         key: remembered.key.as_bytes().to_vec(),
                         value: encode_frame(&remembered.entry),
+                        at_ms: remembered.entry.at_ms,
                     };
                     r.storage.pending.add([write], &mut r.idem);
                 }

@@ -13,11 +13,12 @@
 //! the log is never truncated past that point.
 
 use super::format::{
-    WalError, decode_frame, encode_frame, movement_key, order_key, read_ledger_run,
+    WalError, decode_frame, encode_frame, idem_age_key, movement_key, order_key, read_ledger_run,
 };
 use super::storage::Storage;
-use crate::domain::{Movement, Order, OrderId, StoreId};
+use crate::domain::{Movement, Order, OrderId, StoreId, TimeMs};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// Consecutive order numbers per archive block (one sled value).
@@ -45,8 +46,13 @@ pub enum ViewWrite {
         store: StoreId,
         movements: Vec<Movement>,
     },
-    /// An idempotency entry (written straight to sled: few, and keyed by the client).
-    Idem { key: Vec<u8>, value: Vec<u8> },
+    /// An idempotency entry (written straight to sled: few, and keyed by the client), with
+    /// the time of its first answer (for its age entry, see `format::idem_age_key`).
+    Idem {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        at_ms: TimeMs,
+    },
 }
 
 #[derive(Default)]
@@ -102,6 +108,9 @@ pub struct PendingViews {
     /// Every record before it has its views applied to sled's trees (not yet flushed).
     applied_below: Mutex<u64>,
     applied: Condvar,
+    /// Idempotency entries added since the process started (re-added ones count again):
+    /// what tells the key sweeper to count and evict (see `Archive::forget_answers`).
+    idem_added: AtomicU64,
 }
 
 impl PendingViews {
@@ -132,9 +141,19 @@ impl PendingViews {
                         .or_default()
                         .insert(first, movements);
                 }
-                ViewWrite::Idem { key, value } => idem.insert(key, value),
+                ViewWrite::Idem { key, value, at_ms } => {
+                    // The entry and its age entry in one batch: neither is ever alone.
+                    idem.insert(idem_age_key(at_ms, &key), &[]);
+                    idem.insert(key, value);
+                    self.idem_added.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
+    }
+
+    /// Idempotency entries added since the process started.
+    pub fn idem_added(&self) -> u64 {
+        self.idem_added.load(Ordering::Relaxed)
     }
 
     /// Whether the filling generation is large enough to be written out.

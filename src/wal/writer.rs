@@ -83,7 +83,7 @@ impl ItemBody {
                     ViewWrite::Movements { movements, .. } => {
                         movements.len() * std::mem::size_of::<crate::domain::Movement>()
                     }
-                    ViewWrite::Idem { key, value } => key.len() + value.len(),
+                    ViewWrite::Idem { key, value, .. } => 2 * key.len() + value.len() + 9,
                 })
                 .sum()
         };
