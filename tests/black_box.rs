@@ -919,8 +919,8 @@ async fn arrays_in_place_of_objects_are_refused_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     // Goal: a slow client (half a request head, then nothing) cannot hold a connection open:
-    // the server ends it (408 or a close) within REQUEST_HEAD_TIMEOUT; the test gives up, and
-    // fails, at twice that.
+    // the server answers 408 with the JSON error shape and closes it within
+    // REQUEST_HEAD_TIMEOUT; the test gives up, and fails, at twice that.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = temp_dir();
     let server = TestServer::start(&dir.path().join("db"), &[]).await;
@@ -938,7 +938,77 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     );
     let text = String::from_utf8_lossy(&answer);
     assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        text.starts_with("HTTP/1.1 408") && text.ends_with(r#"{"error":"Request timeout","message":"The request head did not arrive in time."}"#),
         "unexpected answer: {text}"
     );
+}
+
+/// Sends `request` on a fresh connection and reads the answer until the server closes it.
+async fn raw_exchange(server: &TestServer, request: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The server may answer and close before it has read everything: ignore a reset.
+    let _ = socket.write_all(request).await;
+    let mut answer = Vec::new();
+    let limit = std::time::Duration::from_secs(10);
+    let _ = tokio::time::timeout(limit, socket.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_http_parser_refuses_get_json_errors_and_never_panic_it() {
+    // Goal: what actix-http refuses before the app sees it gets the JSON error shape: a
+    // header name of 64 KiB (which panicked actix-http 3.20 and dropped the connection), a
+    // head over its 128 KiB buffer, a request target of 64 KiB, too many headers, a bad
+    // Transfer-Encoding; and the server serves on after each.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    let long = "x".repeat(64 * 1024);
+    let huge = "v".repeat(140 * 1024);
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            format!("GET /health HTTP/1.1\r\n{long}: v\r\n\r\n"),
+            400,
+            "Bad request",
+        ),
+        (
+            format!("GET /health HTTP/1.1\r\nX-Big: {huge}\r\n\r\n"),
+            431,
+            "Request header fields too large",
+        ),
+        (format!("GET /{long} HTTP/1.1\r\n\r\n"), 400, "Bad request"),
+        (
+            format!("GET /health HTTP/1.1\r\n{many}\r\n"),
+            431,
+            "Request header fields too large",
+        ),
+        (
+            "POST /api/v1/orders/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".into(),
+            400,
+            "Bad request",
+        ),
+    ];
+    for (request, status, error) in cases {
+        let (got, body) = raw_exchange(&server, request.as_bytes()).await;
+        let what = &request[..request.len().min(60)];
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(error)),
+            "{what}"
+        );
+        assert!(body["message"].is_string(), "{what}");
+        assert_eq!(
+            server.get("/health").await.status,
+            200,
+            "serving on after {what}"
+        );
+    }
 }

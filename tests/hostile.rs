@@ -164,6 +164,9 @@ const ROUTES: &[(&str, &str)] = &[
         "GET",
         "/api/v1/inventory/products/{S}/{P}/movements?limit=5",
     ),
+    ("POST", "/api/v1/stores/{S}/tokens"),
+    ("GET", "/api/v1/stores/{S}/tokens"),
+    ("DELETE", "/api/v1/stores/{S}/tokens/{R}"),
     ("GET", "/health"),
     ("POST", "/metrics"),
     ("PATCH", "/api/v1/orders/{O}"),
@@ -180,6 +183,7 @@ const IDS: &[&str] = &[
     "ORD0000000000000000",
     "ORD1",
     "RSV1",
+    "TOK0000000000000001",
     "..",
     "x%20y",
     "ü",
@@ -200,7 +204,7 @@ fn case() -> impl Strategy<Value = Case> {
         [0..IDS.len(), 0..IDS.len(), 0..IDS.len(), 0..IDS.len()],
         0..8usize,
         mutation(),
-        0u8..3,
+        0u8..4,
     )
         .prop_map(|(route, ids, body, mutation, token)| Case {
             route,
@@ -295,6 +299,15 @@ async fn hostile_requests_get_json_4xx_and_change_nothing() {
         .to_request();
     let order: Value = test::call_and_read_body_json(&app, order_req).await;
     let order_id = order["order_id"].as_str().unwrap().to_string();
+    let token_req = test::TestRequest::post()
+        .uri(&format!("/api/v1/stores/{STORE}/tokens"))
+        .insert_header(admin.clone())
+        .to_request();
+    let token: Value = test::call_and_read_body_json(&app, token_req).await;
+    let store_auth = (
+        "authorization",
+        format!("Bearer {}", token["token"].as_str().unwrap()),
+    );
 
     let cases = std::env::var("HOSTILE_CASES")
         .ok()
@@ -333,6 +346,7 @@ async fn hostile_requests_get_json_4xx_and_change_nothing() {
         req = match c.token {
             0 => req,
             1 => req.insert_header(("authorization", "Bearer wrong")),
+            2 => req.insert_header(store_auth.clone()),
             _ => req.insert_header(admin.clone()),
         };
         let before = digest(&dir).await;
