@@ -148,11 +148,9 @@ pub async fn metrics(state: Data) -> HttpResponse {
         .body(out)
 }
 
-/// The OpenAPI 3 document of this API, kept beside the code (src/http/openapi.json).
+/// The OpenAPI 3 document of this API (see `openapi`).
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(include_str!("openapi.json"))
+    ok(super::openapi::document())
 }
 
 pub async fn not_found() -> ApiResult {
@@ -184,7 +182,9 @@ pub async fn put_store(
     }
 }
 
-pub async fn get_store(state: Data, path: web::Path<String>) -> ApiResult {
+pub async fn get_store(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
+    // Open to read, but a token that is sent must be valid.
+    state.caller(&req)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
     let config = dir.call(&store_id, GetStore).await?;

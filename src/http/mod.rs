@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 mod handlers;
+pub mod openapi;
 mod tokens;
 pub use handlers::exec;
 pub mod idempotency;
@@ -162,7 +163,15 @@ pub async fn json_errors(
     };
     let err = ApiError::new(status, phrase, message);
     let (req, _) = res.into_parts();
-    let response = actix_web::ResponseError::error_response(&err);
+    let mut response = actix_web::ResponseError::error_response(&err);
+    if status == actix_web::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = req
+            .match_pattern()
+            .and_then(|p| openapi::allowed_methods(&p))
+        && let Ok(value) = header::HeaderValue::from_str(&allow)
+    {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
     Ok(ServiceResponse::new(req, response).map_body(|_, b| EitherBody::right(b)))
 }
 

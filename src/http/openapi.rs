@@ -1,0 +1,646 @@
+//! The OpenAPI 3 document of this API (`GET /openapi.json`), built here so that each rule
+//! is written once: the id pattern, the error responses, the access rule of each route.
+//! It must say exactly what the server does (a client generated from it works): the
+//! Schemathesis run of `scripts/schemathesis.sh` checks every operation against it, and
+//! `tests/openapi.rs` checks that every route is in it.
+
+use serde_json::{Map, Value, json};
+use std::sync::OnceLock;
+
+/// Store, product, reservation and token ids (API.md "Ids and limits").
+const ID_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
+/// Text with something other than whitespace in it (Rust's `char::is_whitespace`): names.
+const NOT_BLANK: &str =
+    "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+/// Public order ids: 16 hex digits, or 8 for orders placed before v2.
+const ORDER_ID_PATTERN: &str = "^ORD([0-9A-F]{16}|[0-9A-F]{8})$";
+
+/// Who may call an operation.
+#[derive(Clone, Copy)]
+enum Access {
+    /// No token needed, and none is checked (operations endpoints).
+    Open,
+    /// Open unless a client token is set; a token that is sent must be valid (401).
+    Client,
+    /// The admin or the store's token (403 for another store's).
+    Store,
+    /// The admin only.
+    Admin,
+}
+
+/// The document, built once.
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+fn build() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "godown",
+            "version": "2",
+            "description": "Inventory and order engine for kirana stores. Contract: shared/API.md (v2). Every error body is {error, message, ...}; Error.error lists every phrase. Quantities are JSON numbers with at most 3 decimals, money at most 2; a store's units decide whether a quantity must be whole (pieces, pack)."
+        },
+        "paths": with_links(paths()),
+        "components": {
+            "schemas": schemas(),
+            "responses": error_responses(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        }
+    })
+}
+
+fn paths() -> Value {
+    let store = || id_param("store_id");
+    let product = || id_param("product_id");
+    let order = || {
+        param(
+            "order_id",
+            "path",
+            json!({"type": "string", "pattern": ORDER_ID_PATTERN}),
+        )
+    };
+    let limit = || {
+        param(
+            "limit",
+            "query",
+            json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        )
+    };
+    let idem = param(
+        "Idempotency-Key",
+        "header",
+        json!({"type": "string", "pattern": "^[ -~]{1,128}$"}),
+    );
+    let place_order = op(
+        "Place an order (Idempotency-Key honoured)",
+        Access::Client,
+        vec![idem],
+        Some("OrderInput"),
+        (200, "Order"),
+        &[400, 404, 409],
+    );
+    // A cancel's body (a reason) may be left out.
+    let mut cancel = op(
+        "Cancel an order",
+        Access::Store,
+        vec![order()],
+        Some("CancelInput"),
+        (200, "Order"),
+        &[400, 404, 409],
+    );
+    cancel["requestBody"]["required"] = json!(false);
+    json!({
+        "/api/v1/stores/{store_id}": {
+            "put": op("Create or update a store", Access::Admin, vec![store()], Some("StoreInput"), (200, "Store"), &[400]),
+            "get": op("Read a store", Access::Client, vec![store()], None, (200, "Store"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/tokens": {
+            "post": op("Issue a store token (shown once)", Access::Admin, vec![store()], None, (201, "IssuedToken"), &[400, 404, 409]),
+            "get": op("A store's live tokens, ids only", Access::Admin, vec![store()], None, (200, "TokenList"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/tokens/{token_id}": {
+            "delete": op("Revoke a store token at once", Access::Admin, vec![store(), id_param("token_id")], None, (200, "Revoked"), &[400, 404]),
+        },
+        "/api/v1/inventory/products/{store_id}": {
+            "get": op("List products by id", Access::Client,
+                vec![store(), limit(), param("after", "query", json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{0,128}$", "description": "A product id; empty or absent: from the start"}))],
+                None, (200, "ProductPage"), &[400, 404]),
+        },
+        "/api/v1/inventory/products/{store_id}/{product_id}": {
+            "put": op("Create or update a product", Access::Store, vec![store(), product()], Some("ProductInput"), (200, "Product"), &[400, 404]),
+            "get": op("Read a product's stock", Access::Client, vec![store(), product()], None, (200, "Product"), &[400, 404]),
+        },
+        "/api/v1/inventory/products/{store_id}/{product_id}/adjustments": {
+            "post": op("Adjust on_hand", Access::Store, vec![store(), product()], Some("AdjustmentInput"), (200, "Adjusted"), &[400, 404]),
+        },
+        "/api/v1/inventory/products/{store_id}/{product_id}/movements": {
+            "get": op("The product's ledger, newest first", Access::Store,
+                vec![store(), product(), limit(), param("after", "query", json!({"type": "string", "pattern": "^([0-9]{1,19})?$", "description": "A movement_id; empty or absent: from the newest"}))],
+                None, (200, "MovementPage"), &[400, 404]),
+        },
+        "/api/v1/inventory/availability": {
+            "post": op("Check a cart without changing anything", Access::Client, vec![], Some("AvailabilityInput"), (200, "Availability"), &[400, 404]),
+        },
+        "/api/v1/orders/": {"post": place_order.clone()},
+        "/api/v1/orders": {"post": place_order},
+        "/api/v1/orders/{order_id}": {
+            "get": op("Read an order", Access::Client, vec![order()], None, (200, "Order"), &[404]),
+        },
+        "/api/v1/orders/{order_id}/payment": {
+            "post": op("Payment provider callback", Access::Store, vec![order()], Some("PaymentInput"), (200, "Order"), &[400, 404, 409]),
+        },
+        "/api/v1/orders/{order_id}/cancel": {
+            "post": cancel,
+        },
+        "/api/v1/stores/{store_id}/reservations": {
+            "post": op("Hold stock for a cart", Access::Client, vec![store()], Some("ReservationInput"), (201, "Reservation"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/reservations/{reservation_id}": {
+            "delete": op("Release a hold", Access::Client, vec![store(), id_param("reservation_id")], None, (200, "Released"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/alerts/low-stock": {
+            "get": op("Products at or below their threshold", Access::Store, vec![store()], None, (200, "LowStock"), &[400, 404]),
+        },
+        "/health": {"get": plain("The process is up", (200, "Status"), &[])},
+        "/ready": {"get": plain("Recovery is done (503 until then)", (200, "Status"), &[503])},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (godown_*)",
+            "security": [],
+            "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}
+        }},
+    })
+}
+
+/// Gives each operation an id (`get /api/v1/orders/{order_id}` → `get_api_v1_orders_order_id`)
+/// and links from what creates a resource to what reads, changes or ends it, so that a
+/// client (or a stateful tester) can follow them.
+fn with_links(mut paths: Value) -> Value {
+    let id_of = |method: &str, path: &str| -> String {
+        let path: String = path
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let mut id = format!("{method}{path}");
+        while id.contains("__") {
+            id = id.replace("__", "_");
+        }
+        id.trim_end_matches('_').to_string()
+    };
+    if let Some(paths) = paths.as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            for (method, op) in ops.as_object_mut().into_iter().flatten() {
+                op["operationId"] = json!(id_of(method, path));
+            }
+        }
+    }
+    let store = json!({"store_id": "$request.path.store_id"});
+    let product =
+        json!({"store_id": "$request.path.store_id", "product_id": "$request.path.product_id"});
+    let order = json!({"order_id": "$response.body#/order_id"});
+    let links: [(&str, &str, &str, &[&str], &Value); 6] = [
+        (
+            "/api/v1/orders/",
+            "post",
+            "200",
+            &[
+                "get /api/v1/orders/{order_id}",
+                "post /api/v1/orders/{order_id}/payment",
+                "post /api/v1/orders/{order_id}/cancel",
+            ],
+            &order,
+        ),
+        (
+            "/api/v1/orders",
+            "post",
+            "200",
+            &[
+                "get /api/v1/orders/{order_id}",
+                "post /api/v1/orders/{order_id}/payment",
+                "post /api/v1/orders/{order_id}/cancel",
+            ],
+            &order,
+        ),
+        (
+            "/api/v1/stores/{store_id}",
+            "put",
+            "200",
+            &[
+                "get /api/v1/stores/{store_id}",
+                "get /api/v1/inventory/products/{store_id}",
+                "get /api/v1/stores/{store_id}/alerts/low-stock",
+                "post /api/v1/stores/{store_id}/tokens",
+                "get /api/v1/stores/{store_id}/tokens",
+            ],
+            &store,
+        ),
+        (
+            "/api/v1/inventory/products/{store_id}/{product_id}",
+            "put",
+            "200",
+            &[
+                "get /api/v1/inventory/products/{store_id}/{product_id}",
+                "post /api/v1/inventory/products/{store_id}/{product_id}/adjustments",
+                "get /api/v1/inventory/products/{store_id}/{product_id}/movements",
+            ],
+            &product,
+        ),
+        (
+            "/api/v1/stores/{store_id}/reservations",
+            "post",
+            "201",
+            &["delete /api/v1/stores/{store_id}/reservations/{reservation_id}"],
+            &json!({"store_id": "$request.path.store_id", "reservation_id": "$response.body#/reservation_id"}),
+        ),
+        (
+            "/api/v1/stores/{store_id}/tokens",
+            "post",
+            "201",
+            &["delete /api/v1/stores/{store_id}/tokens/{token_id}"],
+            &json!({"store_id": "$request.path.store_id", "token_id": "$response.body#/token_id"}),
+        ),
+    ];
+    for (path, method, code, targets, parameters) in links {
+        let mut map = Map::new();
+        for target in targets {
+            let (m, p) = target.split_once(' ').expect("method and path");
+            let target_id = id_of(m, p);
+            map.insert(
+                target_id.clone(),
+                json!({"operationId": target_id, "parameters": parameters}),
+            );
+        }
+        paths[path][method]["responses"][code]["links"] = Value::Object(map);
+    }
+    paths
+}
+
+fn param(name: &str, place: &str, schema: Value) -> Value {
+    json!({"name": name, "in": place, "required": place == "path", "schema": schema})
+}
+
+fn id_param(name: &str) -> Value {
+    param(
+        name,
+        "path",
+        json!({"type": "string", "pattern": ID_PATTERN}),
+    )
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// An operation: its parameters, its body (a schema name), its success and the errors it
+/// can answer besides those every operation of its kind can (see below).
+fn op(
+    summary: &str,
+    access: Access,
+    parameters: Vec<Value>,
+    body: Option<&str>,
+    ok: (u16, &str),
+    errors: &[u16],
+) -> Value {
+    let mut codes: Vec<u16> = errors.to_vec();
+    // Any /api call: not ready, overloaded or a failed write (503); a token that is sent
+    // and not valid (401).
+    codes.extend([401, 503]);
+    if matches!(access, Access::Store | Access::Admin) {
+        codes.push(403);
+    }
+    if body.is_some() {
+        codes.extend([400, 413, 415]);
+    }
+    let mut responses = Map::new();
+    responses.insert(
+        ok.0.to_string(),
+        json!({"description": ok.1, "content": {"application/json": {"schema": schema_ref(ok.1)}}}),
+    );
+    codes.sort_unstable();
+    codes.dedup();
+    for code in codes {
+        responses.insert(
+            code.to_string(),
+            json!({"$ref": format!("#/components/responses/E{code}")}),
+        );
+    }
+    let security = match access {
+        Access::Open => json!([]),
+        Access::Client => json!([{}, {"bearer": []}]),
+        Access::Store | Access::Admin => json!([{"bearer": []}]),
+    };
+    let who = match access {
+        Access::Open => "",
+        Access::Client => " (open unless GODOWN_CLIENT_TOKEN is set)",
+        Access::Store => " (admin or the store's token)",
+        Access::Admin => " (admin)",
+    };
+    let mut op = json!({
+        "summary": format!("{summary}{who}"),
+        "parameters": parameters,
+        "security": security,
+        "responses": responses,
+    });
+    if let Some(body) = body {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": schema_ref(body)}}
+        });
+    }
+    op
+}
+
+/// An operations endpoint: open, no body.
+fn plain(summary: &str, ok: (u16, &str), errors: &[u16]) -> Value {
+    let mut o = op(summary, Access::Open, vec![], None, ok, &[]);
+    let responses = o["responses"].as_object_mut().expect("responses");
+    responses.retain(|code, _| code == &ok.0.to_string());
+    for code in errors {
+        responses.insert(
+            code.to_string(),
+            json!({"$ref": format!("#/components/responses/E{code}")}),
+        );
+    }
+    o
+}
+
+fn error_responses() -> Value {
+    let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": schema_ref("Error")}}});
+    let mut e503 = error("Not ready, Overloaded or Storage failure; try again after Retry-After");
+    e503["headers"] =
+        json!({"Retry-After": {"description": "Whole seconds", "schema": {"type": "integer"}}});
+    json!({
+        "E400": error("Invalid input: the phrase in `error` says which rule"),
+        "E401": error("Unauthorized: no token where one is needed, or a token that is not valid"),
+        "E403": error("Forbidden: a valid token without this right"),
+        "E404": error("Store, product, order, reservation or token not found"),
+        "E409": error("A conflict with the current state (the phrase says which)"),
+        "E413": error("Payload too large (over 1 MiB)"),
+        "E415": error("Unsupported media type (send application/json)"),
+        "E503": e503,
+    })
+}
+
+/// Every error phrase the server answers with.
+const ERROR_PHRASES: &[&str] = &[
+    "Insufficient stock",
+    "Invalid quantity",
+    "Invalid price",
+    "Price changed",
+    "Duplicate product",
+    "Too many items",
+    "Too many units",
+    "Invalid id",
+    "Invalid name",
+    "Invalid field",
+    "Invalid JSON",
+    "Payload too large",
+    "Unsupported media type",
+    "store_id is required",
+    "Order must contain at least one item",
+    "No items",
+    "Invalid payment method",
+    "Invalid payment status",
+    "Invalid unit",
+    "Invalid tax rate",
+    "Invalid location",
+    "Invalid ttl",
+    "Invalid limit",
+    "Invalid after",
+    "Invalid query",
+    "Invalid idempotency key",
+    "Text too long",
+    "Order too large",
+    "Store not found",
+    "Product not found",
+    "Order not found",
+    "Reservation not found",
+    "Token not found",
+    "Reservation expired",
+    "Order not payable",
+    "Order not cancellable",
+    "Idempotency key reused",
+    "Too many tokens",
+    "Unauthorized",
+    "Forbidden",
+    "Overloaded",
+    "Not ready",
+    "Not found",
+    "Method not allowed",
+    "Too many stores",
+    "Storage failure",
+    "Internal error",
+    "Bad request",
+    "Request header fields too large",
+    "Request timeout",
+];
+
+fn qty(description: &str) -> Value {
+    json!({"type": "number", "description": description})
+}
+
+fn money() -> Value {
+    json!({"type": "number", "minimum": 0, "description": "Rupees, at most 2 decimals"})
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+/// An optional field: absent and `null` both mean "not given".
+fn opt(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    schema
+}
+
+fn schemas() -> Value {
+    let id = json!({"type": "string", "pattern": ID_PATTERN});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK});
+    let text = opt(json!({"type": "string", "maxLength": 1000}));
+    // A quantity in a request: above zero, at most 3 decimals, at most 10⁹ units.
+    let quantity = json!({"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 1_000_000_000u64, "multipleOf": 0.001});
+    let price = json!({"type": "number", "minimum": 0, "maximum": 10_000_000, "multipleOf": 0.01});
+    let location = object(
+        &["lat", "lon"],
+        json!({
+            "lat": {"type": "number", "minimum": -90, "maximum": 90, "multipleOf": 0.000001},
+            "lon": {"type": "number", "minimum": -180, "maximum": 180, "multipleOf": 0.000001},
+        }),
+    );
+    let unit = json!({"type": "string", "enum": ["pieces", "kg", "g", "litre", "ml", "pack"]});
+    let status = json!({"type": "string", "enum": ["pending_payment", "confirmed", "payment_failed", "cancelled", "expired"]});
+    // (`product_name` and `unit`, as in the seed's body, are accepted and ignored.)
+    let item_in = object(
+        &["product_id", "quantity"],
+        json!({"product_id": id, "quantity": quantity, "unit_price": opt(price.clone())}),
+    );
+    let items_in = json!({"type": "array", "minItems": 1, "maxItems": 500, "items": item_in});
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string", "enum": ERROR_PHRASES},
+                "message": {"type": "string"},
+            },
+            "additionalProperties": true,
+        },
+        "StoreInput": object(&["name"], json!({
+            "name": name,
+            "tax_rate_percent": opt(json!({"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01, "default": 5})),
+            "delivery_fee": opt(price.clone()),
+            "free_delivery_above": opt(price.clone()),
+            "location": opt(location.clone()),
+        })),
+        "Store": object(&["store_id", "name", "tax_rate_percent", "delivery_fee", "free_delivery_above", "location", "updated_at"], json!({
+            "store_id": {"type": "string"},
+            "name": {"type": "string"},
+            "tax_rate_percent": {"type": "number"},
+            "delivery_fee": money(),
+            "free_delivery_above": {"type": "number", "nullable": true},
+            "location": opt(location),
+            "updated_at": time(),
+        })),
+        "ProductInput": object(&["product_name", "unit", "unit_price"], json!({
+            "product_name": name,
+            "unit": unit,
+            "unit_price": price,
+            "stock": opt(json!({"type": "number", "minimum": 0, "maximum": 1_000_000_000u64, "multipleOf": 0.001})),
+            "low_stock_threshold": opt(json!({"type": "number", "minimum": 0, "maximum": 1_000_000_000u64, "multipleOf": 0.001})),
+            "category": opt(json!({"type": "string", "maxLength": 200, "pattern": format!("^$|{NOT_BLANK}")})),
+        })),
+        "Product": object(&["store_id", "product_id", "product_name", "unit", "unit_price", "current_stock", "on_hand", "reserved", "low_stock_threshold", "category", "updated_at"], json!({
+            "store_id": {"type": "string"},
+            "product_id": {"type": "string"},
+            "product_name": {"type": "string"},
+            "unit": unit,
+            "unit_price": money(),
+            "current_stock": qty("on_hand - reserved: what can still be sold"),
+            "on_hand": qty("Units in the store"),
+            "reserved": qty("Units held by open holds and unpaid orders"),
+            "low_stock_threshold": qty("An alert at or below this"),
+            "category": {"type": "string", "nullable": true},
+            "updated_at": time(),
+        })),
+        "ProductPage": object(&["items", "next_after"], json!({
+            "items": {"type": "array", "items": schema_ref("Product")},
+            "next_after": {"type": "string", "nullable": true},
+        })),
+        "AdjustmentInput": object(&["quantity_change", "reason"], json!({
+            "quantity_change": {"type": "number", "minimum": -1_000_000_000i64, "maximum": 1_000_000_000u64, "multipleOf": 0.001, "not": {"enum": [0]}},
+            "reason": name,
+        })),
+        "Adjusted": object(&["previous_stock", "new_stock", "movement_id"], json!({
+            "previous_stock": qty("on_hand before"),
+            "new_stock": qty("on_hand after"),
+            "movement_id": {"type": "integer"},
+        })),
+        "MovementPage": object(&["items", "next_after"], json!({
+            "items": {"type": "array", "items": object(&["movement_id", "at", "kind", "quantity_change", "reserved_change", "on_hand_after", "reserved_after", "reference"], json!({
+                "movement_id": {"type": "integer"},
+                "at": time(),
+                "kind": {"type": "string", "enum": ["initial", "sale", "reservation", "release", "adjustment", "cancel", "return", "transfer_in", "transfer_out"]},
+                "quantity_change": qty("Change of on_hand"),
+                "reserved_change": qty("Change of reserved"),
+                "on_hand_after": qty("on_hand after"),
+                "reserved_after": qty("reserved after"),
+                "reference": {"type": "string"},
+            }))},
+            "next_after": {"type": "integer", "nullable": true},
+        })),
+        "AvailabilityInput": object(&["store_id", "items"], json!({"store_id": id, "items": items_in})),
+        "Availability": object(&["all_available", "items"], json!({
+            "all_available": {"type": "boolean"},
+            "items": {"type": "array", "items": object(&["product_id", "requested", "available", "shortage"], json!({
+                "product_id": {"type": "string"},
+                "requested": qty("Asked for"),
+                "available": qty("current_stock"),
+                "shortage": qty("What is missing (0 if none)"),
+            }))},
+        })),
+        "OrderInput": object(&["store_id", "items", "payment_method"], json!({
+            "store_id": id,
+            "customer_phone": text,
+            "customer_name": text,
+            "delivery_address": text,
+            "items": items_in,
+            "payment_method": {"type": "string", "enum": ["cod", "upi", "card"]},
+            "reservation_id": opt(id.clone()),
+        })),
+        "Order": object(&["order_id", "status", "store_id", "customer_phone", "customer_name", "delivery_address", "items", "subtotal", "tax", "delivery_fee", "total_amount", "payment_method", "created_at", "updated_at"], json!({
+            "order_id": {"type": "string", "pattern": ORDER_ID_PATTERN},
+            "status": status,
+            "store_id": {"type": "string"},
+            "customer_phone": {"type": "string"},
+            "customer_name": {"type": "string"},
+            "delivery_address": {"type": "string"},
+            "items": {"type": "array", "items": object(&["product_id", "product_name", "quantity", "unit", "unit_price", "line_total"], json!({
+                "product_id": {"type": "string"},
+                "product_name": {"type": "string"},
+                "quantity": qty("Units ordered"),
+                "unit": unit,
+                "unit_price": money(),
+                "line_total": money(),
+            }))},
+            "subtotal": money(),
+            "tax": money(),
+            "delivery_fee": money(),
+            "total_amount": money(),
+            "payment_method": {"type": "string", "enum": ["cod", "upi", "card"]},
+            "reservation_id": {"type": "string"},
+            "payment_reference": {"type": "string"},
+            "cancel_reason": {"type": "string"},
+            "created_at": time(),
+            "updated_at": time(),
+            "expires_at": time(),
+        })),
+        "PaymentInput": object(&["status"], json!({
+            "status": {"type": "string", "enum": ["succeeded", "failed"]},
+            "reference": text,
+        })),
+        "CancelInput": object(&[], json!({"reason": text})),
+        "ReservationInput": object(&["items"], json!({
+            "items": items_in,
+            "ttl_seconds": opt(json!({"type": "number", "multipleOf": 1, "minimum": 1, "maximum": 86400, "default": 900})),
+        })),
+        "Reservation": object(&["reservation_id", "store_id", "items", "created_at", "expires_at"], json!({
+            "reservation_id": {"type": "string", "pattern": "^RSV[0-9A-F]{16}$"},
+            "store_id": {"type": "string"},
+            "items": {"type": "array", "items": object(&["product_id", "quantity"], json!({
+                "product_id": {"type": "string"},
+                "quantity": qty("Units held"),
+            }))},
+            "created_at": time(),
+            "expires_at": time(),
+        })),
+        "Released": object(&["reservation_id", "status"], json!({
+            "reservation_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["released"]},
+        })),
+        "LowStock": object(&["store_id", "items"], json!({
+            "store_id": {"type": "string"},
+            "items": {"type": "array", "items": object(&["product_id", "product_name", "current_stock", "low_stock_threshold"], json!({
+                "product_id": {"type": "string"},
+                "product_name": {"type": "string"},
+                "current_stock": qty("on_hand - reserved"),
+                "low_stock_threshold": qty("The product's threshold"),
+            }))},
+        })),
+        "IssuedToken": object(&["token_id", "token", "store_id", "created_at"], json!({
+            "token_id": {"type": "string", "pattern": "^TOK[0-9A-F]{16}$"},
+            "token": {"type": "string", "description": "Shown only here; godown keeps only its SHA-256 digest"},
+            "store_id": {"type": "string"},
+            "created_at": time(),
+        })),
+        "TokenList": object(&["store_id", "items"], json!({
+            "store_id": {"type": "string"},
+            "items": {"type": "array", "items": object(&["token_id", "created_at"], json!({
+                "token_id": {"type": "string"},
+                "created_at": time(),
+            }))},
+        })),
+        "Revoked": object(&["token_id", "status"], json!({
+            "token_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["revoked"]},
+        })),
+        "Status": object(&["status"], json!({"status": {"type": "string"}})),
+    })
+}
+
+/// The methods the document gives a route pattern (`/api/v1/stores/{store_id}`), for the
+/// `Allow` header of a 405.
+pub fn allowed_methods(pattern: &str) -> Option<String> {
+    let ops = document()["paths"].get(pattern)?.as_object()?;
+    let methods: Vec<String> = ops.keys().map(|m| m.to_ascii_uppercase()).collect();
+    Some(methods.join(", "))
+}
