@@ -6,7 +6,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use godown::domain::state::{DraftItem, OrderDraft};
 use godown::domain::*;
-use godown::wal::format::{WalRecord, decode_state, encode_frame, encode_state};
+use godown::wal::format::{WalRecord, decode_state, encode_record, encode_state};
 use godown::wal::views::PENDING_RECORDS_MAX;
 use godown::wal::writer::LogPosition;
 use godown::wal::{Durability, ItemBody, Storage, recovery, writer};
@@ -98,8 +98,9 @@ fn core(c: &mut Criterion) {
                 store_id: s.config.store_id.clone(),
                 events,
                 idem: None,
+                first_event_id: 0,
             };
-            encode_frame(&record)
+            encode_record(&record)
         })
     });
     g.finish();
@@ -141,10 +142,11 @@ fn wal(c: &mut Criterion) {
     let frames: Vec<Vec<u8>> = (0..512)
         .map(|n| {
             let (_, events) = s.execute(order(n + 1, &mut rng), 0).unwrap();
-            encode_frame(&WalRecord {
+            encode_record(&WalRecord {
                 store_id: s.config.store_id.clone(),
                 events,
                 idem: None,
+                first_event_id: 0,
             })
         })
         .collect();
@@ -209,10 +211,11 @@ fn snapshot_and_recovery(c: &mut Criterion) {
         let create = vec![Event::StoreSet(s.config.clone())];
         let id = s.config.store_id.clone();
         let submit = |events: Vec<Event>| {
-            let frame = encode_frame(&WalRecord {
+            let frame = encode_record(&WalRecord {
                 store_id: id.clone(),
                 events,
                 idem: None,
+                first_event_id: 0,
             });
             handle.submit_waiting(ItemBody::Record {
                 store_id: id.clone(),

@@ -143,6 +143,8 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         auth,
         order_ids,
     ));
+    // Public events go live only from the views, which get them once they are durable.
+    storage.pending.set_bus(state.bus.clone());
     let threads = if config.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -256,6 +258,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; taking final snapshots");
     handle.pause().await;
+    let _ = state.closing.send(true);
     snapshot_all(&dir, usize::MAX).await;
     // A last checkpoint: the snapshots and views are durable in sled, so a restart replays
     // and rebuilds next to nothing.

@@ -1,5 +1,6 @@
+use crate::domain::events;
 use crate::domain::*;
-use crate::wal::format::{IdemTag, WalRecord, encode_frame, encode_state, view_writes};
+use crate::wal::format::{IdemTag, WalRecord, encode_record, encode_state, view_writes};
 use crate::wal::writer::Durable;
 use crate::wal::{Archive, ItemBody, WalHandle, WalItem};
 use actix::prelude::*;
@@ -50,6 +51,8 @@ pub enum Reply {
     Order(Arc<Order>),
     Token(StoreToken),
     TokenRevoked(TokenId),
+    Webhook(Box<Webhook>),
+    WebhookRemoved(WebhookId),
     None,
 }
 
@@ -193,12 +196,15 @@ impl StoreActor {
         idem: Option<IdemTag>,
         wait: bool,
     ) -> Option<oneshot::Receiver<Durable>> {
+        // The state has applied these events: its counter is past their public ones.
+        let first_event_id = self.state.next_event_id() - events::public_count(&events);
         let record = WalRecord {
             store_id: self.state.config.store_id.clone(),
             events,
             idem,
+            first_event_id,
         };
-        let frame = encode_frame(&record);
+        let frame = encode_record(&record);
         self.submitted += 1;
         for event in &record.events {
             if let Event::OrderSet(o) = event {
@@ -314,6 +320,9 @@ impl StoreActor {
             Outcome::Expired { .. } => Reply::None,
             Outcome::TokenIssued(t) => Reply::Token(t.clone()),
             Outcome::TokenRevoked(id) => Reply::TokenRevoked(id.clone()),
+            Outcome::WebhookSet(w) => Reply::Webhook(w.clone()),
+            Outcome::WebhookRemoved(id) => Reply::WebhookRemoved(id.clone()),
+            Outcome::WebhookProgressed => Reply::None,
         }
     }
 }

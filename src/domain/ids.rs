@@ -65,6 +65,17 @@ text_id!(
     TokenId
 );
 
+text_id!(
+    /// A webhook's id, `WH` followed by 16 upper-case hex digits.
+    WebhookId
+);
+
+impl WebhookId {
+    pub fn from_number(n: u64) -> WebhookId {
+        WebhookId(format!("WH{n:016X}").into())
+    }
+}
+
 impl TokenId {
     pub fn from_number(n: u64) -> TokenId {
         TokenId(format!("TOK{n:016X}").into())

@@ -2,9 +2,10 @@
 //! and the events that change them. Events are facts: applying one never fails and never
 //! needs a decision, which is what lets the write-ahead log replay them verbatim.
 
-use super::ids::{OrderId, ProductId, ReservationId, StoreId, TokenId};
+use super::ids::{OrderId, ProductId, ReservationId, StoreId, TokenId, WebhookId};
 use super::number::{Paise, Qty, Unit};
 use super::tokens::StoreToken;
+use super::webhooks::Webhook;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -260,6 +261,34 @@ pub enum Event {
     TokenIssued(StoreToken),
     TokenRevoked {
         token_id: TokenId,
+        at_ms: TimeMs,
+    },
+    /// Available stock crossed to at or below the threshold (written since events; earlier
+    /// logs have `LowStock`, without the name).
+    StockLow {
+        product_id: ProductId,
+        product_name: Box<str>,
+        unit: Unit,
+        current_stock: Qty,
+        threshold: Qty,
+        at_ms: TimeMs,
+    },
+    /// A webhook was registered (or replaced).
+    WebhookSet(Webhook),
+    WebhookRemoved {
+        webhook_id: WebhookId,
+        at_ms: TimeMs,
+    },
+    /// A webhook is done (delivered or not for it) with every event up to `up_to`.
+    WebhookDelivered {
+        webhook_id: WebhookId,
+        up_to: u64,
+    },
+    /// A webhook gave up on an event after retrying for a day; it moves on past it.
+    WebhookFailed {
+        webhook_id: WebhookId,
+        event_id: u64,
+        attempts: u32,
         at_ms: TimeMs,
     },
 }

@@ -4,11 +4,13 @@
 //! `StoreState::apply_event` is the single place where state changes. Replaying the events
 //! of the write-ahead log therefore rebuilds exactly the state the actor had.
 
-use super::ids::{OrderId, ProductId, ReservationId, TokenId};
+use super::events;
+use super::ids::{OrderId, ProductId, ReservationId, TokenId, WebhookId};
 use super::model::*;
 use super::number::{Paise, QTY_MILLI_MAX, Qty};
 use super::pricing;
 use super::tokens::{StoreToken, TOKENS_PER_STORE_MAX, TokenDigest, Tokens};
+use super::webhooks::{WEBHOOKS_PER_STORE_MAX, Webhook, Webhooks};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -80,6 +82,10 @@ pub enum DomainError {
     TooManyTokens,
     #[error("token not found")]
     TokenNotFound,
+    #[error("too many webhooks")]
+    TooManyWebhooks,
+    #[error("webhook not found")]
+    WebhookNotFound,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -140,6 +146,23 @@ pub enum Command {
     RevokeToken {
         token_id: TokenId,
     },
+    /// Registers a webhook; the actor picks a fresh `webhook_id`. It gets the store's
+    /// events from the next one on.
+    AddWebhook(Box<Webhook>),
+    RemoveWebhook {
+        webhook_id: WebhookId,
+    },
+    /// The webhook is done with every event up to `up_to`.
+    WebhookProgress {
+        webhook_id: WebhookId,
+        up_to: u64,
+    },
+    /// The webhook gave up on `event_id` (a `webhook.failed` event) and moves past it.
+    WebhookGaveUp {
+        webhook_id: WebhookId,
+        event_id: u64,
+        attempts: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +182,9 @@ pub enum Outcome {
     },
     TokenIssued(StoreToken),
     TokenRevoked(TokenId),
+    WebhookSet(Box<Webhook>),
+    WebhookRemoved(WebhookId),
+    WebhookProgressed,
 }
 
 /// What settling a line does to the counters.
@@ -198,9 +224,11 @@ pub struct StoreState {
     /// Open orders (always) and recently touched ones (until the actor evicts them).
     orders: BTreeMap<OrderId, Arc<Order>>,
     next_movement_id: u64,
-    /// Last, so that a snapshot written before tokens is this layout without them (see
-    /// [`StoreStateBeforeTokens`]).
+    /// (Fields added since the first layout go last: see `StoreStateBeforeTokens`.)
     tokens: Tokens,
+    /// The id of the store's next public event (see `events`).
+    next_event_id: u64,
+    webhooks: Webhooks,
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     deadlines: BTreeSet<(TimeMs, Deadline)>,
@@ -235,8 +263,26 @@ impl From<StoreStateBeforeTokens> for StoreState {
             orders: old.orders,
             next_movement_id: old.next_movement_id,
             tokens: Tokens::default(),
+            next_event_id: 1,
+            webhooks: Webhooks::default(),
             deadlines: BTreeSet::new(),
         }
+    }
+}
+
+/// The layout of [`StoreState`] with tokens and before events (never released; read so
+/// that no data directory of any build is left behind).
+#[derive(Deserialize)]
+pub struct StoreStateBeforeEvents {
+    before: StoreStateBeforeTokens,
+    tokens: Tokens,
+}
+
+impl From<StoreStateBeforeEvents> for StoreState {
+    fn from(old: StoreStateBeforeEvents) -> StoreState {
+        let mut state = StoreState::from(old.before);
+        state.tokens = old.tokens;
+        state
     }
 }
 
@@ -249,12 +295,23 @@ impl StoreState {
             orders: BTreeMap::new(),
             next_movement_id: 1,
             tokens: Tokens::default(),
+            next_event_id: 1,
+            webhooks: Webhooks::default(),
             deadlines: BTreeSet::new(),
         }
     }
 
     pub fn tokens(&self) -> &Tokens {
         &self.tokens
+    }
+
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+
+    /// The id the store's next public event will have.
+    pub fn next_event_id(&self) -> u64 {
+        self.next_event_id
     }
 
     pub fn product(&self, id: &ProductId) -> Option<&Product> {
@@ -410,8 +467,69 @@ impl StoreState {
                 self.emit(&mut events, event);
                 Outcome::TokenRevoked(token_id)
             }
+            Command::AddWebhook(_)
+            | Command::RemoveWebhook { .. }
+            | Command::WebhookProgress { .. }
+            | Command::WebhookGaveUp { .. } => {
+                self.webhook_command(&mut events, command, now_ms)?
+            }
         };
         Ok((outcome, events))
+    }
+
+    fn webhook_command(
+        &mut self,
+        events: &mut Vec<Event>,
+        command: Command,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        let known = |id: &WebhookId| self.webhooks.get(id).is_some();
+        let outcome = match command {
+            Command::AddWebhook(mut webhook) => {
+                if self.webhooks.len() >= WEBHOOKS_PER_STORE_MAX {
+                    return Err(DomainError::TooManyWebhooks);
+                }
+                webhook.created_ms = now_ms;
+                webhook.delivered_to = self.next_event_id - 1;
+                self.emit(events, Event::WebhookSet((*webhook).clone()));
+                Outcome::WebhookSet(webhook)
+            }
+            Command::RemoveWebhook { webhook_id } if known(&webhook_id) => {
+                let event = Event::WebhookRemoved {
+                    webhook_id: webhook_id.clone(),
+                    at_ms: now_ms,
+                };
+                self.emit(events, event);
+                Outcome::WebhookRemoved(webhook_id)
+            }
+            Command::WebhookProgress { webhook_id, up_to } if known(&webhook_id) => {
+                let up_to = up_to.min(self.next_event_id - 1);
+                if self
+                    .webhooks
+                    .get(&webhook_id)
+                    .is_some_and(|w| w.delivered_to < up_to)
+                {
+                    self.emit(events, Event::WebhookDelivered { webhook_id, up_to });
+                }
+                Outcome::WebhookProgressed
+            }
+            Command::WebhookGaveUp {
+                webhook_id,
+                event_id,
+                attempts,
+            } if known(&webhook_id) => {
+                let event = Event::WebhookFailed {
+                    webhook_id,
+                    event_id,
+                    attempts,
+                    at_ms: now_ms,
+                };
+                self.emit(events, event);
+                Outcome::WebhookProgressed
+            }
+            _ => return Err(DomainError::WebhookNotFound),
+        };
+        Ok(outcome)
     }
 
     fn set_product(
@@ -953,8 +1071,10 @@ impl StoreState {
         let after = p.current_stock();
         let threshold = p.info.low_stock_threshold;
         if before > threshold && after <= threshold {
-            let low = Event::LowStock {
+            let low = Event::StockLow {
                 product_id: id.clone(),
+                product_name: p.info.name.clone(),
+                unit: p.info.unit,
                 current_stock: after,
                 threshold,
                 at_ms: now_ms,
@@ -970,6 +1090,9 @@ impl StoreState {
 
     /// Applies one fact. Used both live and when replaying the log; never fails.
     pub fn apply_event(&mut self, event: &Event) {
+        if events::public_kind(event).is_some() {
+            self.next_event_id += 1;
+        }
         match event {
             Event::StoreSet(config) => self.config = config.clone(),
             Event::ProductSet { info, at_ms } => match self.products.get_mut(&info.product_id) {
@@ -1039,6 +1162,18 @@ impl StoreState {
             Event::LowStock { .. } => {}
             Event::TokenIssued(token) => self.tokens.insert(token.clone()),
             Event::TokenRevoked { token_id, .. } => self.tokens.remove(token_id),
+            Event::StockLow { .. } => {}
+            Event::WebhookSet(w) => self.webhooks.insert(w.clone()),
+            Event::WebhookRemoved { webhook_id, .. } => self.webhooks.remove(webhook_id),
+            Event::WebhookDelivered { webhook_id, up_to } => {
+                self.webhooks.advance(webhook_id, *up_to)
+            }
+            // Its own event (this one) is after the failed one: done up to the failed one.
+            Event::WebhookFailed {
+                webhook_id,
+                event_id,
+                ..
+            } => self.webhooks.advance(webhook_id, *event_id),
         }
     }
 

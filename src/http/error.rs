@@ -4,7 +4,7 @@
 use super::json::{paise_json, qty_json};
 use crate::actor::{CallError, StoreError};
 use crate::domain::state::LOCK_MILLI_MAX;
-use crate::domain::{DomainError, Shortage, TOKENS_PER_STORE_MAX};
+use crate::domain::{DomainError, Shortage, TOKENS_PER_STORE_MAX, WEBHOOKS_PER_STORE_MAX};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
@@ -253,6 +253,12 @@ impl From<DomainError> for ApiError {
                 format!("A store has at most {TOKENS_PER_STORE_MAX} tokens; revoke one first."),
             ),
             TokenNotFound => ApiError::new(StatusCode::NOT_FOUND, "Token not found", "This store has no live token with this id."),
+            TooManyWebhooks => ApiError::new(
+                StatusCode::CONFLICT,
+                "Too many webhooks",
+                format!("A store has at most {WEBHOOKS_PER_STORE_MAX} webhooks; remove one first."),
+            ),
+            WebhookNotFound => ApiError::new(StatusCode::NOT_FOUND, "Webhook not found", "This store has no webhook with this id."),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+mod events;
 mod handlers;
 pub mod openapi;
 mod tokens;
@@ -33,6 +34,10 @@ pub struct AppState {
     pub order_ids: OrderIdCodec,
     pub auth: Auth,
     pub idem: Arc<idempotency::IdemTable>,
+    /// Public events, live, once durable (the views hand them over).
+    pub bus: Arc<crate::wal::EventBus>,
+    /// Set to true when the server shuts down: event streams end.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -43,6 +48,8 @@ impl AppState {
             order_ids,
             auth,
             idem: Arc::default(),
+            bus: Arc::default(),
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -100,6 +107,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/stores/{store_id}/tokens/{token_id}").delete(tokens::revoke),
         )
+        .service(web::resource("/api/v1/stores/{store_id}/events").get(events::events))
         .service(web::resource("/api/v1/stores/{store_id}/reservations").post(post_reservation))
         .service(
             web::resource("/api/v1/stores/{store_id}/reservations/{reservation_id}")

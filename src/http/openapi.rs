@@ -91,6 +91,29 @@ fn paths() -> Value {
         &[400, 404, 409],
     );
     cancel["requestBody"]["required"] = json!(false);
+    let mut events = op(
+        "A store's events: a page (oldest first), or Server-Sent Events with Accept: text/event-stream",
+        Access::Store,
+        vec![
+            store(),
+            limit(),
+            param(
+                "after",
+                "query",
+                json!({"type": "string", "pattern": "^[0-9]{0,19}$", "description": "An event id; empty or absent: from the oldest kept"}),
+            ),
+            param(
+                "Last-Event-ID",
+                "header",
+                json!({"type": "string", "pattern": "^[0-9]{0,19}$"}),
+            ),
+        ],
+        None,
+        (200, "EventPage"),
+        &[400, 404],
+    );
+    events["responses"]["200"]["content"]["text/event-stream"] =
+        json!({"schema": {"type": "string"}});
     json!({
         "/api/v1/stores/{store_id}": {
             "put": op("Create or update a store", Access::Admin, vec![store()], Some("StoreInput"), (200, "Store"), &[400]),
@@ -133,6 +156,9 @@ fn paths() -> Value {
         },
         "/api/v1/orders/{order_id}/cancel": {
             "post": cancel,
+        },
+        "/api/v1/stores/{store_id}/events": {
+            "get": events,
         },
         "/api/v1/stores/{store_id}/reservations": {
             "post": op("Hold stock for a cart", Access::Client, vec![store()], Some("ReservationInput"), (201, "Reservation"), &[400, 404]),
@@ -407,6 +433,9 @@ const ERROR_PHRASES: &[&str] = &[
     "Order not cancellable",
     "Idempotency key reused",
     "Too many tokens",
+    "Too many webhooks",
+    "Webhook not found",
+    "Invalid url",
     "Unauthorized",
     "Forbidden",
     "Overloaded",
@@ -634,6 +663,17 @@ fn schemas() -> Value {
             "status": {"type": "string", "enum": ["revoked"]},
         })),
         "Status": object(&["status"], json!({"status": {"type": "string"}})),
+        "Event": object(&["id", "type", "store_id", "created_at", "data"], json!({
+            "id": {"type": "integer", "minimum": 1},
+            "type": {"type": "string", "enum": crate::domain::EventKind::ALL.map(|k| k.as_str())},
+            "store_id": {"type": "string"},
+            "created_at": time(),
+            "data": {"type": "object", "description": "order.*: the order; reservation.created: the hold; reservation.released/expired: {reservation_id}; stock.adjusted: {product_id, movement_id, quantity_change, reason, on_hand, reserved, current_stock}; stock.low: {product_id, product_name, unit, current_stock, low_stock_threshold}; webhook.failed: {webhook_id, event_id, attempts}"},
+        })),
+        "EventPage": object(&["items", "next_after"], json!({
+            "items": {"type": "array", "items": schema_ref("Event")},
+            "next_after": {"type": "integer", "nullable": true},
+        })),
     })
 }
 

@@ -190,6 +190,16 @@ impl Archive {
         Ok(added)
     }
 
+    /// A store's public events after `after`, oldest first, at most `limit`.
+    pub fn events_after(
+        &self,
+        store: &StoreId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<std::sync::Arc<crate::domain::StoreEvent>>, WalError> {
+        views::events_after(&self.storage, store, after, limit)
+    }
+
     /// Idempotency entries added since the process started (see `PendingViews`).
     pub fn answers_added(&self) -> u64 {
         self.storage.pending.idem_added()

@@ -7,7 +7,7 @@
 //! and we make its files durable ourselves at each checkpoint (sled's `flush` is no fsync).
 
 use super::views::ViewWrite;
-use crate::domain::state::StoreStateBeforeTokens;
+use crate::domain::state::{StoreStateBeforeEvents, StoreStateBeforeTokens};
 use crate::domain::{Event, Movement, Order, OrderId, StoreId, StoreState, TimeMs};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,13 +66,22 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     what: &dyn Fn() -> String,
 ) -> Result<T, WalError> {
+    decode_versioned(bytes, what, FORMAT_VERSION)
+}
+
+/// Decodes a frame of format `version`.
+fn decode_versioned<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &dyn Fn() -> String,
+    version: u8,
+) -> Result<T, WalError> {
     if bytes.len() < HEADER_LEN {
         return Err(WalError::Corrupt {
             what: what(),
             why: format!("only {} bytes", bytes.len()),
         });
     }
-    if bytes[0] != FORMAT_VERSION {
+    if bytes[0] != version {
         return Err(WalError::UnknownVersion {
             what: what(),
             version: bytes[0],
@@ -136,6 +145,41 @@ pub struct WalRecord {
     pub events: Vec<Event>,
     /// Set when the command was an order placed with an `Idempotency-Key`.
     pub idem: Option<IdemTag>,
+    /// The id of the first public event its facts give (`domain::events`); 0 in records
+    /// of format version 1, written before events, which give none.
+    pub first_event_id: u64,
+}
+
+/// The format version of record frames: 2 since records carry `first_event_id`.
+pub const RECORD_VERSION: u8 = 2;
+
+/// A record as format version 1 wrote it.
+#[derive(Deserialize)]
+struct WalRecordV1 {
+    store_id: StoreId,
+    events: Vec<Event>,
+    idem: Option<IdemTag>,
+}
+
+/// Encodes a record into a checksummed frame of [`RECORD_VERSION`].
+pub fn encode_record(record: &WalRecord) -> Vec<u8> {
+    let mut frame = encode_frame(record);
+    frame[0] = RECORD_VERSION;
+    frame
+}
+
+/// Decodes a record frame of either version.
+pub fn decode_record(bytes: &[u8], what: &dyn Fn() -> String) -> Result<WalRecord, WalError> {
+    if bytes.first() == Some(&FORMAT_VERSION) {
+        let old: WalRecordV1 = decode_frame(bytes, what)?;
+        return Ok(WalRecord {
+            store_id: old.store_id,
+            events: old.events,
+            idem: old.idem,
+            first_event_id: 0,
+        });
+    }
+    decode_versioned(bytes, what, RECORD_VERSION)
 }
 
 /// A store's whole state as of WAL sequence `seq` (it covers every record before `seq`).
@@ -295,13 +339,22 @@ pub fn snapshot_keys_before(
     Ok(keys)
 }
 
+/// Marks a snapshot state of a versioned layout: `[STATE_TAG][layout u8][bincode]`. The
+/// layouts before it began with a store id's length (1 to 128), never with this byte.
+const STATE_TAG: u8 = 0xFF;
+/// The layout of `StoreState` this build writes (3: with events and webhooks).
+const STATE_LAYOUT: u8 = 3;
+
 pub fn encode_state(state: &StoreState) -> Vec<u8> {
-    bincode::serde::encode_to_vec(state, config()).expect("encoding to a Vec cannot fail")
+    let mut out = vec![STATE_TAG, STATE_LAYOUT];
+    bincode::serde::encode_into_std_write(state, &mut out, config())
+        .expect("writing to a Vec cannot fail");
+    out
 }
 
-/// Decodes a store's state from a snapshot, of this layout or of the one before store
-/// tokens. The two cannot be confused: the older bytes end where the newer layout still
-/// wants its tokens, and the newer have bytes left over as the older.
+/// Decodes a store's state from a snapshot, of this layout or an earlier one (untagged:
+/// before tokens, or with tokens and before events; the one whose bytes it is decodes
+/// whole, the others do not).
 pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreState, WalError> {
     fn whole<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
         match bincode::serde::decode_from_slice::<T, _>(bytes, config()) {
@@ -310,13 +363,18 @@ pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreStat
             Err(e) => Err(e.to_string()),
         }
     }
-    let mut state = whole::<StoreState>(bytes)
-        .or_else(|why| {
-            whole::<StoreStateBeforeTokens>(bytes)
-                .map(StoreState::from)
-                .map_err(|_| why)
-        })
-        .map_err(|why| WalError::Corrupt { what: what(), why })?;
+    let decoded = match bytes {
+        [STATE_TAG, STATE_LAYOUT, rest @ ..] => whole::<StoreState>(rest),
+        [STATE_TAG, layout, ..] => Err(format!("unknown state layout {layout}")),
+        _ => whole::<StoreStateBeforeEvents>(bytes)
+            .map(StoreState::from)
+            .or_else(|why| {
+                whole::<StoreStateBeforeTokens>(bytes)
+                    .map(StoreState::from)
+                    .map_err(|_| why)
+            }),
+    };
+    let mut state = decoded.map_err(|why| WalError::Corrupt { what: what(), why })?;
     state.rebuild_indexes();
     Ok(state)
 }
@@ -478,7 +536,16 @@ pub fn read_ledger_run(
 /// The view writes that a record implies (it is consumed: its movements move into the
 /// ledger's write). Used live by the actor and again by recovery.
 pub fn view_writes(record: WalRecord) -> Vec<ViewWrite> {
-    let mut writes = Vec::with_capacity(3);
+    let mut writes = Vec::with_capacity(4);
+    if record.first_event_id > 0 {
+        let events = crate::domain::events::derive(&record.events, record.first_event_id);
+        if !events.is_empty() {
+            writes.push(ViewWrite::Events {
+                store: record.store_id.clone(),
+                events: events.into_iter().map(std::sync::Arc::new).collect(),
+            });
+        }
+    }
     let mut first_order = None;
     let mut moved: Vec<Movement> = Vec::new();
     for event in record.events {
@@ -580,6 +647,7 @@ mod tests {
                 store_id: store.clone(),
                 events: ids.map(|i| Event::Moved(movement(i))).collect(),
                 idem: None,
+                first_event_id: 0,
             };
             for w in view_writes(record) {
                 let ViewWrite::Movements { store, movements } = w else {
@@ -682,7 +750,7 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_from_before_store_tokens_still_decodes() {
+    fn snapshots_of_every_earlier_layout_still_decode() {
         // Goal: a state written before tokens (the same layout without the trailing token
         // map) decodes, with no tokens; a state with tokens round-trips; a cut is caught.
         use crate::domain::{Command, Paise, StoreConfig, TokenId};
@@ -698,11 +766,21 @@ mod tests {
         let what = || "test".to_string();
         let state = StoreState::new(config);
         let bytes = encode_state(&state);
-        assert_eq!(bytes.last(), Some(&0), "an empty token map is one byte");
-        let old = &bytes[..bytes.len() - 1];
-        let decoded = decode_state(old, &what).unwrap();
-        assert_eq!(encode_state(&decoded), bytes);
-        assert!(decoded.tokens().is_empty());
+        // Tag and layout, …, then an empty token map, next_event_id 1 and no webhooks: one
+        // byte each. Without the tag and the last two, the layout with tokens and before
+        // events; without the last three too, the layout before tokens.
+        assert_eq!(&bytes[bytes.len() - 3..], [0, 1, 0]);
+        for old in [&bytes[2..bytes.len() - 2], &bytes[2..bytes.len() - 3]] {
+            let decoded = decode_state(old, &what).unwrap();
+            assert_eq!(encode_state(&decoded), bytes);
+            assert!(decoded.tokens().is_empty());
+        }
+        let mut unknown = bytes.clone();
+        unknown[1] = 9;
+        assert!(matches!(
+            decode_state(&unknown, &what),
+            Err(WalError::Corrupt { .. })
+        ));
 
         let mut state = state;
         let token_id = TokenId::from_number(9);

@@ -7,6 +7,7 @@
 //! made durable at checkpoints. [`recovery`] rebuilds the stores from snapshots and the log.
 
 pub mod archive;
+pub mod bus;
 pub mod format;
 pub mod recovery;
 pub mod segments;
@@ -15,6 +16,7 @@ pub mod views;
 pub mod writer;
 
 pub use archive::{Archive, LedgerError, Saved, SavedAnswer};
+pub use bus::EventBus;
 pub use format::{IdemTag, WalError, WalRecord};
 pub use storage::Storage;
 pub use writer::{Durability, ItemBody, WalHandle, WalItem};

@@ -7,8 +7,8 @@
 
 use super::format::{
     EntryKind, Remembered, SnapshotFrame, StoredSnapshot, WalError, WalRecord, decode_frame,
-    decode_state, encode_frame, push_batch_entry, read_snapshots, split_batch, split_legacy_batch,
-    view_writes,
+    decode_record, decode_state, encode_frame, push_batch_entry, read_snapshots, split_batch,
+    split_legacy_batch, view_writes,
 };
 use super::segments::{self, io_error, sync_dir};
 use super::storage::Storage;
@@ -246,7 +246,7 @@ fn replay_batch(r: &mut Replay<'_>, entries: &[u8], segment: u64) -> Result<(), 
         let what = || format!("log entry {}", e.seq);
         match e.kind {
             EntryKind::Record => {
-                let record: WalRecord = decode_frame(e.frame, &what)?;
+                let record = decode_record(e.frame, &what)?;
                 replay_record(r, e.seq, record)?;
             }
             EntryKind::Remembered => {
@@ -289,7 +289,7 @@ fn replay_record(r: &mut Replay<'_>, seq: u64, record: WalRecord) -> Result<(), 
 /// Replays the log kept in sled by earlier versions (for `verify`, which writes nothing).
 fn read_legacy(r: &mut Replay<'_>) -> Result<(), WalError> {
     for (seq, frame) in legacy_entries(r.storage)? {
-        let record: WalRecord = decode_frame(&frame, &|| format!("WAL record {seq}"))?;
+        let record = decode_record(&frame, &|| format!("WAL record {seq}"))?;
         r.report.first_seq.get_or_insert(seq);
         r.report.last_seq = Some(seq);
         replay_record(r, seq, record)?;
@@ -311,7 +311,7 @@ fn legacy_entries(storage: &Storage) -> Result<Vec<(u64, Vec<u8>)>, WalError> {
         };
         let count = entries.len();
         for (i, (seq, frame)) in entries.into_iter().enumerate() {
-            let intact = decode_frame::<WalRecord>(frame, &|| String::new()).is_ok();
+            let intact = decode_record(frame, &|| String::new()).is_ok();
             if !(intact || last_batch && i + 1 == count) {
                 return Err(WalError::Corrupt {
                     what: format!("WAL record {seq}"),
@@ -406,7 +406,7 @@ mod tests {
     use super::*;
     use crate::domain::state::{DraftItem, OrderDraft};
     use crate::domain::*;
-    use crate::wal::format::{EntryKind, encode_frame, push_batch_entry};
+    use crate::wal::format::{EntryKind, encode_frame, encode_record, push_batch_entry};
 
     fn record(state: &mut StoreState, command: Command) -> WalRecord {
         let (_, events) = state.execute(command, 0).unwrap();
@@ -414,6 +414,7 @@ mod tests {
             store_id: state.config.store_id.clone(),
             events,
             idem: None,
+            first_event_id: 0,
         }
     }
 
@@ -434,6 +435,7 @@ mod tests {
             store_id: config.store_id.clone(),
             events: vec![Event::StoreSet(config.clone())],
             idem: None,
+            first_event_id: 0,
         }];
         state.apply_event(&records[0].events[0]);
         let info = ProductInfo {
@@ -487,7 +489,7 @@ mod tests {
                     &mut value,
                     seq,
                     EntryKind::Record,
-                    &encode_frame(&records[i]),
+                    &encode_record(&records[i]),
                 );
                 seq += 1;
             }
@@ -565,7 +567,7 @@ mod tests {
             let first = seq;
             let mut value = Vec::new();
             for &i in batch {
-                let frame = encode_frame(&records[i]);
+                let frame = encode_record(&records[i]);
                 value.extend_from_slice(&seq.to_le_bytes());
                 value.extend_from_slice(&(frame.len() as u32).to_le_bytes());
                 value.extend_from_slice(&frame);
@@ -639,7 +641,7 @@ mod tests {
     fn record_item(record: &WalRecord) -> crate::wal::ItemBody {
         crate::wal::ItemBody::Record {
             store_id: record.store_id.clone(),
-            frame: encode_frame(record),
+            frame: encode_record(record),
             views: view_writes(record.clone()),
         }
     }

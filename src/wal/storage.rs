@@ -34,6 +34,9 @@ pub struct Storage {
     /// consecutive ids, appended per store; a product's history is the chain of
     /// `prev_movement_id` from its newest movement.
     pub movements: sled::Tree,
+    /// `store \0 first event id (BE) → Vec<StoreEvent> frame`: a store's public events in
+    /// runs of consecutive ids (see `views`).
+    pub events: sled::Tree,
     /// `Idempotency-Key → IdemEntry frame`.
     pub idem: sled::Tree,
     /// `views_from → seq (u64 BE)`, as versions before the checkpoint file kept it.
@@ -63,6 +66,7 @@ impl Storage {
             orders: db.open_tree("orders")?,
             movements: db.open_tree("movements")?,
             idem: db.open_tree("idem")?,
+            events: db.open_tree("events")?,
             order_blocks: db.open_tree("order_blocks")?,
             meta: db.open_tree("meta")?,
             pending: Arc::default(),

@@ -16,7 +16,7 @@ use super::format::{
     WalError, decode_frame, encode_frame, idem_age_key, movement_key, order_key, read_ledger_run,
 };
 use super::storage::Storage;
-use crate::domain::{Movement, Order, OrderId, StoreId, TimeMs};
+use crate::domain::{Movement, Order, OrderId, StoreEvent, StoreId, TimeMs};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -29,6 +29,10 @@ pub const LEDGER_RUN_MAX: usize = 64;
 pub const PENDING_ORDERS_MAX: usize = 1024;
 /// …or this many movements…
 pub const PENDING_MOVEMENTS_MAX: usize = 4096;
+/// …or this many public events…
+pub const PENDING_EVENTS_MAX: usize = 4096;
+/// Most public events in one sled value of the event log.
+pub const EVENT_RUN_MAX: usize = 64;
 /// …or when this many records were logged since the last time (bounds recovery's work
 /// and the log kept for it even when records carry no views).
 pub const PENDING_RECORDS_MAX: u64 = 65_536;
@@ -46,6 +50,11 @@ pub enum ViewWrite {
         store: StoreId,
         movements: Vec<Movement>,
     },
+    /// A record's public events (consecutive ids) in one store.
+    Events {
+        store: StoreId,
+        events: Vec<Arc<StoreEvent>>,
+    },
     /// An idempotency entry (written straight to sled: few, and keyed by the client), with
     /// the time of its first answer (for its age entry, see `format::idem_age_key`).
     Idem {
@@ -62,6 +71,9 @@ struct Pending {
     /// Store → first movement id → a record's movements.
     movements: HashMap<StoreId, BTreeMap<u64, Vec<Movement>>>,
     movement_count: usize,
+    /// Store → event id → event.
+    events: HashMap<StoreId, BTreeMap<u64, Arc<StoreEvent>>>,
+    event_count: usize,
 }
 
 impl Pending {
@@ -111,6 +123,8 @@ pub struct PendingViews {
     /// Idempotency entries added since the process started (re-added ones count again):
     /// what tells the key sweeper to count and evict (see `Archive::forget_answers`).
     idem_added: AtomicU64,
+    /// Where public events go live once they are here (set by the server).
+    bus: std::sync::OnceLock<Arc<super::bus::EventBus>>,
 }
 
 impl PendingViews {
@@ -141,6 +155,14 @@ impl PendingViews {
                         .or_default()
                         .insert(first, movements);
                 }
+                ViewWrite::Events { store, events } => {
+                    if let Some(bus) = self.bus.get() {
+                        bus.publish(&store, &events);
+                    }
+                    p.event_count += events.len();
+                    let run = p.events.entry(store).or_default();
+                    run.extend(events.into_iter().map(|e| (e.id, e)));
+                }
                 ViewWrite::Idem { key, value, at_ms } => {
                     // The entry and its age entry in one batch: neither is ever alone.
                     idem.insert(idem_age_key(at_ms, &key), &[]);
@@ -149,6 +171,11 @@ impl PendingViews {
                 }
             }
         }
+    }
+
+    /// Sends public events live to `bus` from now on (views are added only once durable).
+    pub fn set_bus(&self, bus: Arc<super::bus::EventBus>) {
+        let _ = self.bus.set(bus);
     }
 
     /// Idempotency entries added since the process started.
@@ -161,6 +188,7 @@ impl PendingViews {
         let g = self.read();
         g.filling.orders.len() >= PENDING_ORDERS_MAX
             || g.filling.movement_count >= PENDING_MOVEMENTS_MAX
+            || g.filling.event_count >= PENDING_EVENTS_MAX
     }
 
     /// Orders and movements held, both generations.
@@ -175,7 +203,9 @@ impl PendingViews {
 
     /// Whether every view is in sled's trees.
     pub fn is_empty(&self) -> bool {
-        self.len() == (0, 0)
+        let g = self.read();
+        let f = &g.filling;
+        g.sealed.is_none() && f.orders.is_empty() && f.movement_count == 0 && f.event_count == 0
     }
 
     /// Seals the filling generation as the views of every record before `below`; `None`
@@ -196,6 +226,7 @@ impl PendingViews {
         let blocks = order_blocks(storage, &sealed.views)?;
         storage.order_blocks.apply_batch(blocks)?;
         storage.movements.apply_batch(ledger_runs(&sealed.views))?;
+        storage.events.apply_batch(event_runs(&sealed.views))?;
         self.write().sealed = None;
         let mut applied = self.applied_below.lock().unwrap_or_else(|e| e.into_inner());
         *applied = (*applied).max(sealed.below);
@@ -249,6 +280,19 @@ impl PendingViews {
             .movement_run(store, movement_id)
             .or_else(|| g.sealed.as_ref()?.movement_run(store, movement_id))
             .cloned()
+    }
+
+    /// A store's pending events after `after`, ascending (at most `limit`).
+    fn events_after(&self, store: &StoreId, after: u64, limit: usize) -> Vec<Arc<StoreEvent>> {
+        let g = self.read();
+        let mut found: BTreeMap<u64, Arc<StoreEvent>> = BTreeMap::new();
+        for p in std::iter::once(&g.filling).chain(g.sealed.as_deref()) {
+            if let Some(events) = p.events.get(store) {
+                let later = events.range(after + 1..).take(limit);
+                found.extend(later.map(|(id, e)| (*id, e.clone())));
+            }
+        }
+        found.into_values().take(limit).collect()
     }
 
     /// The highest order number held.
@@ -309,6 +353,57 @@ fn ledger_runs(p: &Pending) -> sled::Batch {
         }
     }
     batch
+}
+
+/// Each store's pending events as runs of at most `EVENT_RUN_MAX`, keyed by the first.
+fn event_runs(p: &Pending) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (store, events) in &p.events {
+        let all: Vec<&StoreEvent> = events.values().map(|e| &**e).collect();
+        for chunk in all.chunks(EVENT_RUN_MAX) {
+            batch.insert(event_key(store, chunk[0].id), encode_frame(&chunk));
+        }
+    }
+    batch
+}
+
+/// The key of a run of `store`'s events starting at `id`: `store \0 id (u64 BE)`.
+pub fn event_key(store: &StoreId, id: u64) -> Vec<u8> {
+    movement_key(store, id)
+}
+
+/// A store's public events after `after`, oldest first, at most `limit`: from sled's runs
+/// (the one holding `after + 1`, then the later ones) and from memory, merged by id.
+pub fn events_after(
+    storage: &Storage,
+    store: &StoreId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Arc<StoreEvent>>, WalError> {
+    let mut found: BTreeMap<u64, Arc<StoreEvent>> = BTreeMap::new();
+    let from = event_key(store, after + 1);
+    let first_run = storage
+        .events
+        .range(event_key(store, 0)..=from.clone())
+        .next_back()
+        .transpose()?;
+    let later = storage.events.range(from..event_key(store, u64::MAX));
+    let what = || format!("the event log of store {store}");
+    for entry in first_run.into_iter().map(Ok).chain(later) {
+        let (_, bytes) = entry?;
+        let run: Vec<StoreEvent> = decode_frame(&bytes, &what)?;
+        found.extend(
+            run.into_iter()
+                .filter(|e| e.id > after)
+                .map(|e| (e.id, Arc::new(e))),
+        );
+        if found.len() >= limit {
+            break;
+        }
+    }
+    let pending = storage.pending.events_after(store, after, limit);
+    found.extend(pending.into_iter().map(|e| (e.id, e)));
+    Ok(found.into_values().take(limit).collect())
 }
 
 /// An order by id: pending, then its archive block, then the per-order tree of older

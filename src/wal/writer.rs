@@ -84,6 +84,9 @@ impl ItemBody {
                         movements.len() * std::mem::size_of::<crate::domain::Movement>()
                     }
                     ViewWrite::Idem { key, value, .. } => 2 * key.len() + value.len() + 9,
+                    ViewWrite::Events { events, .. } => {
+                        events.len() * std::mem::size_of::<crate::domain::StoreEvent>()
+                    }
                 })
                 .sum()
         };
