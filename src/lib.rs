@@ -5,13 +5,19 @@
 //! # Layout
 //! - [`domain`]: the pure core — quantities, money, a store's stock ledger, pricing. No I/O.
 //! - [`actor`]: one actix actor per store owns its state; the directory maps ids to actors.
-//! - [`wal`]: the write-ahead log in sled — record format, group commit, snapshots, recovery.
+//! - [`wal`]: the write-ahead log (segment files, group commit), snapshots and views in sled,
+//!   recovery, and the live bus of durable public events.
 //! - [`http`]: actix-web routes; JSON in and out exactly as `shared/API.md` says.
+//! - [`delivery`]: webhook delivery (signed, retried, resumed from the log).
 //! - [`client`]: a small keep-alive HTTP client for the load generator and the tests.
 //! - [`load`]: the load generator behind `godown load` (and, with `peers`, PostgreSQL/Redis).
 //! - [`server`]: start-up (recovery, demo data), snapshot scheduling, shutdown.
+// The OpenAPI document (`http::openapi`) is one large `json!`.
+#![recursion_limit = "256"]
+
 pub mod actor;
 pub mod client;
+pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod load;

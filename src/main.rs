@@ -175,6 +175,7 @@ fn main() -> ExitCode {
                     .max(godown::wal::segments::SEGMENT_BYTES_MIN),
                 admin_token: env("GODOWN_ADMIN_TOKEN").or(file.admin_token),
                 client_token: env("GODOWN_CLIENT_TOKEN").or(file.client_token),
+                webhook_hosts: env("GODOWN_WEBHOOK_HOSTS").or(file.webhook_hosts),
                 threads: threads.or(file.threads).unwrap_or(0),
             };
             match godown::server::run(config) {

@@ -46,6 +46,7 @@ pub struct FileConfig {
     pub threads: Option<usize>,
     pub admin_token: Option<String>,
     pub client_token: Option<String>,
+    pub webhook_hosts: Option<String>,
 }
 
 impl FileConfig {
@@ -71,6 +72,10 @@ pub struct ServeConfig {
     pub wal_segment_bytes: u64,
     pub admin_token: Option<String>,
     pub client_token: Option<String>,
+    /// Hosts webhooks may be registered for, comma-separated (`GODOWN_WEBHOOK_HOSTS`);
+    /// unset: any. A store token should not be able to make godown POST to internal
+    /// addresses (a cloud's metadata service, an admin port): list the gateways you use.
+    pub webhook_hosts: Option<String>,
     /// Arbiters for store actors and actix-web workers (each); 0 = one per core.
     pub threads: usize,
 }
@@ -138,11 +143,15 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         .order_id_key()
         .map(crate::domain::OrderIdCodec::new)
         .map_err(std::io::Error::other)?;
-    let state = web::Data::new(AppState::new(
-        Archive::new(storage.clone()),
-        auth,
-        order_ids,
-    ));
+    let mut app_state = AppState::new(Archive::new(storage.clone()), auth, order_ids);
+    app_state.webhook_hosts = config.webhook_hosts.as_deref().map(|hosts| {
+        hosts
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect()
+    });
+    let state = web::Data::new(app_state);
     // Public events go live only from the views, which get them once they are durable.
     storage.pending.set_bus(state.bus.clone());
     let threads = if config.threads == 0 {
@@ -221,6 +230,14 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         recovered.next_order_seq,
     ));
     let fresh = recovered.states.is_empty();
+    let webhooks: Vec<(crate::domain::StoreId, crate::domain::Webhook)> = recovered
+        .states
+        .iter()
+        .flat_map(|s| {
+            let store = s.config.store_id.clone();
+            s.webhooks().iter().map(move |w| (store.clone(), w.clone()))
+        })
+        .collect();
     for s in recovered.states {
         dir.adopt(s);
     }
@@ -246,6 +263,19 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
             );
         }
     }
+    let deliverer = crate::delivery::Deliverer::new(
+        dir.clone(),
+        Archive::new(storage.clone()),
+        state.bus.clone(),
+        state.order_ids.clone(),
+        dir.clock.clone(),
+    )
+    .map_err(std::io::Error::other)?;
+    let deliverer = Arc::new(deliverer);
+    for (store, webhook) in webhooks {
+        deliverer.start(store, webhook);
+    }
+    let _ = state.deliverer.set(deliverer);
     let _ = state.directory.set(dir.clone());
     tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
 

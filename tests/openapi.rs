@@ -61,7 +61,9 @@ async fn schemathesis_finds_no_mismatch_and_sees_a_planted_one() {
         return;
     };
     let dir = temp_dir();
-    let server = TestServer::start(&dir.path().join("db"), &["--demo"]).await;
+    // Webhooks it registers may point only here: a test talks to 127.0.0.1 alone.
+    let env = [("GODOWN_WEBHOOK_HOSTS", "127.0.0.1")];
+    let server = TestServer::start_with_env(&dir.path().join("db"), &["--demo"], &env).await;
 
     // Control: a document that says a store's location is never null. A store created
     // without one answers `"location": null`, so the run must fail on that response.

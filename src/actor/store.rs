@@ -424,6 +424,13 @@ impl StoreActor {
                     break;
                 }
             },
+            Command::AddWebhook(webhook) => loop {
+                let id = WebhookId::from_number(random_u64("a webhook id")?);
+                if self.state.webhooks().get(&id).is_none() {
+                    webhook.webhook_id = id;
+                    break;
+                }
+            },
             _ => {}
         }
         if !self.wal.try_claim() {
@@ -557,5 +564,18 @@ impl Handler<ListTokens> for StoreActor {
     type Result = MessageResult<ListTokens>;
     fn handle(&mut self, _: ListTokens, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.state.tokens().iter().cloned().collect())
+    }
+}
+
+/// The store's webhooks (with their secrets: for the deliverer, never shown again).
+pub struct ListWebhooks;
+impl Message for ListWebhooks {
+    type Result = Vec<Webhook>;
+}
+
+impl Handler<ListWebhooks> for StoreActor {
+    type Result = MessageResult<ListWebhooks>;
+    fn handle(&mut self, _: ListWebhooks, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.webhooks().iter().cloned().collect())
     }
 }

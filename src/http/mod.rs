@@ -3,10 +3,11 @@
 
 pub mod auth;
 pub mod error;
-mod events;
+pub mod events;
 mod handlers;
 pub mod openapi;
 mod tokens;
+mod webhooks;
 pub use handlers::exec;
 pub mod idempotency;
 pub mod json;
@@ -36,6 +37,10 @@ pub struct AppState {
     pub idem: Arc<idempotency::IdemTable>,
     /// Public events, live, once durable (the views hand them over).
     pub bus: Arc<crate::wal::EventBus>,
+    /// The hosts webhooks may point at (`None`: any).
+    pub webhook_hosts: Option<Vec<String>>,
+    /// Delivers webhooks; set once recovery is done.
+    pub deliverer: OnceLock<Arc<crate::delivery::Deliverer>>,
     /// Set to true when the server shuts down: event streams end.
     pub closing: tokio::sync::watch::Sender<bool>,
 }
@@ -49,6 +54,8 @@ impl AppState {
             auth,
             idem: Arc::default(),
             bus: Arc::default(),
+            deliverer: OnceLock::new(),
+            webhook_hosts: None,
             closing: tokio::sync::watch::channel(false).0,
         }
     }
@@ -108,6 +115,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/api/v1/stores/{store_id}/tokens/{token_id}").delete(tokens::revoke),
         )
         .service(web::resource("/api/v1/stores/{store_id}/events").get(events::events))
+        .service(
+            web::resource("/api/v1/stores/{store_id}/webhooks")
+                .get(webhooks::list)
+                .post(webhooks::create),
+        )
+        .service(
+            web::resource("/api/v1/stores/{store_id}/webhooks/{webhook_id}")
+                .delete(webhooks::remove),
+        )
+        .service(
+            web::resource("/api/v1/stores/{store_id}/webhooks/{webhook_id}/deliveries")
+                .get(webhooks::deliveries),
+        )
         .service(web::resource("/api/v1/stores/{store_id}/reservations").post(post_reservation))
         .service(
             web::resource("/api/v1/stores/{store_id}/reservations/{reservation_id}")

@@ -160,6 +160,18 @@ fn paths() -> Value {
         "/api/v1/stores/{store_id}/events": {
             "get": events,
         },
+        "/api/v1/stores/{store_id}/webhooks": {
+            "post": op("Register a webhook (its secret is shown only here)", Access::Store, vec![store()], Some("WebhookInput"), (201, "CreatedWebhook"), &[400, 404, 409]),
+            "get": op("A store's webhooks, without secrets", Access::Store, vec![store()], None, (200, "WebhookList"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/webhooks/{webhook_id}": {
+            "delete": op("Remove a webhook; delivery stops", Access::Store, vec![store(), id_param("webhook_id")], None, (200, "RemovedWebhook"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/webhooks/{webhook_id}/deliveries": {
+            "get": op("A webhook's recent delivery attempts, newest first", Access::Store,
+                vec![store(), id_param("webhook_id"), param("limit", "query", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 50}))],
+                None, (200, "Deliveries"), &[400, 404]),
+        },
         "/api/v1/stores/{store_id}/reservations": {
             "post": op("Hold stock for a cart", Access::Client, vec![store()], Some("ReservationInput"), (201, "Reservation"), &[400, 404]),
         },
@@ -436,6 +448,8 @@ const ERROR_PHRASES: &[&str] = &[
     "Too many webhooks",
     "Webhook not found",
     "Invalid url",
+    "Invalid events",
+    "Invalid secret",
     "Unauthorized",
     "Forbidden",
     "Overloaded",
@@ -669,6 +683,42 @@ fn schemas() -> Value {
             "store_id": {"type": "string"},
             "created_at": time(),
             "data": {"type": "object", "description": "order.*: the order; reservation.created: the hold; reservation.released/expired: {reservation_id}; stock.adjusted: {product_id, movement_id, quantity_change, reason, on_hand, reserved, current_stock}; stock.low: {product_id, product_name, unit, current_stock, low_stock_threshold}; webhook.failed: {webhook_id, event_id, attempts}"},
+        })),
+        "WebhookInput": object(&["url", "events"], json!({
+            "url": {"type": "string", "maxLength": 2048, "pattern": "^https?://[^/?#\\s]+", "description": "http:// or https://"},
+            "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": std::iter::once("*").chain(crate::domain::EventKind::ALL.map(|k| k.as_str())).collect::<Vec<_>>()}, "description": "[\"*\"] for every type"},
+            "secret": opt(json!({"type": "string", "minLength": 16, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})),
+        })),
+        "CreatedWebhook": object(&["webhook_id", "url", "events", "secret", "created_at", "delivered_to"], json!({
+            "webhook_id": {"type": "string", "pattern": "^WH[0-9A-F]{16}$"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "secret": {"type": "string", "description": "The HMAC-SHA256 key of Godown-Signature; shown only here"},
+            "created_at": time(),
+            "delivered_to": {"type": "integer", "description": "Every event up to this id is done for this webhook"},
+        })),
+        "WebhookList": object(&["items"], json!({
+            "items": {"type": "array", "items": object(&["webhook_id", "url", "events", "created_at", "delivered_to"], json!({
+                "webhook_id": {"type": "string"},
+                "url": {"type": "string"},
+                "events": {"type": "array", "items": {"type": "string"}},
+                "created_at": time(),
+                "delivered_to": {"type": "integer"},
+            }))},
+        })),
+        "RemovedWebhook": object(&["webhook_id", "status"], json!({
+            "webhook_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["removed"]},
+        })),
+        "Deliveries": object(&["items"], json!({
+            "items": {"type": "array", "items": object(&["event_id", "attempt", "status", "response_status", "at", "next_attempt_at"], json!({
+                "event_id": {"type": "integer"},
+                "attempt": {"type": "integer", "minimum": 1},
+                "status": {"type": "string", "enum": ["delivered", "retrying", "failed"]},
+                "response_status": {"type": "integer", "nullable": true},
+                "at": time(),
+                "next_attempt_at": {"type": "string", "format": "date-time", "nullable": true},
+            }))},
         })),
         "EventPage": object(&["items", "next_after"], json!({
             "items": {"type": "array", "items": schema_ref("Event")},
