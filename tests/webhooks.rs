@@ -329,3 +329,59 @@ async fn delivery_resumes_after_kill_9_without_skipping_and_a_dead_receiver_slow
         "the silent receiver was tried"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_s_alert_receiver_prints_a_verified_low_stock_alert() {
+    // Goal: examples/alert_receiver.py (the README's phone-alert receiver) gets the
+    // stock.low of a sale, verifies its signature and prints the alert line.
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alert_receiver.py");
+    let secret = "whsec_readme_example_secret";
+    let spawned = Command::new("python3")
+        .args([script, "--port", "0", "--secret", secret])
+        .stdout(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = spawned else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "python3 is missing"
+        );
+        eprintln!("*** SKIPPED: no python3 for examples/alert_receiver.py");
+        return;
+    };
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().replace("listening on ", "");
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("K").await;
+    let body = json!({"product_name": "Tata Salt 1 kg", "unit": "pieces", "unit_price": 28, "stock": 6, "low_stock_threshold": 2});
+    let r = server
+        .admin("PUT", "/api/v1/inventory/products/K/SALT", body)
+        .await;
+    assert_eq!(r.status, 200);
+    let body = json!({"url": url, "events": ["stock.low"], "secret": secret});
+    let r = server
+        .admin("POST", "/api/v1/stores/K/webhooks", body)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let r = server
+        .post("/api/v1/orders/", order("K", &[("SALT", json!(4))]))
+        .await;
+    assert_eq!(r.status, 200);
+    let read = tokio::task::spawn_blocking(move || lines.next());
+    // Killing the receiver ends its stdout, and with it a read still waiting.
+    let line = tokio::time::timeout(DELIVERY_WAIT, read).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line
+        .expect("no alert line in time")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        line.starts_with("LOW STOCK K: Tata Salt 1 kg has 2 left (alert at 2)"),
+        "{line}"
+    );
+}
