@@ -94,6 +94,14 @@ pub struct Attempt {
 
 type Attempts = Arc<Mutex<VecDeque<Attempt>>>;
 
+/// A task's view for the deliverer: its attempts, and when the event it is still trying to
+/// deliver was made (0 when it has none).
+#[derive(Clone, Default)]
+struct Progress {
+    attempts: Attempts,
+    undelivered_since_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
 /// Runs the delivery tasks of every webhook.
 pub struct Deliverer {
     dir: Arc<Directory>,
@@ -102,7 +110,7 @@ pub struct Deliverer {
     ids: OrderIdCodec,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
-    tasks: Mutex<HashMap<WebhookId, (tokio::task::AbortHandle, Attempts)>>,
+    tasks: Mutex<HashMap<WebhookId, (tokio::task::AbortHandle, Progress)>>,
 }
 
 impl Deliverer {
@@ -133,22 +141,22 @@ impl Deliverer {
 
     fn tasks(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<WebhookId, (tokio::task::AbortHandle, Attempts)>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<WebhookId, (tokio::task::AbortHandle, Progress)>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts delivering to `webhook` of `store` from its cursor on (on the current tokio
     /// runtime); a task already running for it is replaced.
     pub fn start(self: &Arc<Self>, store: StoreId, webhook: Webhook) {
-        let attempts: Attempts = Arc::default();
+        let progress = Progress::default();
         let task = Task {
             deliverer: self.clone(),
             store,
-            attempts: attempts.clone(),
+            progress: progress.clone(),
             webhook: webhook.clone(),
         };
         let handle = tokio::spawn(task.run()).abort_handle();
-        if let Some((old, _)) = self.tasks().insert(webhook.webhook_id, (handle, attempts)) {
+        if let Some((old, _)) = self.tasks().insert(webhook.webhook_id, (handle, progress)) {
             old.abort();
         }
     }
@@ -163,11 +171,27 @@ impl Deliverer {
     /// A webhook's recent attempts, newest first.
     pub fn attempts(&self, id: &WebhookId, limit: usize) -> Vec<Attempt> {
         let tasks = self.tasks();
-        let Some((_, attempts)) = tasks.get(id) else {
+        let Some((_, progress)) = tasks.get(id) else {
             return Vec::new();
         };
-        let attempts = attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let attempts = progress.attempts.lock().unwrap_or_else(|e| e.into_inner());
         attempts.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// How long the oldest event any webhook is still trying to deliver has waited.
+    pub fn oldest_undelivered_ms(&self) -> TimeMs {
+        let now = self.clock.now_ms();
+        let tasks = self.tasks();
+        tasks
+            .values()
+            .map(|(_, p)| {
+                p.undelivered_since_ms
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .filter(|&since| since > 0)
+            .map(|since| (now - since).max(0))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Webhooks being delivered to.
@@ -190,7 +214,7 @@ struct Task {
     deliverer: Arc<Deliverer>,
     store: StoreId,
     webhook: Webhook,
-    attempts: Attempts,
+    progress: Progress,
 }
 
 impl Task {
@@ -284,6 +308,9 @@ impl Task {
         let d = &self.deliverer;
         let body = event_json(event, &self.store, &d.ids).to_string();
         let first_ms = d.clock.now_ms();
+        let since = &self.progress.undelivered_since_ms;
+        since.store(event.at_ms.max(1), std::sync::atomic::Ordering::Relaxed);
+        let _done = Reset(since);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -299,6 +326,13 @@ impl Task {
                 (false, true) => AttemptStatus::Failed,
                 (false, false) => AttemptStatus::Retrying,
             };
+            metrics::counter!("godown_webhook_attempts_total", "outcome" => status.as_str())
+                .increment(1);
+            if delivered {
+                let lag_ms = (now - event.at_ms).max(0);
+                metrics::histogram!("godown_webhook_delivery_lag_seconds")
+                    .record(lag_ms as f64 / 1000.0);
+            }
             self.record(Attempt {
                 event_id: event.id,
                 attempt,
@@ -343,11 +377,24 @@ impl Task {
     }
 
     fn record(&self, attempt: Attempt) {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut attempts = self
+            .progress
+            .attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if attempts.len() == ATTEMPTS_KEPT {
             attempts.pop_front();
         }
         attempts.push_back(attempt);
+    }
+}
+
+/// Clears "undelivered since" when an event is done (or its task is stopped).
+struct Reset<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for Reset<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`client`]: a small keep-alive HTTP client for the load generator and the tests.
 //! - [`load`]: the load generator behind `godown load` (and, with `peers`, PostgreSQL/Redis).
 //! - [`server`]: start-up (recovery, demo data), snapshot scheduling, shutdown.
+//! - [`telemetry`]: metrics for `/metrics` (Prometheus text).
 // The OpenAPI document (`http::openapi`) is one large `json!`.
 #![recursion_limit = "256"]
 
@@ -22,4 +23,5 @@ pub mod domain;
 pub mod http;
 pub mod load;
 pub mod server;
+pub mod telemetry;
 pub mod wal;

@@ -129,6 +129,8 @@ fn install_panic_policy() {
 }
 
 async fn serve(config: ServeConfig) -> std::io::Result<()> {
+    // Metrics recorded before the recorder exists would be lost.
+    crate::telemetry::handle();
     let storage = Storage::open(&config.data_dir).map_err(std::io::Error::other)?;
     let auth = Auth::new(
         config.admin_token.as_deref(),
@@ -164,6 +166,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(crate::http::json_errors))
+            .wrap(middleware::from_fn(crate::http::request_context))
             .configure(crate::http::routes)
     })
     .workers(threads)

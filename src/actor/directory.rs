@@ -141,6 +141,15 @@ impl Directory {
             .collect()
     }
 
+    /// Messages waiting for the busiest store, and for all stores.
+    pub fn mailbox_depths(&self) -> (usize, usize) {
+        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
+        stores.values().fold((0, 0), |(max, total), e| {
+            let d = e.depth.load(Ordering::Relaxed);
+            (max.max(d), total + d)
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.stores.read().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -52,102 +52,6 @@ pub async fn ready(state: Data) -> ApiResult {
     Ok(ok(&json!({"status": "ready"})))
 }
 
-/// Prometheus text format. Written by hand: a dozen counters read from atomics do not
-/// need an exporter crate and its registry.
-pub async fn metrics(state: Data) -> HttpResponse {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric("godown_up", "gauge", "1 while the process runs.", 1.0);
-    metric(
-        "godown_ready",
-        "gauge",
-        "1 once recovery is done.",
-        f64::from(u8::from(state.directory.get().is_some())),
-    );
-    if let Some(dir) = state.directory.get() {
-        let s = &dir.wal.stats;
-        metric("godown_stores", "gauge", "Stores hosted.", dir.len() as f64);
-        metric(
-            "godown_wal_records_total",
-            "counter",
-            "WAL records written.",
-            s.records.load(Relaxed) as f64,
-        );
-        metric(
-            "godown_wal_batches_total",
-            "counter",
-            "Group-commit batches (one flush each).",
-            s.batches.load(Relaxed) as f64,
-        );
-        metric(
-            "godown_wal_snapshots_total",
-            "counter",
-            "Store snapshots written.",
-            s.snapshots.load(Relaxed) as f64,
-        );
-        let flush_s = s.flush_us_total.load(Relaxed) as f64 / 1e6;
-        metric(
-            "godown_wal_batch_seconds_total",
-            "counter",
-            "Time spent writing and flushing batches.",
-            flush_s,
-        );
-        metric(
-            "godown_wal_last_seq",
-            "gauge",
-            "Last durable WAL sequence number.",
-            s.last_seq.load(Relaxed) as f64,
-        );
-        metric(
-            "godown_wal_inflight",
-            "gauge",
-            "Changes accepted and not yet durable.",
-            dir.wal.inflight() as f64,
-        );
-        metric(
-            "godown_wal_inflight_bytes",
-            "gauge",
-            "Bytes of changes accepted and not yet durable.",
-            dir.wal.inflight_bytes() as f64,
-        );
-        metric(
-            "godown_wal_checkpoints_total",
-            "counter",
-            "Checkpoints (views written out, sled made durable, the log truncated).",
-            s.checkpoints() as f64,
-        );
-        metric(
-            "godown_wal_truncated_below",
-            "gauge",
-            "WAL records below this are deleted.",
-            s.truncated_below.load(Relaxed) as f64,
-        );
-        let (orders, movements) = state.archive.pending_views();
-        metric(
-            "godown_views_pending_orders",
-            "gauge",
-            "Orders whose archive entry is still in memory (written out in blocks).",
-            orders as f64,
-        );
-        metric(
-            "godown_views_pending_movements",
-            "gauge",
-            "Ledger movements still in memory (written out in runs).",
-            movements as f64,
-        );
-    }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
-}
-
 /// The OpenAPI 3 document of this API (see `openapi`).
 pub async fn openapi() -> HttpResponse {
     ok(super::openapi::document())
@@ -595,8 +499,23 @@ pub async fn post_cancel(
     .await
 }
 
-/// Places an order; `Ok` carries the created order.
+/// Places an order; `Ok` carries the created order. Counted in `godown_orders_total`.
 async fn place_order(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    idem: Option<IdemTag>,
+) -> Result<Order, ApiError> {
+    let result = try_place_order(state, req, body, idem).await;
+    let (outcome, reason) = match &result {
+        Ok(_) => ("placed", ""),
+        Err(e) => ("refused", e.error),
+    };
+    metrics::counter!("godown_orders_total", "outcome" => outcome, "reason" => reason).increment(1);
+    result
+}
+
+async fn try_place_order(
     state: &AppState,
     req: &HttpRequest,
     body: &[u8],

@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 mod handlers;
 pub mod openapi;
+mod scrape;
 mod tokens;
 mod webhooks;
 pub use handlers::exec;
@@ -99,7 +100,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // Resources, not bare routes: another method on these paths is 405, not 404.
         .service(web::resource("/health").get(health))
         .service(web::resource("/ready").get(ready))
-        .service(web::resource("/metrics").get(metrics))
+        .service(web::resource("/metrics").get(scrape::metrics))
         .service(web::resource("/openapi.json").get(openapi))
         .service(
             web::resource("/api/v1/stores/{store_id}")
@@ -154,6 +155,58 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/orders/{order_id}/payment").post(post_payment))
         .service(web::resource("/api/v1/orders/{order_id}/cancel").post(post_cancel))
         .default_service(web::to(not_found));
+}
+
+/// Longest `X-Request-Id` taken from a client; a longer or odd one is replaced by ours.
+const REQUEST_ID_LEN_MAX: usize = 128;
+
+/// The methods that get a label of their own in request metrics (any other is `other`, so
+/// that a client inventing methods cannot grow the metrics).
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+
+/// Gives every request an id (the client's `X-Request-Id` when it is sane, else a new one),
+/// logs within a span that carries it, returns it in `X-Request-Id`, and counts the
+/// request by route template, method and status, with its latency.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= REQUEST_ID_LEN_MAX
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = METHODS
+        .into_iter()
+        .find(|m| *m == req.method().as_str())
+        .unwrap_or("other");
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", id = %id);
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let (status, ms) = (res.status().as_u16(), started.elapsed().as_millis() as u64);
+    span.in_scope(|| match status {
+        500.. => tracing::warn!(%route, method, status, ms, "request failed"),
+        _ => tracing::debug!(%route, method, status, ms, "request done"),
+    });
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("godown_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("godown_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    Ok(res)
 }
 
 /// Rewrites any error response that is not already JSON (actix's own 404/405/413/400

@@ -159,6 +159,10 @@ impl PendingViews {
                     if let Some(bus) = self.bus.get() {
                         bus.publish(&store, &events);
                     }
+                    for e in &events {
+                        metrics::counter!("godown_events_total", "type" => e.kind.as_str())
+                            .increment(1);
+                    }
                     p.event_count += events.len();
                     let run = p.events.entry(store).or_default();
                     run.extend(events.into_iter().map(|e| (e.id, e)));

@@ -534,6 +534,8 @@ impl Writer {
             stats
                 .flush_us_total
                 .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            metrics::histogram!("godown_wal_flush_duration_seconds").record(took.as_secs_f64());
+            metrics::histogram!("godown_wal_batch_records").record(batch.len() as f64);
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.last_seq.store(self.next_seq - 1, Ordering::Release);
             let n = batch.len();
