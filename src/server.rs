@@ -288,6 +288,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         config.snapshot_interval,
     ));
     spawn_idem_sweeper(Archive::new(storage.clone()));
+    spawn_event_sweeper(Archive::new(storage.clone()), dir.clone());
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; taking final snapshots");
     handle.pause().await;
@@ -395,6 +396,37 @@ async fn snapshot_loop(dir: Arc<Directory>, every_records: u64, interval: Durati
             last = Instant::now();
         }
     }
+}
+
+/// How long public events are kept: the contract promises at least 7 days.
+pub const EVENTS_KEEP_MS: i64 = 8 * 24 * 3_600_000;
+/// Most events kept per store: 7 days of one event every 3 seconds (a busy store), at most
+/// ~200 MB of a store's orders as events; beyond it the oldest go first.
+pub const EVENTS_PER_STORE_MAX: u64 = 200_000;
+/// How often old events are dropped.
+const EVENT_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Drops events past `EVENTS_KEEP_MS` or beyond `EVENTS_PER_STORE_MAX` per store, every
+/// `EVENT_SWEEP_EVERY`.
+fn spawn_event_sweeper(archive: Archive, dir: Arc<Directory>) {
+    let _ = std::thread::Builder::new()
+        .name("event-sweeper".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EVENT_SWEEP_EVERY);
+                let cutoff = now_ms() - EVENTS_KEEP_MS;
+                let mut dropped = 0;
+                for store in dir.store_ids() {
+                    match archive.forget_events(&store, cutoff, EVENTS_PER_STORE_MAX) {
+                        Ok(n) => dropped += n,
+                        Err(e) => tracing::warn!(%store, error = %e, "dropping old events failed"),
+                    }
+                }
+                if dropped > 0 {
+                    tracing::info!(dropped, "old events dropped");
+                }
+            }
+        });
 }
 
 /// How often remembered idempotency keys older than `IDEM_KEEP_MS` are forgotten (a walk

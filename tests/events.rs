@@ -250,3 +250,75 @@ async fn events_need_the_store_s_token_and_a_known_store() {
     let r = server.get("/api/v1/stores/A/events").await;
     assert_eq!(r.json(), json!({"items": [], "next_after": null}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_is_dropped_with_a_final_comment() {
+    // Goal: a stream whose client stops reading cannot hold memory or the store: once it is
+    // more than the live buffer behind, it ends with a comment saying so, and what it got
+    // before is every event in order (resumable from the last id).
+    const EVENTS: usize = 3000;
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    setup(&server).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let mut slow = Stream {
+        socket: stream,
+        text: String::new(),
+    };
+    let request = format!(
+        "GET /api/v1/stores/A/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
+    );
+    slow.socket.write_all(request.as_bytes()).await.unwrap();
+    // Orders from 4 connections at once, each event ~3 KB (long texts): more than the
+    // kernel's socket buffers can hide.
+    server
+        .put_product("A", "Q", "pieces", json!(1), json!(1_000_000))
+        .await;
+    let adjust = |n: usize| {
+        let server = &server;
+        async move {
+            for _ in 0..n {
+                let mut body = order("A", &[("Q", json!(1))]);
+                body["delivery_address"] = json!("x".repeat(1000));
+                body["customer_name"] = json!("y".repeat(1000));
+                let r = server.post("/api/v1/orders/", body).await;
+                assert_eq!(r.status, 200);
+            }
+        }
+    };
+    let n = EVENTS / 4;
+    tokio::join!(adjust(n), adjust(n), adjust(n), adjust(n));
+    // The orders went through while the subscriber slept; now read what it was sent.
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    loop {
+        let mut buf = [0u8; 65536];
+        let n = tokio::time::timeout_at(deadline, slow.socket.read(&mut buf))
+            .await
+            .expect("the stream was never ended")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains(": dropped: this client fell"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|id| id.trim().parse().unwrap())
+        .collect();
+    assert!(
+        !ids.is_empty() && ids.len() < EVENTS,
+        "{} events before the drop",
+        ids.len()
+    );
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gap");
+}

@@ -72,8 +72,7 @@ async fn metrics_count_requests_orders_the_log_and_events() {
     assert_eq!(r.status, 400);
     let text = String::from_utf8(server.get("/metrics").await.body.to_vec()).unwrap();
     let m = parse(&text);
-    let placed =
-        r#"godown_http_requests_total{route="/api/v1/orders",method="POST",status="200"}"#;
+    let placed = r#"godown_http_requests_total{route="/api/v1/orders",method="POST",status="200"}"#;
     assert_eq!(m.get(placed), Some(&3.0), "{text}");
     assert_eq!(
         m.get(r#"godown_orders_total{outcome="placed",reason=""}"#),

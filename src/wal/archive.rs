@@ -200,6 +200,17 @@ impl Archive {
         views::events_after(&self.storage, store, after, limit)
     }
 
+    /// Drops a store's events older than `cutoff_ms` or beyond its newest `keep` (the
+    /// newest run always stays); returns how many.
+    pub fn forget_events(
+        &self,
+        store: &StoreId,
+        cutoff_ms: TimeMs,
+        keep: u64,
+    ) -> Result<u64, WalError> {
+        views::forget_events(&self.storage, store, cutoff_ms, keep)
+    }
+
     /// Idempotency entries added since the process started (see `PendingViews`).
     pub fn answers_added(&self) -> u64 {
         self.storage.pending.idem_added()

@@ -410,6 +410,42 @@ pub fn events_after(
     Ok(found.into_values().take(limit).collect())
 }
 
+/// Drops `store`'s oldest event runs in sled: those whose newest event is older than
+/// `cutoff_ms`, or is more than `keep` events behind the store's newest. Decodes only the
+/// runs it drops and the first one it keeps. Returns how many events it dropped.
+pub fn forget_events(
+    storage: &Storage,
+    store: &StoreId,
+    cutoff_ms: TimeMs,
+    keep: u64,
+) -> Result<u64, WalError> {
+    let what = || format!("the event log of store {store}");
+    let prefix = event_key(store, 0);
+    let prefix = &prefix[..prefix.len() - 8];
+    let Some(newest) = storage.events.scan_prefix(prefix).next_back().transpose()? else {
+        return Ok(0);
+    };
+    let newest: Vec<StoreEvent> = decode_frame(&newest.1, &what)?;
+    let Some(newest_id) = newest.last().map(|e| e.id) else {
+        return Ok(0);
+    };
+    let mut dropped = 0;
+    for entry in storage.events.scan_prefix(prefix) {
+        let (key, bytes) = entry?;
+        let run: Vec<StoreEvent> = decode_frame(&bytes, &what)?;
+        let Some(last) = run.last() else {
+            storage.events.remove(key)?;
+            continue;
+        };
+        if last.id == newest_id || (last.at_ms >= cutoff_ms && newest_id - last.id < keep) {
+            break;
+        }
+        storage.events.remove(key)?;
+        dropped += run.len() as u64;
+    }
+    Ok(dropped)
+}
+
 /// An order by id: pending, then its archive block, then the per-order tree of older
 /// versions of godown.
 pub fn read_order(storage: &Storage, id: OrderId) -> Result<Option<Order>, WalError> {
@@ -699,5 +735,66 @@ mod tests {
         assert_eq!(read(&ab, 2), Some(2));
         storage.pending.add([movements("A", 5..=n)], &mut idem);
         assert_eq!(count_views(&storage).unwrap(), (0, n as usize + 1 + 2));
+    }
+
+    #[test]
+    fn events_are_read_after_any_id_and_the_oldest_dropped_by_age_and_count() {
+        // Goal: 200 events written out in runs of 64 read back whole after any id; old
+        // runs go by age, then by count, oldest first; the newest run always stays.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = StoreId::parse("A").unwrap();
+        let events: Vec<Arc<StoreEvent>> = (1..=200)
+            .map(|id| {
+                Arc::new(StoreEvent {
+                    id,
+                    kind: EventKind::ReservationReleased,
+                    at_ms: id as i64 * 1000,
+                    data: EventData::HoldClosed {
+                        reservation_id: ReservationId::from_number(id),
+                    },
+                })
+            })
+            .collect();
+        let write = ViewWrite::Events {
+            store: store.clone(),
+            events,
+        };
+        storage.pending.add([write], &mut sled::Batch::default());
+        let ids = |after: u64| -> Vec<u64> {
+            events_after(&storage, &store, after, 1000)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(ids(150), (151..=200).collect::<Vec<_>>(), "pending");
+        storage.pending.write_out(&storage, 1).unwrap();
+        assert_eq!(storage.events.len(), 4, "runs of 64");
+        assert_eq!(ids(0), (1..=200).collect::<Vec<_>>());
+        assert_eq!(ids(100), (101..=200).collect::<Vec<_>>());
+        assert_eq!(events_after(&storage, &store, 10, 5).unwrap().len(), 5);
+
+        assert_eq!(forget_events(&storage, &store, 0, 1000).unwrap(), 0);
+        assert_eq!(
+            forget_events(&storage, &store, 100_000, 1000).unwrap(),
+            64,
+            "by age"
+        );
+        assert_eq!(ids(0)[0], 65);
+        assert_eq!(
+            forget_events(&storage, &store, 0, 50).unwrap(),
+            64,
+            "by count"
+        );
+        assert_eq!(ids(0)[0], 129);
+        assert_eq!(forget_events(&storage, &store, i64::MAX, 1).unwrap(), 64);
+        assert_eq!(
+            ids(0),
+            (193..=200).collect::<Vec<_>>(),
+            "the newest run stays"
+        );
+        let other = StoreId::parse("AB").unwrap();
+        assert_eq!(forget_events(&storage, &other, i64::MAX, 1).unwrap(), 0);
     }
 }
