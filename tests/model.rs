@@ -563,3 +563,62 @@ fn one_call_locks_at_most_lock_milli_max_and_a_refusal_changes_nothing() {
     let p = s.product(&pid(0)).unwrap();
     assert_eq!(p.reserved, Qty::from_units(2 * max));
 }
+
+#[test]
+fn tokens_and_webhooks_per_store_are_bounded_and_a_refusal_changes_nothing() {
+    // Goal: the 65th live token and the 17th webhook of a store are refused with their own
+    // errors and no event; after a revocation / removal the next is accepted.
+    use godown::domain::{TOKENS_PER_STORE_MAX, WEBHOOKS_PER_STORE_MAX};
+    let mut s = big_store(1);
+    for n in 0..TOKENS_PER_STORE_MAX as u64 {
+        let issue = Command::IssueToken {
+            token_id: TokenId::from_number(n),
+            digest: [n as u8; 32],
+        };
+        s.execute(issue, 0).unwrap();
+    }
+    let issue = |n: u64| Command::IssueToken {
+        token_id: TokenId::from_number(n),
+        digest: [0xEE; 32],
+    };
+    let refused = s.execute(issue(1000), 0);
+    assert!(
+        matches!(refused, Err(DomainError::TooManyTokens)),
+        "{refused:?}"
+    );
+    assert_eq!(s.tokens().len(), TOKENS_PER_STORE_MAX);
+    let revoke = Command::RevokeToken {
+        token_id: TokenId::from_number(0),
+    };
+    s.execute(revoke, 0).unwrap();
+    s.execute(issue(1000), 0).unwrap();
+
+    let hook = |n: u64| {
+        Command::AddWebhook(Box::new(Webhook {
+            webhook_id: WebhookId::from_number(n),
+            url: "http://127.0.0.1/".into(),
+            kinds: Vec::new(),
+            secret: "0123456789abcdef".into(),
+            created_ms: 0,
+            delivered_to: 0,
+        }))
+    };
+    for n in 0..WEBHOOKS_PER_STORE_MAX as u64 {
+        s.execute(hook(n), 0).unwrap();
+    }
+    let before = s.next_event_id();
+    let refused = s.execute(hook(1000), 0);
+    assert!(
+        matches!(refused, Err(DomainError::TooManyWebhooks)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        (s.webhooks().len(), s.next_event_id()),
+        (WEBHOOKS_PER_STORE_MAX, before)
+    );
+    let remove = Command::RemoveWebhook {
+        webhook_id: WebhookId::from_number(0),
+    };
+    s.execute(remove, 0).unwrap();
+    s.execute(hook(1000), 0).unwrap();
+}
