@@ -8,7 +8,16 @@ use common::*;
 use serde_json::{Value, json};
 
 /// The seed document's order body, verbatim.
+/// The seed's order body for `quantity` units: the file the README's walkthrough posts
+/// (`data/test_order_2_units.json`, `data/test_order_50_units.json`), else built the same.
 fn seed_order(quantity: u32) -> Value {
+    let path = format!(
+        "{}/data/test_order_{quantity}_units.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text).expect("the seed body is JSON");
+    }
     json!({
       "store_id": "STORE-01K8NJ40V9KFKX2Y2FMK466WFH",
       "customer_phone": "9876543210",
@@ -1011,4 +1020,92 @@ async fn requests_the_http_parser_refuses_get_json_errors_and_never_panic_it() {
             "serving on after {what}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_store_order_paths_answer_like_the_plain_ones() {
+    // Goal: POST /api/v1/stores/{store}/orders places with the path's store (a body naming
+    // another is 400 "Store mismatch", nothing placed); GET, payment and cancel under the
+    // store act on its orders and answer 404 for another store's; the numbers of a body
+    // keep their exact form when the store is filled in.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    for store in ["S1", "S2"] {
+        server.put_store(store).await;
+        server
+            .put_product(store, "RICE", "kg", json!(80), json!(10))
+            .await;
+    }
+    let mut body = order("S1", &[("RICE", json!(0.25))]);
+    body.as_object_mut().unwrap().remove("store_id");
+    let r = server.post("/api/v1/stores/S1/orders", body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let placed = r.json();
+    assert_eq!(
+        (
+            placed["store_id"].clone(),
+            placed["items"][0]["quantity"].clone()
+        ),
+        (json!("S1"), json!(0.25))
+    );
+    let id = placed["order_id"].as_str().unwrap().to_string();
+    // Exact text: 0.2500 is 0.25; 0.0001 is refused as with the plain route.
+    let raw = r#"{"items":[{"product_id":"RICE","quantity":0.0001}],"payment_method":"cod"}"#;
+    let mut c = server.conn().await;
+    let r = c
+        .send(
+            "POST",
+            "/api/v1/stores/S1/orders",
+            &[("content-type", "application/json")],
+            Some(bytes::Bytes::from(raw)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Invalid quantity"))
+    );
+    body["store_id"] = json!("S2");
+    let r = server.post("/api/v1/stores/S1/orders", body).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Store mismatch"))
+    );
+    assert_eq!(
+        server.stock("S2", "RICE").await,
+        json!(10),
+        "nothing placed"
+    );
+
+    let plain = server.get(&format!("/api/v1/orders/{id}")).await.json();
+    let scoped = server
+        .get(&format!("/api/v1/stores/S1/orders/{id}"))
+        .await
+        .json();
+    assert_eq!(plain, scoped);
+    let other = server.get(&format!("/api/v1/stores/S2/orders/{id}")).await;
+    assert_eq!(
+        (other.status, other.json()["error"].clone()),
+        (404, json!("Order not found"))
+    );
+    let r = server
+        .admin(
+            "POST",
+            &format!("/api/v1/stores/S2/orders/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "another store's order is not cancelled");
+    let r = server
+        .admin(
+            "POST",
+            &format!("/api/v1/stores/S1/orders/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("cancelled"))
+    );
+    assert_eq!(server.stock("S1", "RICE").await, json!(10));
 }

@@ -408,20 +408,28 @@ async fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiE
         .map_err(ApiError::storage)
 }
 
-async fn order_by_path(state: &AppState, path: &str) -> Result<Order, ApiError> {
-    let id = state
-        .order_ids
-        .parse_public(path)
+/// The order a path names: `/api/v1/orders/{order_id}…`, or under its store
+/// (`/api/v1/stores/{store_id}/orders/{order_id}…`), where an order of another store is
+/// not found. One handler serves both routes.
+async fn order_by_path(state: &AppState, req: &HttpRequest) -> Result<Order, ApiError> {
+    let info = req.match_info();
+    let id = info
+        .get("order_id")
+        .and_then(|p| state.order_ids.parse_public(p))
         .ok_or_else(ApiError::order_not_found)?;
-    read_order(state, id)
+    let order = read_order(state, id)
         .await?
-        .ok_or_else(ApiError::order_not_found)
+        .ok_or_else(ApiError::order_not_found)?;
+    match info.get("store_id") {
+        Some(store) if store != order.store_id.as_str() => Err(ApiError::order_not_found()),
+        _ => Ok(order),
+    }
 }
 
-pub async fn get_order(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
+pub async fn get_order(state: Data, req: HttpRequest) -> ApiResult {
     state.require_client(&req)?;
     state.dir()?;
-    let order = order_by_path(&state, &path).await?;
+    let order = order_by_path(&state, &req).await?;
     Ok(ok(&OrderView::new(&order, false, &state.order_ids)))
 }
 
@@ -429,11 +437,11 @@ pub async fn get_order(state: Data, req: HttpRequest, path: web::Path<String>) -
 async fn change_order(
     state: &AppState,
     caller: &Caller,
-    path: &str,
+    req: &HttpRequest,
     make: impl FnOnce(OrderId) -> Command,
 ) -> ApiResult {
     let dir = state.dir()?;
-    let order = order_by_path(state, path).await?;
+    let order = order_by_path(state, req).await?;
     caller.store(&order.store_id)?;
     let applied = exec(dir, &order.store_id, make(order.order_id), None).await?;
     match applied.reply {
@@ -442,12 +450,7 @@ async fn change_order(
     }
 }
 
-pub async fn post_payment(
-    state: Data,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: Bytes,
-) -> ApiResult {
+pub async fn post_payment(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
     let caller = state.caller(&req)?;
     caller.any_store()?;
     state.dir()?;
@@ -466,7 +469,7 @@ pub async fn post_payment(
         None => None,
         Some(r) => Some(parse_text(Some(r), "reference")?),
     };
-    change_order(&state, &caller, &path, |order_id| Command::Pay {
+    change_order(&state, &caller, &req, |order_id| Command::Pay {
         order_id,
         succeeded,
         reference,
@@ -474,12 +477,7 @@ pub async fn post_payment(
     .await
 }
 
-pub async fn post_cancel(
-    state: Data,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: Bytes,
-) -> ApiResult {
+pub async fn post_cancel(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
     let caller = state.caller(&req)?;
     caller.any_store()?;
     state.dir()?;
@@ -492,7 +490,7 @@ pub async fn post_cancel(
             Some(r) => Some(parse_text(Some(r), "reason")?),
         }
     };
-    change_order(&state, &caller, &path, |order_id| Command::Cancel {
+    change_order(&state, &caller, &req, |order_id| Command::Cancel {
         order_id,
         reason,
     })
@@ -592,6 +590,48 @@ async fn saved_answer(
                 .ok_or_else(|| ApiError::storage("a remembered order is missing"))?;
             Ok(Some(answer_of(&Ok(order), &state.order_ids)))
         }
+    }
+}
+
+/// `POST /api/v1/stores/{store_id}/orders`: `POST /api/v1/orders/` with that store (a
+/// body naming another store is 400 "Store mismatch").
+pub async fn post_store_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
+    let store = req
+        .match_info()
+        .get("store_id")
+        .unwrap_or_default()
+        .to_string();
+    let body = with_store(&store, body)?;
+    post_order(state, req, body).await
+}
+
+/// The order body with `store_id` set to `store`: added when absent (as text, so that every
+/// number keeps the exact form it was sent in), refused when it names another store. A
+/// body that is not a JSON object is passed on as it is, to be refused as usual.
+fn with_store(store: &str, body: Bytes) -> Result<Bytes, ApiError> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&body) else {
+        return Ok(body);
+    };
+    match map.get("store_id") {
+        Some(serde_json::Value::String(s)) if s == store => Ok(body),
+        None => {
+            let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
+            let field = serde_json::to_string(store).unwrap_or_default();
+            let mut out = Vec::with_capacity(body.len() + field.len() + 16);
+            out.extend_from_slice(&body[..=open]);
+            out.extend_from_slice(b"\"store_id\":");
+            out.extend_from_slice(field.as_bytes());
+            let rest = &body[open + 1..];
+            if rest.iter().any(|b| !b.is_ascii_whitespace() && *b != b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+            Ok(Bytes::from(out))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "Store mismatch",
+            "The body's `store_id` is not the store of the path.",
+        )),
     }
 }
 

@@ -81,6 +81,20 @@ fn paths() -> Value {
         (200, "Order"),
         &[400, 404, 409],
     );
+    // The order calls again under their store (`/api/v1/stores/{store_id}/orders…`).
+    let in_store = |mut o: Value| {
+        if let Some(params) = o["parameters"].as_array_mut() {
+            params.insert(0, store());
+        }
+        o
+    };
+    let mut store_order = in_store(place_order.clone());
+    store_order["summary"] =
+        json!("Place an order at this store (a body store_id, if any, must be this store)");
+    if let Some(schema) = store_order["requestBody"]["content"]["application/json"].as_object_mut()
+    {
+        schema.insert("schema".into(), schema_ref("StoreOrderInput"));
+    }
     // A cancel's body (a reason) may be left out.
     let mut cancel = op(
         "Cancel an order",
@@ -150,6 +164,16 @@ fn paths() -> Value {
         "/api/v1/orders": {"post": place_order},
         "/api/v1/orders/{order_id}": {
             "get": op("Read an order", Access::Client, vec![order()], None, (200, "Order"), &[404]),
+        },
+        "/api/v1/stores/{store_id}/orders": {"post": store_order},
+        "/api/v1/stores/{store_id}/orders/{order_id}": {
+            "get": in_store(op("Read an order of this store", Access::Client, vec![order()], None, (200, "Order"), &[400, 404])),
+        },
+        "/api/v1/stores/{store_id}/orders/{order_id}/payment": {
+            "post": in_store(op("Payment provider callback", Access::Store, vec![order()], Some("PaymentInput"), (200, "Order"), &[400, 404, 409])),
+        },
+        "/api/v1/stores/{store_id}/orders/{order_id}/cancel": {
+            "post": in_store(cancel.clone()),
         },
         "/api/v1/orders/{order_id}/payment": {
             "post": op("Payment provider callback", Access::Store, vec![order()], Some("PaymentInput"), (200, "Order"), &[400, 404, 409]),
@@ -448,6 +472,7 @@ const ERROR_PHRASES: &[&str] = &[
     "Too many webhooks",
     "Webhook not found",
     "Invalid url",
+    "Store mismatch",
     "Invalid events",
     "Invalid secret",
     "Unauthorized",
@@ -626,6 +651,15 @@ fn schemas() -> Value {
             "created_at": time(),
             "updated_at": time(),
             "expires_at": time(),
+        })),
+        "StoreOrderInput": object(&["items", "payment_method"], json!({
+            "store_id": id.clone(),
+            "customer_phone": text,
+            "customer_name": text,
+            "delivery_address": text,
+            "items": items_in,
+            "payment_method": {"type": "string", "enum": ["cod", "upi", "card"]},
+            "reservation_id": opt(id.clone()),
         })),
         "PaymentInput": object(&["status"], json!({
             "status": {"type": "string", "enum": ["succeeded", "failed"]},
