@@ -73,6 +73,7 @@ fn place_order(n: u32, items: Vec<DraftItem>) -> Command {
         payment_method: PaymentMethod::Cod,
         reservation_id: None,
         payment_ttl_ms: 900_000,
+        allow_partial: false,
     }))
 }
 

@@ -1109,3 +1109,106 @@ async fn per_store_order_paths_answer_like_the_plain_ones() {
     );
     assert_eq!(server.stock("S1", "RICE").await, json!(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternatives_and_a_partial_order_agree_on_what_ships() {
+    // Goal: availability offers at most 3 substitutes of the same category with enough
+    // stock, closest in price then by id, and says what a partial order would ship; the
+    // allow_partial order placed next ships exactly that (exact thousandths of a kg, whole
+    // pieces), lists the rest as unfulfilled, is priced on what ships, and a retry with its
+    // key gets the same answer; nothing at all available is 400 as without the flag.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("C").await;
+    for (id, unit, price, stock, category) in [
+        ("MAGGI", "pieces", 14, json!(3), "Noodles"),
+        ("YIPPEE", "pieces", 12, json!(10), "Noodles"),
+        ("TOP", "pieces", 15, json!(10), "Noodles"),
+        ("KNORR", "pieces", 20, json!(1), "Noodles"),
+        ("WAI", "pieces", 30, json!(10), "Noodles"),
+        ("CUP", "pieces", 16, json!(10), "Noodles"),
+        ("RICE", "kg", 80, json!(2.5), "Rice"),
+        ("SALT", "pieces", 28, json!(0), "Salt"),
+    ] {
+        let body = json!({"product_name": id, "unit": unit, "unit_price": price, "stock": stock, "category": category});
+        let r = server
+            .admin("PUT", &format!("/api/v1/inventory/products/C/{id}"), body)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+    }
+    let cart = json!([{"product_id": "MAGGI", "quantity": 5}, {"product_id": "RICE", "quantity": 3.75}, {"product_id": "CUP", "quantity": 1}]);
+    let check = json!({"store_id": "C", "items": cart, "alternatives": true});
+    let r = server.post("/api/v1/inventory/availability", check).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let a = r.json();
+    let offered: Vec<&str> = a["items"][0]["alternatives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["product_id"].as_str().unwrap())
+        .collect();
+    // |15-14| = 1, |12-14| = 2, then WAI (16); CUP is in the cart, KNORR has too little.
+    assert_eq!(offered, ["TOP", "YIPPEE", "WAI"]);
+    assert_eq!(a["items"][1]["alternatives"], json!([]), "no other rice");
+    assert!(a["items"][2].get("alternatives").is_none(), "not short");
+    let partial = &a["partial"];
+    assert_eq!(
+        partial["items"],
+        json!([{"product_id": "MAGGI", "quantity": 3}, {"product_id": "RICE", "quantity": 2.5}, {"product_id": "CUP", "quantity": 1}])
+    );
+    assert_eq!(partial["subtotal"], json!(258), "3 × 14 + 2.5 × 80 + 16");
+
+    let mut body = order("C", &[]);
+    body["items"] = cart.clone();
+    body["allow_partial"] = json!(true);
+    let key = [("idempotency-key", "partial-1")];
+    let r = server
+        .req("POST", "/api/v1/orders/", &key, Some(body.clone()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let placed = r.json();
+    let shipped: Vec<(Value, Value)> = placed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["product_id"].clone(), l["quantity"].clone()))
+        .collect();
+    assert_eq!(
+        shipped,
+        [
+            (json!("MAGGI"), json!(3)),
+            (json!("RICE"), json!(2.5)),
+            (json!("CUP"), json!(1))
+        ]
+    );
+    assert_eq!(placed["subtotal"], partial["subtotal"]);
+    assert_eq!(
+        placed["unfulfilled"],
+        json!([
+            {"product_id": "MAGGI", "product_name": "MAGGI", "requested": 5, "shipped": 3, "shortage": 2},
+            {"product_id": "RICE", "product_name": "RICE", "requested": 3.75, "shipped": 2.5, "shortage": 1.25},
+        ])
+    );
+    let again = server
+        .req("POST", "/api/v1/orders/", &key, Some(body))
+        .await;
+    assert_eq!(again.json(), placed, "a retry gets the same answer");
+    assert_eq!(server.stock("C", "RICE").await, json!(0));
+
+    // A dropped line is unfulfilled with nothing shipped; nothing at all is a 400.
+    let mut body = order("C", &[("SALT", json!(2)), ("YIPPEE", json!(1))]);
+    body["allow_partial"] = json!(true);
+    let r = server.post("/api/v1/orders/", body).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(
+        r.json()["unfulfilled"],
+        json!([{"product_id": "SALT", "product_name": "SALT", "requested": 2, "shipped": 0, "shortage": 2}])
+    );
+    let mut body = order("C", &[("SALT", json!(2))]);
+    body["allow_partial"] = json!(true);
+    let r = server.post("/api/v1/orders/", body).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Insufficient stock"))
+    );
+}

@@ -275,6 +275,7 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                     },
                     reservation_id: hold_n.map(ReservationId::from_number),
                     payment_ttl_ms: TTL_PAY,
+                    allow_partial: false,
                 };
                 (Command::PlaceOrder(Box::new(draft)), ok)
             }
@@ -485,6 +486,7 @@ fn per_store_bounds_on_open_holds_and_unpaid_orders_refuse_and_change_nothing() 
             payment_method: method,
             reservation_id: None,
             payment_ttl_ms: 3_600_000,
+            allow_partial: false,
         }))
     };
     for n in 1..=PENDING_PAYMENTS_MAX as u32 {
@@ -543,6 +545,7 @@ fn one_call_locks_at_most_lock_milli_max_and_a_refusal_changes_nothing() {
             payment_method: method,
             reservation_id: None,
             payment_ttl_ms: 3_600_000,
+            allow_partial: false,
         }))
     };
     let before = s.product(&pid(0)).unwrap().clone();

@@ -158,6 +158,7 @@ fn a_receiver_down_for_a_day_gives_failed_and_a_webhook_failed_event() {
             payment_method: PaymentMethod::Cod,
             reservation_id: None,
             payment_ttl_ms: 0,
+            allow_partial: false,
         };
         run(&directory, Command::PlaceOrder(Box::new(draft))).await;
         let tried = |n: usize| {

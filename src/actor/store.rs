@@ -94,11 +94,50 @@ pub struct AvailabilityLine {
     pub product_id: ProductId,
     pub requested: Qty,
     pub available: Qty,
+    /// Sold in whole units (pieces, packs).
+    pub counted: bool,
+    pub unit_price: Paise,
+    /// Substitutes for a short line, when asked for (see [`alternatives`]).
+    pub alternatives: Vec<Product>,
 }
 
-pub struct Availability(pub Vec<(ProductId, Qty)>);
+/// Checks a cart: each line's stock, and (`alternatives`) substitutes for short ones.
+pub struct Availability {
+    pub lines: Vec<(ProductId, Qty)>,
+    pub alternatives: bool,
+}
 impl Message for Availability {
     type Result = Result<Vec<AvailabilityLine>, DomainError>;
+}
+
+/// Most substitutes offered for one short line (API.md).
+pub const ALTERNATIVES_MAX: usize = 3;
+
+/// Substitutes for `short` (`requested` of it): products of the same store and category,
+/// not in the cart, with at least `requested` available, closest in price first, then by
+/// id; at most [`ALTERNATIVES_MAX`]. A product with no category has none.
+pub fn alternatives<'a>(
+    products: impl Iterator<Item = &'a Product>,
+    short: &Product,
+    requested: Qty,
+    cart: &[(ProductId, Qty)],
+) -> Vec<Product> {
+    let Some(category) = short.info.category.as_deref() else {
+        return Vec::new();
+    };
+    let price = short.info.unit_price.0;
+    let mut found: Vec<&Product> = products
+        .filter(|p| p.info.category.as_deref() == Some(category))
+        .filter(|p| !cart.iter().any(|(id, _)| *id == p.info.product_id))
+        .filter(|p| p.current_stock() >= requested)
+        .collect();
+    found.sort_by_key(|p| {
+        (
+            (p.info.unit_price.0 - price).abs(),
+            p.info.product_id.clone(),
+        )
+    });
+    found.into_iter().take(ALTERNATIVES_MAX).cloned().collect()
 }
 
 /// A product's newest movement id, and a barrier that completes once every change this
@@ -508,18 +547,27 @@ impl Handler<LowStock> for StoreActor {
 impl Handler<Availability> for StoreActor {
     type Result = MessageResult<Availability>;
     fn handle(&mut self, msg: Availability, _: &mut Self::Context) -> Self::Result {
-        let mut lines = Vec::with_capacity(msg.0.len());
-        for (id, requested) in msg.0 {
+        let mut lines = Vec::with_capacity(msg.lines.len());
+        for (id, requested) in msg.lines.iter().cloned() {
             let Some(p) = self.state.product(&id) else {
                 return MessageResult(Err(DomainError::ProductNotFound(id)));
             };
             if p.info.unit.is_counted() && !requested.is_whole() {
                 return MessageResult(Err(DomainError::InvalidQuantity(id)));
             }
+            let short = p.current_stock() < requested;
+            let alternatives = if msg.alternatives && short {
+                alternatives(self.state.products(), p, requested, &msg.lines)
+            } else {
+                Vec::new()
+            };
             lines.push(AvailabilityLine {
                 product_id: id,
                 requested,
                 available: p.current_stock(),
+                counted: p.info.unit.is_counted(),
+                unit_price: p.info.unit_price,
+                alternatives,
             });
         }
         MessageResult(Ok(lines))

@@ -105,6 +105,16 @@ pub struct OrderDraft {
     pub reservation_id: Option<ReservationId>,
     /// How long an unpaid `upi`/`card` order holds its stock.
     pub payment_ttl_ms: i64,
+    /// Ship what is there: each line min(requested, available), whole units for counted
+    /// products, lines with nothing dropped (API.md "Partial fulfilment").
+    pub allow_partial: bool,
+}
+
+/// What a line can ship of `requested` when `available` is there: all of it, or what is
+/// there, in whole units for products counted in pieces or packs.
+pub fn shippable(requested: Qty, available: Qty, counted: bool) -> Qty {
+    let q = requested.min(available);
+    if counted { Qty(q.0 - q.0 % 1000) } else { q }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -752,7 +762,7 @@ impl StoreState {
     fn place_order(
         &mut self,
         events: &mut Vec<Event>,
-        draft: OrderDraft,
+        mut draft: OrderDraft,
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
         assert!(
@@ -789,6 +799,24 @@ impl StoreState {
             .iter()
             .filter_map(|i| self.shortage(&i.product_id, i.quantity, held_of(&i.product_id)))
             .collect();
+        if !shortages.is_empty() && draft.allow_partial {
+            // Each short line ships what is there; a line with nothing is dropped.
+            for s in &shortages {
+                let counted = s.unit.is_counted();
+                let ship = shippable(s.requested, s.available, counted);
+                if let Some(item) = draft
+                    .items
+                    .iter_mut()
+                    .find(|i| i.product_id == s.product_id)
+                {
+                    item.quantity = ship;
+                }
+            }
+            draft.items.retain(|i| i.quantity > Qty::ZERO);
+            if !draft.items.is_empty() {
+                return self.place_order(events, draft, now_ms);
+            }
+        }
         if !shortages.is_empty() {
             return Err(DomainError::InsufficientStock(shortages));
         }

@@ -3,10 +3,11 @@
 use super::error::ApiError;
 use super::idempotency::{Answer, Begin, body_hash, valid_key};
 use super::json::*;
+use super::partial::with_unfulfilled;
 use super::{AppState, Caller, json_response};
 use crate::actor::{
-    Applied, Availability, Directory, Exec, GetProduct, GetStore, LedgerHead, ListProducts,
-    LowStock, Reply, now_ms,
+    Applied, Directory, Exec, GetProduct, GetStore, LedgerHead, ListProducts, LowStock, Reply,
+    now_ms,
 };
 use crate::domain::*;
 use crate::wal::archive::remember;
@@ -278,47 +279,6 @@ pub async fn get_movements(
         .map(|m| MovementView::new(m, &state.order_ids))
         .collect();
     Ok(ok(&json!({"items": items, "next_after": next_after})))
-}
-
-pub async fn post_availability(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
-    state.require_client(&req)?;
-    let dir = state.dir()?;
-    let parsed: AvailabilityBody = parse_body(&req, &body)?;
-    let store_id = match parsed.store_id.as_deref() {
-        None | Some("") => {
-            return Err(ApiError::bad_request(
-                "store_id is required",
-                "Name the store to check.",
-            ));
-        }
-        Some(s) => parse_store_id(s)?,
-    };
-    let no_items = ApiError::bad_request("No items", "Send at least one item to check.");
-    let items = parse_items(parsed.items, no_items)?;
-    let lines = dir
-        .call(
-            &store_id,
-            Availability(
-                items
-                    .into_iter()
-                    .map(|i| (i.product_id, i.quantity))
-                    .collect(),
-            ),
-        )
-        .await??;
-    let all_available = lines.iter().all(|l| l.available >= l.requested);
-    let items: Vec<_> = lines
-        .iter()
-        .map(|l| {
-            json!({
-                "product_id": l.product_id.as_str(),
-                "requested": qty_json(l.requested),
-                "available": qty_json(l.available),
-                "shortage": qty_json(Qty(l.requested.0.saturating_sub(l.available.0))),
-            })
-        })
-        .collect();
-    Ok(ok(&json!({"all_available": all_available, "items": items})))
 }
 
 pub async fn get_low_stock(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
@@ -639,7 +599,8 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
     state.require_client(&req)?;
     let Some(key) = req.headers().get("Idempotency-Key") else {
         let result = place_order(&state, &req, &body, None).await;
-        return Ok(respond(&answer_of(&result, &state.order_ids)));
+        let answer = answer_of(&result, &state.order_ids);
+        return Ok(respond(&with_unfulfilled(&state, &body, answer).await));
     };
     if !valid_key(key.as_bytes()) {
         return Err(ApiError::bad_request(
@@ -691,6 +652,7 @@ pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult
                             answer
                         }
                     };
+                    let answer = with_unfulfilled(&state, &body, answer).await;
                     guard.finish(answer.clone());
                     Ok(answer)
                 });

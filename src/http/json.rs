@@ -411,6 +411,7 @@ pub struct OrderBody {
     pub items: Option<Vec<Obj<ItemBody>>>,
     pub payment_method: Option<String>,
     pub reservation_id: Option<String>,
+    pub allow_partial: Option<bool>,
 }
 
 pub struct ParsedOrder {
@@ -462,6 +463,7 @@ impl OrderBody {
             payment_method,
             reservation_id,
             payment_ttl_ms: 0,
+            allow_partial: self.allow_partial == Some(true),
         };
         Ok(ParsedOrder { store_id, draft })
     }
@@ -471,6 +473,7 @@ impl OrderBody {
 pub struct AvailabilityBody {
     pub store_id: Option<String>,
     pub items: Option<Vec<Obj<ItemBody>>>,
+    pub alternatives: Option<bool>,
 }
 
 #[derive(Deserialize)]

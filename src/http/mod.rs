@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 mod handlers;
 pub mod openapi;
+mod partial;
 mod scrape;
 mod tokens;
 mod webhooks;
@@ -135,7 +136,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .delete(delete_reservation),
         )
         .service(web::resource("/api/v1/stores/{store_id}/alerts/low-stock").get(get_low_stock))
-        .service(web::resource("/api/v1/inventory/availability").post(post_availability))
+        .service(web::resource("/api/v1/inventory/availability").post(partial::post_availability))
         .service(web::resource("/api/v1/inventory/products/{store_id}").get(list_products))
         .service(
             web::resource("/api/v1/inventory/products/{store_id}/{product_id}")

@@ -606,7 +606,7 @@ fn schemas() -> Value {
             }))},
             "next_after": {"type": "integer", "nullable": true},
         })),
-        "AvailabilityInput": object(&["store_id", "items"], json!({"store_id": id, "items": items_in})),
+        "AvailabilityInput": object(&["store_id", "items"], json!({"store_id": id, "items": items_in, "alternatives": opt(json!({"type": "boolean"}))})),
         "Availability": object(&["all_available", "items"], json!({
             "all_available": {"type": "boolean"},
             "items": {"type": "array", "items": object(&["product_id", "requested", "available", "shortage"], json!({
@@ -614,7 +614,18 @@ fn schemas() -> Value {
                 "requested": qty("Asked for"),
                 "available": qty("current_stock"),
                 "shortage": qty("What is missing (0 if none)"),
+                "alternatives": {"type": "array", "maxItems": 3, "items": object(&["product_id", "product_name", "unit", "unit_price", "current_stock"], json!({
+                    "product_id": {"type": "string"},
+                    "product_name": {"type": "string"},
+                    "unit": unit,
+                    "unit_price": money(),
+                    "current_stock": qty("Available now"),
+                }))},
             }))},
+            "partial": object(&["items", "subtotal"], json!({
+                "items": {"type": "array", "items": object(&["product_id", "quantity"], json!({"product_id": {"type": "string"}, "quantity": qty("What an allow_partial order would ship")}))},
+                "subtotal": money(),
+            })),
         })),
         "OrderInput": object(&["store_id", "items", "payment_method"], json!({
             "store_id": id,
@@ -624,6 +635,7 @@ fn schemas() -> Value {
             "items": items_in,
             "payment_method": {"type": "string", "enum": ["cod", "upi", "card"]},
             "reservation_id": opt(id.clone()),
+            "allow_partial": opt(json!({"type": "boolean"})),
         })),
         "Order": object(&["order_id", "status", "store_id", "customer_phone", "customer_name", "delivery_address", "items", "subtotal", "tax", "delivery_fee", "total_amount", "payment_method", "created_at", "updated_at"], json!({
             "order_id": {"type": "string", "pattern": ORDER_ID_PATTERN},
@@ -651,6 +663,13 @@ fn schemas() -> Value {
             "created_at": time(),
             "updated_at": time(),
             "expires_at": time(),
+            "unfulfilled": {"type": "array", "description": "allow_partial orders: what did not ship", "items": object(&["product_id", "product_name", "requested", "shipped", "shortage"], json!({
+                "product_id": {"type": "string"},
+                "product_name": {"type": "string", "nullable": true},
+                "requested": qty("Asked for"),
+                "shipped": qty("In the order"),
+                "shortage": qty("requested - shipped"),
+            }))},
         })),
         "StoreOrderInput": object(&["items", "payment_method"], json!({
             "store_id": id.clone(),
@@ -660,6 +679,7 @@ fn schemas() -> Value {
             "items": items_in,
             "payment_method": {"type": "string", "enum": ["cod", "upi", "card"]},
             "reservation_id": opt(id.clone()),
+            "allow_partial": opt(json!({"type": "boolean"})),
         })),
         "PaymentInput": object(&["status"], json!({
             "status": {"type": "string", "enum": ["succeeded", "failed"]},

@@ -464,6 +464,7 @@ mod tests {
                 payment_method: PaymentMethod::Cod,
                 reservation_id: None,
                 payment_ttl_ms: 1000,
+                allow_partial: false,
             };
             records.push(record(&mut state, Command::PlaceOrder(Box::new(draft))));
         }
