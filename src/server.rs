@@ -288,6 +288,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         config.snapshot_interval,
     ));
     spawn_idem_sweeper(Archive::new(storage.clone()));
+    spawn_order_indexer(Archive::new(storage.clone()));
     spawn_event_sweeper(Archive::new(storage.clone()), dir.clone());
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; taking final snapshots");
@@ -396,6 +397,18 @@ async fn snapshot_loop(dir: Arc<Directory>, every_records: u64, interval: Durati
             last = Instant::now();
         }
     }
+}
+
+/// Indexes the orders of a data directory from before the store order index, once, off
+/// the request path (until it is done, listings of such a directory miss older orders).
+fn spawn_order_indexer(archive: Archive) {
+    let _ = std::thread::Builder::new()
+        .name("order-indexer".into())
+        .spawn(move || match archive.index_store_orders_once() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(orders = n, "orders of an earlier version indexed by store"),
+            Err(e) => tracing::warn!(error = %e, "indexing orders by store failed"),
+        });
 }
 
 /// How long public events are kept: the contract promises at least 7 days.

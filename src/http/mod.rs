@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 mod handlers;
+mod listing;
 pub mod openapi;
 mod partial;
 mod scrape;
@@ -156,7 +157,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/orders/{order_id}/payment").post(post_payment))
         .service(web::resource("/api/v1/orders/{order_id}/cancel").post(post_cancel))
         // The same handlers under the store (a proxy can route by path alone).
-        .service(web::resource("/api/v1/stores/{store_id}/orders").post(post_store_order))
+        .service(
+            web::resource("/api/v1/stores/{store_id}/orders")
+                .get(listing::list_orders)
+                .post(post_store_order),
+        )
         .service(web::resource("/api/v1/stores/{store_id}/orders/{order_id}").get(get_order))
         .service(
             web::resource("/api/v1/stores/{store_id}/orders/{order_id}/payment").post(post_payment),

@@ -165,7 +165,15 @@ fn paths() -> Value {
         "/api/v1/orders/{order_id}": {
             "get": op("Read an order", Access::Client, vec![order()], None, (200, "Order"), &[404]),
         },
-        "/api/v1/stores/{store_id}/orders": {"post": store_order},
+        "/api/v1/stores/{store_id}/orders": {
+            "post": store_order,
+            "get": op("The store's orders, newest first", Access::Store,
+                vec![store(), limit(),
+                     param("status", "query", json!({"type": "string", "enum": ["", "pending_payment", "confirmed", "cancelled", "expired", "payment_failed", "returned"], "description": "empty: any"})),
+                     param("since", "query", json!({"type": "string", "pattern": "^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z)?$", "description": "RFC 3339, UTC; empty: any time"})),
+                     param("after", "query", json!({"type": "string", "pattern": "^(ORD([0-9A-F]{16}|[0-9A-F]{8}))?$", "description": "An order_id; empty: from the newest"}))],
+                None, (200, "OrderList"), &[400, 404]),
+        },
         "/api/v1/stores/{store_id}/orders/{order_id}": {
             "get": in_store(op("Read an order of this store", Access::Client, vec![order()], None, (200, "Order"), &[400, 404])),
         },
@@ -473,6 +481,8 @@ const ERROR_PHRASES: &[&str] = &[
     "Webhook not found",
     "Invalid url",
     "Store mismatch",
+    "Invalid status",
+    "Invalid since",
     "Invalid events",
     "Invalid secret",
     "Unauthorized",
@@ -670,6 +680,10 @@ fn schemas() -> Value {
                 "shipped": qty("In the order"),
                 "shortage": qty("requested - shipped"),
             }))},
+        })),
+        "OrderList": object(&["items", "next_after"], json!({
+            "items": {"type": "array", "items": schema_ref("Order")},
+            "next_after": {"type": "string", "nullable": true, "pattern": ORDER_ID_PATTERN},
         })),
         "StoreOrderInput": object(&["items", "payment_method"], json!({
             "store_id": id.clone(),

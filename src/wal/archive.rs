@@ -211,6 +211,28 @@ impl Archive {
         views::forget_events(&self.storage, store, cutoff_ms, keep)
     }
 
+    /// A store's order numbers below `below`, newest first, at most `limit`.
+    pub fn store_orders_below(
+        &self,
+        store: &StoreId,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, WalError> {
+        views::store_orders_below(&self.storage, store, below, limit)
+    }
+
+    /// Indexes the orders of a data directory from before the store order index, once (a
+    /// mark in `meta` says it is done). Returns how many orders it indexed.
+    pub fn index_store_orders_once(&self) -> Result<u64, WalError> {
+        const DONE: &[u8] = b"store_orders_indexed";
+        if self.storage.meta.contains_key(DONE)? {
+            return Ok(0);
+        }
+        let seen = views::index_store_orders(&self.storage)?;
+        self.storage.meta.insert(DONE, &[1])?;
+        Ok(seen)
+    }
+
     /// Idempotency entries added since the process started (see `PendingViews`).
     pub fn answers_added(&self) -> u64 {
         self.storage.pending.idem_added()

@@ -555,6 +555,7 @@ pub fn view_writes(record: WalRecord) -> Vec<ViewWrite> {
                 first_order.get_or_insert(order.order_id);
                 writes.push(ViewWrite::Order {
                     seq: order.order_id.seq(),
+                    store: record.store_id.clone(),
                     frame: encode_frame::<Order>(&order),
                 })
             }

@@ -37,6 +37,9 @@ pub struct Storage {
     /// `store \0 first event id (BE) → Vec<StoreEvent> frame`: a store's public events in
     /// runs of consecutive ids (see `views`).
     pub events: sled::Tree,
+    /// `store \0 order number (BE) → ()`: each store's orders, for listing them newest
+    /// first (see `views`).
+    pub store_orders: sled::Tree,
     /// `Idempotency-Key → IdemEntry frame`.
     pub idem: sled::Tree,
     /// `views_from → seq (u64 BE)`, as versions before the checkpoint file kept it.
@@ -67,6 +70,7 @@ impl Storage {
             movements: db.open_tree("movements")?,
             idem: db.open_tree("idem")?,
             events: db.open_tree("events")?,
+            store_orders: db.open_tree("store_orders")?,
             order_blocks: db.open_tree("order_blocks")?,
             meta: db.open_tree("meta")?,
             pending: Arc::default(),

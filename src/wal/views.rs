@@ -43,8 +43,12 @@ pub const VIEWS_FROM_KEY: &[u8] = b"views_from";
 /// A write into the views that a WAL record implies.
 #[derive(Clone, Debug)]
 pub enum ViewWrite {
-    /// An order's latest state, as a frame.
-    Order { seq: u64, frame: Vec<u8> },
+    /// An order's latest state, as a frame, and its store (for the store's order index).
+    Order {
+        seq: u64,
+        store: StoreId,
+        frame: Vec<u8>,
+    },
     /// A record's movements (consecutive ids) in one store.
     Movements {
         store: StoreId,
@@ -68,6 +72,8 @@ pub enum ViewWrite {
 struct Pending {
     /// Order number → the order's latest frame.
     orders: HashMap<u64, Vec<u8>>,
+    /// Store → its order numbers here (for the store's order index).
+    store_orders: HashMap<StoreId, std::collections::BTreeSet<u64>>,
     /// Store → first movement id → a record's movements.
     movements: HashMap<StoreId, BTreeMap<u64, Vec<Movement>>>,
     movement_count: usize,
@@ -142,8 +148,9 @@ impl PendingViews {
         let p = &mut g.filling;
         for w in writes {
             match w {
-                ViewWrite::Order { seq, frame } => {
+                ViewWrite::Order { seq, store, frame } => {
                     p.orders.insert(seq, frame);
+                    p.store_orders.entry(store).or_default().insert(seq);
                 }
                 ViewWrite::Movements { store, movements } => {
                     let Some(first) = movements.first().map(|m| m.movement_id) else {
@@ -231,6 +238,9 @@ impl PendingViews {
         storage.order_blocks.apply_batch(blocks)?;
         storage.movements.apply_batch(ledger_runs(&sealed.views))?;
         storage.events.apply_batch(event_runs(&sealed.views))?;
+        storage
+            .store_orders
+            .apply_batch(store_order_keys(&sealed.views))?;
         self.write().sealed = None;
         let mut applied = self.applied_below.lock().unwrap_or_else(|e| e.into_inner());
         *applied = (*applied).max(sealed.below);
@@ -297,6 +307,18 @@ impl PendingViews {
             }
         }
         found.into_values().take(limit).collect()
+    }
+
+    /// A store's order numbers held, below `below`, highest first (at most `limit`).
+    fn store_orders_below(&self, store: &StoreId, below: u64, limit: usize) -> Vec<u64> {
+        let g = self.read();
+        let mut found = std::collections::BTreeSet::new();
+        for p in std::iter::once(&g.filling).chain(g.sealed.as_deref()) {
+            if let Some(seqs) = p.store_orders.get(store) {
+                found.extend(seqs.range(..below).rev().take(limit));
+            }
+        }
+        found.into_iter().rev().take(limit).collect()
     }
 
     /// The highest order number held.
@@ -369,6 +391,72 @@ fn event_runs(p: &Pending) -> sled::Batch {
         }
     }
     batch
+}
+
+/// The store order index entries of the pending orders: `store \0 order number (BE)`.
+fn store_order_keys(p: &Pending) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (store, seqs) in &p.store_orders {
+        for &seq in seqs {
+            batch.insert(store_order_key(store, seq), &[]);
+        }
+    }
+    batch
+}
+
+/// An entry of the store order index: `store \0 order number (u64 BE)`.
+pub fn store_order_key(store: &StoreId, seq: u64) -> Vec<u8> {
+    movement_key(store, seq)
+}
+
+/// A store's order numbers below `below`, highest (newest) first, at most `limit`: from
+/// the index in sled and from memory, merged.
+pub fn store_orders_below(
+    storage: &Storage,
+    store: &StoreId,
+    below: u64,
+    limit: usize,
+) -> Result<Vec<u64>, WalError> {
+    let mut found: std::collections::BTreeSet<u64> = storage
+        .pending
+        .store_orders_below(store, below, limit)
+        .into_iter()
+        .collect();
+    let range = store_order_key(store, 0)..store_order_key(store, below);
+    for key in storage.store_orders.range(range).keys().rev().take(limit) {
+        let key = key?;
+        if let Some(seq) = key.get(key.len() - 8..).and_then(|b| b.try_into().ok()) {
+            found.insert(u64::from_be_bytes(seq));
+        }
+    }
+    Ok(found.into_iter().rev().take(limit).collect())
+}
+
+/// Indexes every order in the archive by its store (for data directories from before the
+/// index; the index is idempotent). Returns how many orders it saw.
+pub fn index_store_orders(storage: &Storage) -> Result<u64, WalError> {
+    let mut seen = 0;
+    let mut batch = sled::Batch::default();
+    for entry in storage.order_blocks.iter() {
+        let (_, bytes) = entry?;
+        let block: Block = decode_frame(&bytes, &|| "an order block".into())?;
+        for (seq, frame) in block {
+            let order: Order = decode_frame(&frame, &|| format!("order {seq}"))?;
+            batch.insert(store_order_key(&order.store_id, seq), &[]);
+            seen += 1;
+        }
+    }
+    for entry in storage.orders.iter() {
+        let (key, bytes) = entry?;
+        if let (Ok(k), false) = (<[u8; 4]>::try_from(key.as_ref()), bytes.is_empty()) {
+            let order: Order = decode_frame(&bytes, &|| "an order".into())?;
+            let seq = u64::from(u32::from_be_bytes(k));
+            batch.insert(store_order_key(&order.store_id, seq), &[]);
+            seen += 1;
+        }
+    }
+    storage.store_orders.apply_batch(batch)?;
+    Ok(seen)
 }
 
 /// The key of a run of `store`'s events starting at `id`: `store \0 id (u64 BE)`.
@@ -617,6 +705,7 @@ mod tests {
     fn write(seq: u64, status: OrderStatus) -> ViewWrite {
         ViewWrite::Order {
             seq,
+            store: StoreId::parse("S").unwrap(),
             frame: encode_frame(&order(seq, status)),
         }
     }
@@ -796,5 +885,51 @@ mod tests {
         );
         let other = StoreId::parse("AB").unwrap();
         assert_eq!(forget_events(&storage, &other, i64::MAX, 1).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_store_s_orders_are_listed_newest_first_and_an_old_archive_is_indexed() {
+        // Goal: the index lists a store's order numbers below a cursor, newest first, from
+        // memory and sled alike; an archive without index entries is indexed by a walk.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = StoreId::parse("S").unwrap();
+        let mut idem = sled::Batch::default();
+        storage.pending.add(
+            (1..=5).map(|seq| write(seq, OrderStatus::Confirmed)),
+            &mut idem,
+        );
+        assert_eq!(
+            store_orders_below(&storage, &store, u64::MAX, 3).unwrap(),
+            [5, 4, 3]
+        );
+        storage.pending.write_out(&storage, 1).unwrap();
+        storage.pending.add(
+            (6..=7).map(|seq| write(seq, OrderStatus::Confirmed)),
+            &mut idem,
+        );
+        assert_eq!(
+            store_orders_below(&storage, &store, 7, 10).unwrap(),
+            [6, 5, 4, 3, 2, 1]
+        );
+        let other = StoreId::parse("T").unwrap();
+        assert!(
+            store_orders_below(&storage, &other, u64::MAX, 10)
+                .unwrap()
+                .is_empty()
+        );
+        storage.store_orders.clear().unwrap();
+        storage.pending.write_out(&storage, 2).unwrap();
+        storage.store_orders.clear().unwrap();
+        assert!(
+            store_orders_below(&storage, &store, u64::MAX, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(index_store_orders(&storage).unwrap(), 7);
+        assert_eq!(
+            store_orders_below(&storage, &store, u64::MAX, 10).unwrap(),
+            [7, 6, 5, 4, 3, 2, 1]
+        );
     }
 }

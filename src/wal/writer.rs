@@ -833,6 +833,7 @@ pub(crate) mod tests {
             frame: vec![1, 2, 3],
             views: vec![ViewWrite::Order {
                 seq: seq.into(),
+                store: store.clone(),
                 frame: vec![seq as u8],
             }],
         };
