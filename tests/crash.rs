@@ -384,7 +384,7 @@ async fn verify_summarises_a_healthy_directory() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stores:            3"), "{text}");
-    assert!(text.contains("products:          200"), "{text}");
+    assert!(text.contains("products:          204"), "{text}");
     assert!(text.contains("orders:            1"), "{text}");
 }
 
