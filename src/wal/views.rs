@@ -167,8 +167,7 @@ impl PendingViews {
                         bus.publish(&store, &events);
                     }
                     for e in &events {
-                        metrics::counter!("godown_events_total", "type" => e.kind.as_str())
-                            .increment(1);
+                        event_counter(e.kind).increment(1);
                     }
                     p.event_count += events.len();
                     let run = p.events.entry(store).or_default();
@@ -379,6 +378,20 @@ fn ledger_runs(p: &Pending) -> sled::Batch {
         }
     }
     batch
+}
+
+/// `godown_events_total` for one type (handles made once: no lookup per event).
+fn event_counter(kind: crate::domain::EventKind) -> &'static metrics::Counter {
+    use crate::domain::EventKind;
+    static COUNTERS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
+    let all = COUNTERS.get_or_init(|| {
+        EventKind::ALL
+            .iter()
+            .map(|k| metrics::counter!("godown_events_total", "type" => k.as_str()))
+            .collect()
+    });
+    let i = EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+    &all[i]
 }
 
 /// Each store's pending events as runs of at most `EVENT_RUN_MAX`, keyed by the first.
