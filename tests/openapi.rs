@@ -42,7 +42,10 @@ fn run(bin: &Path, server: &TestServer, location: &str, extra: &[&str]) -> Outpu
         std::env::var("SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| EXAMPLES_DEFAULT.into());
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| SEED_DEFAULT.into());
     let report = server.data_dir.with_extension("schemathesis");
+    // Its cache (`.schemathesis/`) goes into the test's temporary directory, not the repo.
+    let scratch = server.data_dir.parent().expect("a temporary directory");
     Command::new(bin)
+        .current_dir(scratch)
         .arg("--config-file")
         .arg(config)
         .args(["run", location, "--url", &base, "--checks", "all"])
