@@ -27,6 +27,8 @@ enum Op {
         lines: Vec<(usize, u64)>,
         online: bool,
         hold: Option<usize>,
+        /// `allow_partial`: ship what is there.
+        partial: bool,
     },
     Pay(usize, bool),
     Cancel(usize),
@@ -43,13 +45,18 @@ fn op() -> impl Strategy<Value = Op> {
         (0..PRODUCTS, -8i64..12).prop_map(|(p, d)| Op::Adjust(p, d)),
         (lines(), 1i64..5).prop_map(|(l, t)| Op::Reserve(l, t)),
         (0usize..8).prop_map(Op::Release),
-        (lines(), any::<bool>(), proptest::option::of(0usize..8)).prop_map(
-            |(lines, online, hold)| Op::Order {
+        (
+            lines(),
+            any::<bool>(),
+            proptest::option::of(0usize..8),
+            any::<bool>()
+        )
+            .prop_map(|(lines, online, hold, partial)| Op::Order {
                 lines,
                 online,
-                hold
-            }
-        ),
+                hold,
+                partial
+            }),
         (0usize..8, any::<bool>()).prop_map(|(i, ok)| Op::Pay(i, ok)),
         (0usize..8).prop_map(Op::Cancel),
         (1i64..4).prop_map(Op::Advance),
@@ -211,9 +218,10 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                 )
             }
             Op::Order {
-                lines,
+                lines: requested,
                 online,
                 hold,
+                partial,
             } => {
                 let hold_n = hold.map(|i| hold_ids.get(i).copied().unwrap_or(999));
                 let held: Vec<(usize, u64)> = match hold_n {
@@ -227,7 +235,19 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                 let hold_ok = hold_n.is_none_or(|n| model.holds.contains_key(&n));
                 let held_of =
                     |p: usize| held.iter().find(|(hp, _)| *hp == p).map_or(0, |(_, q)| *q);
+                // A partial order ships min(requested, available) per line (whole units:
+                // the model's products are pieces) and drops empty lines.
+                let lines: Vec<(usize, u64)> = if partial {
+                    requested
+                        .iter()
+                        .map(|&(p, q)| (p, q.min(model.available(p) + held_of(p))))
+                        .filter(|&(_, q)| q > 0)
+                        .collect()
+                } else {
+                    requested.clone()
+                };
                 let ok = hold_ok
+                    && !lines.is_empty()
                     && lines
                         .iter()
                         .all(|&(p, q)| q <= model.available(p) + held_of(p));
@@ -260,7 +280,7 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                         name: "".into(),
                         delivery_address: "".into(),
                     },
-                    items: lines
+                    items: requested
                         .iter()
                         .map(|&(p, q)| DraftItem {
                             product_id: pid(p),
@@ -275,7 +295,7 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                     },
                     reservation_id: hold_n.map(ReservationId::from_number),
                     payment_ttl_ms: TTL_PAY,
-                    allow_partial: false,
+                    allow_partial: partial,
                 };
                 (Command::PlaceOrder(Box::new(draft)), ok)
             }
