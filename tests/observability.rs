@@ -157,3 +157,41 @@ async fn json_logs_carry_the_request_id_the_answer_returns() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_gauge_counts_open_event_streams_and_not_webhooks() {
+    // Goal: godown_sse_subscribers is 1 while one event stream is open (a webhook's
+    // delivery task, also a reader of the store's live events, is not counted) and 0 after
+    // the client goes.
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("G").await;
+    let hook = json!({"url": "http://127.0.0.1:9/", "events": ["*"]});
+    let r = server
+        .admin("POST", "/api/v1/stores/G/webhooks", hook)
+        .await;
+    assert_eq!(r.status, 201);
+    let gauge = || async {
+        let text = String::from_utf8(server.get("/metrics").await.body.to_vec()).unwrap();
+        parse(&text).get("godown_sse_subscribers").copied()
+    };
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /api/v1/stores/G/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let wait_for = |want: f64| {
+        let gauge = &gauge;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while gauge().await != Some(want) {
+                assert!(std::time::Instant::now() < deadline, "gauge never {want}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(1.0).await;
+    drop(stream);
+    wait_for(0.0).await;
+}

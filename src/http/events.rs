@@ -170,6 +170,7 @@ pub async fn events(
     let live = state.bus.subscribe(&store_id);
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CHUNKS);
     let feed = Feed {
+        _open: OpenStream::count(&state.sse_streams),
         archive: state.archive.clone(),
         store: store_id,
         ids: state.order_ids.clone(),
@@ -189,8 +190,26 @@ pub async fn events(
         .streaming(body))
 }
 
+/// Counts an open stream for as long as it lives.
+struct OpenStream(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenStream {
+    fn count(streams: &Arc<std::sync::atomic::AtomicUsize>) -> OpenStream {
+        streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenStream(streams.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The task behind one subscriber's stream.
 struct Feed {
+    /// Dropped with the task: the stream is no longer counted.
+    _open: OpenStream,
     archive: Archive,
     store: StoreId,
     ids: OrderIdCodec,
@@ -249,6 +268,8 @@ impl Feed {
                     }
                     continue;
                 }
+                // The client went away: end now, not at the next event or keep-alive.
+                _ = self.tx.closed() => return,
                 _ = self.closing.changed() => {
                     let _ = self.send(Bytes::from_static(b": the server is shutting down\n\n")).await;
                     return;

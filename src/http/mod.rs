@@ -44,6 +44,8 @@ pub struct AppState {
     pub webhook_hosts: Option<Vec<String>>,
     /// Delivers webhooks; set once recovery is done.
     pub deliverer: OnceLock<Arc<crate::delivery::Deliverer>>,
+    /// Event streams open now (the bus also counts webhook tasks, which are not streams).
+    pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Set to true when the server shuts down: event streams end.
     pub closing: tokio::sync::watch::Sender<bool>,
 }
@@ -57,6 +59,7 @@ impl AppState {
             auth,
             idem: Arc::default(),
             bus: Arc::default(),
+            sse_streams: Arc::default(),
             deliverer: OnceLock::new(),
             webhook_hosts: None,
             closing: tokio::sync::watch::channel(false).0,

@@ -11,7 +11,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let handle = crate::telemetry::handle();
     gauge!("godown_up").set(1.0);
     gauge!("godown_ready").set(f64::from(u8::from(state.directory.get().is_some())));
-    gauge!("godown_sse_subscribers").set(state.bus.subscribers() as f64);
+    gauge!("godown_sse_subscribers").set(state.sse_streams.load(Relaxed) as f64);
     if let Some(dir) = state.directory.get() {
         let s = &dir.wal.stats;
         gauge!("godown_stores").set(dir.len() as f64);
