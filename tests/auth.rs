@@ -88,9 +88,17 @@ enum Route {
     LowStock,
     Pay,
     Cancel,
+    StorePay,
+    StoreCancel,
+    ListOrders,
+    Events,
+    AddWebhook,
+    ListWebhooks,
+    RemoveWebhook,
+    Deliveries,
 }
 
-const STORE_ROUTES: [Route; 10] = [
+const STORE_ROUTES: [Route; 18] = [
     Route::PutStore,
     Route::IssueToken,
     Route::ListTokens,
@@ -101,7 +109,25 @@ const STORE_ROUTES: [Route; 10] = [
     Route::LowStock,
     Route::Pay,
     Route::Cancel,
+    Route::StorePay,
+    Route::StoreCancel,
+    Route::ListOrders,
+    Route::Events,
+    Route::AddWebhook,
+    Route::ListWebhooks,
+    Route::RemoveWebhook,
+    Route::Deliveries,
 ];
+
+/// Registers a webhook of store A as the admin; returns its id.
+async fn add_webhook(server: &TestServer) -> String {
+    let body = json!({"url": "http://127.0.0.1:9/", "events": ["stock.low"]});
+    let r = server
+        .admin("POST", "/api/v1/stores/A/webhooks", body)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    r.json()["webhook_id"].as_str().unwrap().to_string()
+}
 
 impl Route {
     fn admin_only(self) -> bool {
@@ -150,6 +176,37 @@ impl Route {
                 let id = place(server, "cod").await;
                 ("POST", format!("/api/v1/orders/{id}/cancel"), json!({}))
             }
+            Route::StorePay => {
+                let id = place(server, "upi").await;
+                let path = format!("/api/v1/stores/A/orders/{id}/payment");
+                ("POST", path, json!({"status": "succeeded"}))
+            }
+            Route::StoreCancel => {
+                let id = place(server, "cod").await;
+                let path = format!("/api/v1/stores/A/orders/{id}/cancel");
+                ("POST", path, json!({}))
+            }
+            Route::ListOrders => ("GET", "/api/v1/stores/A/orders".into(), Value::Null),
+            Route::Events => ("GET", "/api/v1/stores/A/events".into(), Value::Null),
+            Route::AddWebhook => (
+                "POST",
+                "/api/v1/stores/A/webhooks".into(),
+                json!({"url": "http://127.0.0.1:9/", "events": ["stock.low"]}),
+            ),
+            Route::ListWebhooks => ("GET", "/api/v1/stores/A/webhooks".into(), Value::Null),
+            Route::RemoveWebhook => {
+                let id = add_webhook(server).await;
+                (
+                    "DELETE",
+                    format!("/api/v1/stores/A/webhooks/{id}"),
+                    Value::Null,
+                )
+            }
+            Route::Deliveries => {
+                let id = add_webhook(server).await;
+                let path = format!("/api/v1/stores/A/webhooks/{id}/deliveries");
+                ("GET", path, Value::Null)
+            }
         }
     }
 }
@@ -176,13 +233,19 @@ async fn adjust(server: &TestServer, token: String) -> u16 {
         .status
 }
 
-/// What a refused request to `path` could have changed: A's product P, products, tokens
-/// and the order the path names.
+/// What a refused request to `path` could have changed: A's product P, products, tokens,
+/// webhooks and the order the path names.
 async fn fingerprint(server: &TestServer, path: &str) -> Value {
     let p = server.product("A", "P").await;
     let products = server.get("/api/v1/inventory/products/A").await.json();
     let tokens = server.get("/api/v1/stores/A/tokens").await.json();
-    let order = match path.split('/').nth(4).filter(|_| path.contains("/orders/")) {
+    let webhooks = server.get("/api/v1/stores/A/webhooks").await.json();
+    let mut segments = path.split('/');
+    let order_id = segments
+        .by_ref()
+        .find(|s| *s == "orders")
+        .and(segments.next());
+    let order = match order_id {
         Some(id) => server.get(&format!("/api/v1/orders/{id}")).await.json()["status"].clone(),
         None => Value::Null,
     };
@@ -191,6 +254,7 @@ async fn fingerprint(server: &TestServer, path: &str) -> Value {
         p["reserved"],
         products["items"],
         tokens["items"],
+        webhooks["items"],
         order
     ])
 }
@@ -277,6 +341,14 @@ async fn client_routes_need_a_valid_token_once_the_client_token_is_set() {
                 Some(order("A", &[("P", json!(1))])),
             ),
             ("POST", "/api/v1/stores/A/reservations".into(), Some(hold)),
+            ("GET", format!("/api/v1/stores/A/orders/{order_id}"), None),
+            (
+                "POST",
+                "/api/v1/stores/A/orders".into(),
+                Some(
+                    json!({"items": [{"product_id": "P", "quantity": 1}], "payment_method": "cod"}),
+                ),
+            ),
         ];
         let want = if matches!(who, Who::Nobody | Who::Wrong) {
             401
@@ -289,12 +361,12 @@ async fn client_routes_need_a_valid_token_once_the_client_token_is_set() {
             assert_eq!(got, want, "{method} {path} as {who:?}: {:?}", r.json());
         }
     }
-    // Nothing refused placed an order or a hold: 4 accepted callers × 1 unit sold, plus
-    // the setup's order; 4 holds of 1.
+    // Nothing refused placed an order or a hold: 4 accepted callers × 2 orders of 1 unit
+    // (plain and per-store path), plus the setup's order; 4 holds of 1.
     let p = server.product("A", "P").await;
     assert_eq!(
         (p["on_hand"].clone(), p["reserved"].clone()),
-        (json!(995), json!(4))
+        (json!(991), json!(4))
     );
 }
 
