@@ -9,7 +9,9 @@
 //! comment. Nothing a subscriber does reaches the store or the log.
 
 use super::error::ApiError;
-use super::json::{OrderView, ReservationView, parse_store_id};
+use super::json::{
+    OrderView, PAGE_DEFAULT, PAGE_MAX, ReservationView, parse_limit, parse_store_id,
+};
 use super::json::{qty_json, rfc3339, signed_milli_json};
 use super::{AppState, json_response};
 use crate::actor::GetStore;
@@ -30,9 +32,6 @@ pub const KEEPALIVE: Duration = Duration::from_secs(15);
 const STREAM_CHUNKS: usize = 16;
 /// Events read from the event log per step of a replay.
 const REPLAY_PAGE: usize = 256;
-/// Default and largest page of the polling form.
-const PAGE_DEFAULT: usize = 100;
-const PAGE_MAX: usize = 1000;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -140,18 +139,7 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !streaming {
-        let limit = match q.limit.as_deref() {
-            None => PAGE_DEFAULT,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) if (1..=PAGE_MAX).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "Invalid limit",
-                        "`limit` must be a whole number from 1 to 1000.",
-                    ));
-                }
-            },
-        };
+        let limit = parse_limit(q.limit.as_deref(), PAGE_DEFAULT, PAGE_MAX)?;
         let mut items = read_events(&state.archive, &store_id, after, limit + 1).await?;
         let more = items.len() > limit;
         items.truncate(limit);

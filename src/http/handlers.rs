@@ -151,22 +151,6 @@ pub struct PageQuery {
     after: Option<String>,
 }
 
-/// Longest page of a listing.
-const PAGE_LIMIT_MAX: usize = 1000;
-
-fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(100),
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=PAGE_LIMIT_MAX).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(
-                "Invalid limit",
-                "`limit` must be a whole number from 1 to 1000.",
-            )),
-        },
-    }
-}
-
 fn page_query(req: &HttpRequest) -> Result<PageQuery, ApiError> {
     web::Query::<PageQuery>::from_query(req.query_string())
         .map(web::Query::into_inner)
@@ -178,7 +162,7 @@ pub async fn list_products(state: Data, req: HttpRequest, path: web::Path<String
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
     let q = page_query(&req)?;
-    let limit = parse_limit(q.limit.as_deref())?;
+    let limit = parse_limit(q.limit.as_deref(), PAGE_DEFAULT, PAGE_MAX)?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
         Some(s) => Some(parse_product_id(Some(s), "after")?),
@@ -242,7 +226,7 @@ pub async fn get_movements(
     let dir = state.dir()?;
     let (store_id, product_id) = store_and_product(&path)?;
     let q = page_query(&req)?;
-    let limit = parse_limit(q.limit.as_deref())?;
+    let limit = parse_limit(q.limit.as_deref(), PAGE_DEFAULT, PAGE_MAX)?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| {

@@ -165,6 +165,27 @@ pub fn parse_price(raw: Option<&Raw>, field: &str) -> Result<Paise, ApiError> {
         })
 }
 
+/// The default and the largest page of a listing (API.md: 100 and 1,000).
+pub const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1000;
+
+/// A listing's `limit`: absent → `default`; else a whole number from 1 to `max`.
+pub fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "Invalid limit",
+                    format!("`limit` must be a whole number from 1 to {max}."),
+                )
+            }),
+    }
+}
+
 pub fn parse_name(value: Option<&str>, field: &str) -> Result<Box<str>, ApiError> {
     match value {
         Some(s) if !s.trim().is_empty() && s.chars().count() <= NAME_CHARS_MAX => Ok(s.into()),

@@ -4,7 +4,7 @@
 //! may hold fewer than `limit` and still have a `next_after` to go on from.
 
 use super::error::ApiError;
-use super::json::{OrderView, parse_store_id};
+use super::json::{OrderView, PAGE_DEFAULT, PAGE_MAX, parse_limit, parse_store_id};
 use super::{AppState, json_response};
 use crate::actor::GetStore;
 use crate::domain::{OrderId, OrderStatus, TimeMs};
@@ -15,8 +15,6 @@ use serde_json::json;
 
 /// Orders read per order shown, at most, when a filter skips some.
 const SCAN_PER_ITEM: usize = 10;
-const LIMIT_DEFAULT: usize = 100;
-const LIMIT_MAX: usize = 1000;
 
 #[derive(Deserialize)]
 struct ListQuery {
@@ -78,19 +76,7 @@ pub async fn list_orders(
         .filter(|s| !s.is_empty())
         .map(parse_since)
         .transpose()?;
-    let limit = match q.limit.as_deref() {
-        None => LIMIT_DEFAULT,
-        Some(s) => s
-            .parse()
-            .ok()
-            .filter(|n| (1..=LIMIT_MAX).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "Invalid limit",
-                    "`limit` must be a whole number from 1 to 1000.",
-                )
-            })?,
-    };
+    let limit = parse_limit(q.limit.as_deref(), PAGE_DEFAULT, PAGE_MAX)?;
     let below = match q.after.as_deref().filter(|s| !s.is_empty()) {
         None => u64::MAX,
         Some(s) => state

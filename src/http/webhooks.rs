@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::handlers::exec;
-use super::json::{parse_body, parse_store_id, rfc3339};
+use super::json::{parse_body, parse_limit, parse_store_id, rfc3339};
 use super::{AppState, json_response};
 use crate::actor::{ListWebhooks, Reply};
 use crate::domain::{Command, EventKind, Webhook, WebhookId};
@@ -214,18 +214,7 @@ pub async fn deliveries(
         ApiError::bad_request("Invalid query", "The query string could not be read.")
     })?;
     let max = crate::delivery::ATTEMPTS_KEPT;
-    let limit = match q.limit.as_deref() {
-        None => ATTEMPTS_DEFAULT,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=max).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "Invalid limit",
-                    "`limit` must be a whole number from 1 to 100.",
-                ));
-            }
-        },
-    };
+    let limit = parse_limit(q.limit.as_deref(), ATTEMPTS_DEFAULT, max)?;
     let hooks = dir.call(&store_id, ListWebhooks).await?;
     if !hooks.iter().any(|w| w.webhook_id == id) {
         return Err(crate::domain::DomainError::WebhookNotFound.into());
