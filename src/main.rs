@@ -282,7 +282,7 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
     match recovery::recover(&storage, false) {
         Ok(r) => {
             let products: usize = r.states.iter().map(|s| s.product_count()).sum();
-            let (orders, movements) = match godown::wal::views::count_views(&storage) {
+            let views = match godown::wal::views::count_views(&storage) {
                 Ok(counts) => counts,
                 Err(e) => {
                     eprintln!("godown verify: CORRUPT: {e}");
@@ -292,7 +292,8 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
             let rep = &r.report;
             println!("stores:            {}", r.states.len());
             println!("products:          {products}");
-            println!("orders:            {orders}");
+            println!("orders:            {}", views.orders);
+            println!("returns:           {}", views.returns);
             println!(
                 "open reservations: {}",
                 r.states
@@ -311,7 +312,7 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
                 opt(rep.first_seq),
                 opt(rep.last_seq)
             );
-            println!("movements:         {movements}");
+            println!("movements:         {}", views.movements);
             if rep.torn_tail {
                 println!(
                     "warning: the log's last write was cut short (never acknowledged); recovery will drop it"

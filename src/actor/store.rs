@@ -246,7 +246,7 @@ impl StoreActor {
         let frame = encode_record(&record);
         self.submitted += 1;
         for event in &record.events {
-            if let Event::OrderSet(o) = event {
+            if let Some(o) = event.order() {
                 self.recent.push_back((o.order_id, self.submitted));
                 self.last_touch.insert(o.order_id, self.submitted);
             }
@@ -285,6 +285,9 @@ impl StoreActor {
                 if self.state.order(*order_id).is_none() =>
             {
                 Some(*order_id)
+            }
+            Command::Return(draft) if self.state.order(draft.order_id).is_none() => {
+                Some(draft.order_id)
             }
             _ => None,
         }
@@ -355,6 +358,10 @@ impl StoreActor {
             Outcome::Order(id) => self
                 .state
                 .order(*id)
+                .map_or(Reply::None, |o| Reply::Order(o.clone())),
+            Outcome::Returned { order_id, .. } => self
+                .state
+                .order(*order_id)
                 .map_or(Reply::None, |o| Reply::Order(o.clone())),
             Outcome::Expired { .. } => Reply::None,
             Outcome::TokenIssued(t) => Reply::Token(t.clone()),
@@ -456,6 +463,17 @@ impl StoreActor {
                     break;
                 }
             },
+            Command::Return(draft) => {
+                // Unique within its order: the order's returns are its namespace.
+                let order = self.state.order(draft.order_id);
+                loop {
+                    let id = ReturnId::from_number(random_u64("a return id")?);
+                    if order.is_none_or(|o| o.find_return(&id).is_none()) {
+                        draft.return_id = id;
+                        break;
+                    }
+                }
+            }
             Command::IssueToken { token_id, .. } => loop {
                 let id = TokenId::from_number(random_u64("a token id")?);
                 if self.state.tokens().get(&id).is_none() {

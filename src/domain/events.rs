@@ -25,10 +25,11 @@ pub enum EventKind {
     StockAdjusted,
     StockLow,
     WebhookFailed,
+    OrderReturned,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::OrderCreated,
         EventKind::OrderConfirmed,
         EventKind::OrderCancelled,
@@ -40,6 +41,7 @@ impl EventKind {
         EventKind::StockAdjusted,
         EventKind::StockLow,
         EventKind::WebhookFailed,
+        EventKind::OrderReturned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +57,7 @@ impl EventKind {
             EventKind::StockAdjusted => "stock.adjusted",
             EventKind::StockLow => "stock.low",
             EventKind::WebhookFailed => "webhook.failed",
+            EventKind::OrderReturned => "order.returned",
         }
     }
 
@@ -113,7 +116,10 @@ pub fn public_kind(event: &Event) -> Option<EventKind> {
             OrderStatus::Cancelled => EventKind::OrderCancelled,
             OrderStatus::Expired => EventKind::OrderExpired,
             OrderStatus::PaymentFailed => EventKind::OrderPaymentFailed,
+            // Only a return makes an order `returned` (an `OrderReturned` fact).
+            OrderStatus::Returned => EventKind::OrderReturned,
         },
+        Event::OrderReturned(_) => EventKind::OrderReturned,
         Event::ReservationOpened(_) => EventKind::ReservationCreated,
         Event::ReservationClosed { end, .. } => match end {
             ReservationEnd::Released => EventKind::ReservationReleased,
@@ -144,14 +150,17 @@ pub fn public_count(events: &[Event]) -> u64 {
 /// domain logs a sale's movements before the order they belong to), then the rest in order.
 pub fn derive(events: &[Event], first_id: u64) -> Vec<StoreEvent> {
     let mut out = Vec::new();
-    let (orders, rest): (Vec<&Event>, Vec<&Event>) =
-        events.iter().partition(|e| matches!(e, Event::OrderSet(_)));
+    let (orders, rest): (Vec<&Event>, Vec<&Event>) = events
+        .iter()
+        .partition(|e| matches!(e, Event::OrderSet(_) | Event::OrderReturned(_)));
     for event in orders.into_iter().chain(rest) {
         let Some(kind) = public_kind(event) else {
             continue;
         };
         let (at_ms, data) = match event {
-            Event::OrderSet(o) => (o.updated_ms, EventData::Order(o.clone())),
+            Event::OrderSet(o) | Event::OrderReturned(o) => {
+                (o.updated_ms, EventData::Order(o.clone()))
+            }
             Event::ReservationOpened(r) => (r.created_ms, EventData::HoldOpened(r.clone())),
             Event::ReservationClosed {
                 reservation_id,

@@ -76,6 +76,17 @@ impl WebhookId {
     }
 }
 
+text_id!(
+    /// A return's id, `RET` followed by 16 upper-case hex digits.
+    ReturnId
+);
+
+impl ReturnId {
+    pub fn from_number(n: u64) -> ReturnId {
+        ReturnId(format!("RET{n:016X}").into())
+    }
+}
+
 impl TokenId {
     pub fn from_number(n: u64) -> TokenId {
         TokenId(format!("TOK{n:016X}").into())

@@ -11,9 +11,14 @@ pub mod tokens;
 pub mod webhooks;
 
 pub use events::{EventData, EventKind, StoreEvent};
-pub use ids::{OrderId, OrderIdCodec, ProductId, ReservationId, StoreId, TokenId, WebhookId};
+pub use ids::{
+    OrderId, OrderIdCodec, ProductId, ReservationId, ReturnId, StoreId, TokenId, WebhookId,
+};
 pub use model::*;
 pub use number::{Paise, Qty, Unit};
-pub use state::{Command, DomainError, DraftItem, OrderDraft, Outcome, Shortage, StoreState};
+pub use state::{
+    Command, DomainError, DraftItem, OrderDraft, Outcome, ReturnDraft, ReturnItem, Shortage,
+    StoreState,
+};
 pub use tokens::{StoreToken, TOKENS_PER_STORE_MAX, TokenDigest, Tokens};
 pub use webhooks::{WEBHOOKS_PER_STORE_MAX, Webhook, Webhooks};

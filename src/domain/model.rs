@@ -2,11 +2,12 @@
 //! and the events that change them. Events are facts: applying one never fails and never
 //! needs a decision, which is what lets the write-ahead log replay them verbatim.
 
-use super::ids::{OrderId, ProductId, ReservationId, StoreId, TokenId, WebhookId};
+use super::ids::{OrderId, ProductId, ReservationId, ReturnId, StoreId, TokenId, WebhookId};
 use super::number::{Paise, Qty, Unit};
 use super::tokens::StoreToken;
 use super::webhooks::Webhook;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::Cell;
 use std::sync::Arc;
 
 /// Milliseconds since the Unix epoch (UTC). Every clock reading enters the core as one.
@@ -125,6 +126,9 @@ pub enum OrderStatus {
     PaymentFailed,
     Cancelled,
     Expired,
+    /// Every unit came back in returns. (New variants go last: a variant's place is its
+    /// encoding in the log.)
+    Returned,
 }
 
 impl OrderStatus {
@@ -135,6 +139,7 @@ impl OrderStatus {
             OrderStatus::PaymentFailed => "payment_failed",
             OrderStatus::Cancelled => "cancelled",
             OrderStatus::Expired => "expired",
+            OrderStatus::Returned => "returned",
         }
     }
 
@@ -161,7 +166,31 @@ pub struct Customer {
     pub delivery_address: Box<str>,
 }
 
+/// One returned line: what came back and what it refunds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReturnLine {
+    pub product_id: ProductId,
+    pub quantity: Qty,
+    /// `quantity × unit_price` plus its tax at the order's rate (`pricing::refund`).
+    pub refund: Paise,
+}
+
+/// A return of some or all of a confirmed order's units.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderReturn {
+    pub return_id: ReturnId,
+    pub lines: Vec<ReturnLine>,
+    pub refund_total: Paise,
+    /// Whether the units went back on the shelf (`false`: damaged goods, no stock change).
+    pub restocked: bool,
+    pub reason: Option<Box<str>>,
+    pub created_ms: TimeMs,
+}
+
+/// An order. Its stored layout grew with returns (the last three fields): data written
+/// before them is read through [`with_orders_before_returns`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Order {
     pub order_id: OrderId,
     pub store_id: StoreId,
@@ -180,6 +209,114 @@ pub struct Order {
     pub updated_ms: TimeMs,
     pub payment_reference: Option<Box<str>>,
     pub cancel_reason: Option<Box<str>>,
+    /// The store's tax rate when the order was placed (hundredths of a percent), which its
+    /// refunds use. `None` for orders placed before returns, which did not record it: their
+    /// refunds use the store's rate of the day of the return.
+    pub tax_rate_bp: Option<u32>,
+    /// Returns taken, oldest first.
+    pub returns: Vec<OrderReturn>,
+    /// Σ of the returns' `refund_total`.
+    pub refunded_total: Paise,
+}
+
+impl Order {
+    /// How much of `product` has come back in returns.
+    pub fn returned(&self, product: &ProductId) -> Qty {
+        let milli = self
+            .returns
+            .iter()
+            .flat_map(|r| &r.lines)
+            .filter(|l| &l.product_id == product)
+            .map(|l| l.quantity.0)
+            .sum();
+        Qty(milli)
+    }
+
+    pub fn find_return(&self, id: &ReturnId) -> Option<&OrderReturn> {
+        self.returns.iter().find(|r| &r.return_id == id)
+    }
+}
+
+thread_local! {
+    /// Set while decoding data written before returns (see [`with_orders_before_returns`]).
+    static ORDERS_BEFORE_RETURNS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `decode` with every [`Order`] in it read in the layout before returns (bincode is not
+/// self-describing, so the storage layer, which knows each value's format version, says
+/// which layout its bytes have).
+pub fn with_orders_before_returns<T>(decode: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ORDERS_BEFORE_RETURNS.set(self.0);
+        }
+    }
+    let _restore = Restore(ORDERS_BEFORE_RETURNS.replace(true));
+    decode()
+}
+
+impl Serialize for Order {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Order::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Order {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Order, D::Error> {
+        if ORDERS_BEFORE_RETURNS.get() {
+            OrderBeforeReturns::deserialize(d).map(Order::from)
+        } else {
+            Order::deserialize(d)
+        }
+    }
+}
+
+/// The layout of [`Order`] before returns; read, never written.
+#[derive(Deserialize)]
+struct OrderBeforeReturns {
+    order_id: OrderId,
+    store_id: StoreId,
+    status: OrderStatus,
+    customer: Customer,
+    lines: Vec<OrderLine>,
+    subtotal: Paise,
+    tax: Paise,
+    delivery_fee: Paise,
+    total_amount: Paise,
+    payment_method: PaymentMethod,
+    reservation_id: Option<ReservationId>,
+    created_ms: TimeMs,
+    expires_ms: Option<TimeMs>,
+    updated_ms: TimeMs,
+    payment_reference: Option<Box<str>>,
+    cancel_reason: Option<Box<str>>,
+}
+
+impl From<OrderBeforeReturns> for Order {
+    fn from(o: OrderBeforeReturns) -> Order {
+        Order {
+            order_id: o.order_id,
+            store_id: o.store_id,
+            status: o.status,
+            customer: o.customer,
+            lines: o.lines,
+            subtotal: o.subtotal,
+            tax: o.tax,
+            delivery_fee: o.delivery_fee,
+            total_amount: o.total_amount,
+            payment_method: o.payment_method,
+            reservation_id: o.reservation_id,
+            created_ms: o.created_ms,
+            expires_ms: o.expires_ms,
+            updated_ms: o.updated_ms,
+            payment_reference: o.payment_reference,
+            cancel_reason: o.cancel_reason,
+            tax_rate_bp: None,
+            returns: Vec::new(),
+            refunded_total: Paise(0),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +329,8 @@ pub enum MovementKind {
     Cancel,
     TransferIn,
     TransferOut,
+    /// Units of a return put back on the shelf: on_hand +q.
+    Return,
 }
 
 impl MovementKind {
@@ -205,6 +344,7 @@ impl MovementKind {
             MovementKind::Cancel => "cancel",
             MovementKind::TransferIn => "transfer_in",
             MovementKind::TransferOut => "transfer_out",
+            MovementKind::Return => "return",
         }
     }
 }
@@ -291,4 +431,17 @@ pub enum Event {
         attempts: u32,
         at_ms: TimeMs,
     },
+    /// The whole order after a return (its newest entry in `returns`): applied like
+    /// `OrderSet`, told apart so that the return is announced and answered as one.
+    OrderReturned(Arc<Order>),
+}
+
+impl Event {
+    /// The order this fact sets, if it is one (`OrderSet` or `OrderReturned`).
+    pub fn order(&self) -> Option<&Arc<Order>> {
+        match self {
+            Event::OrderSet(o) | Event::OrderReturned(o) => Some(o),
+            _ => None,
+        }
+    }
 }

@@ -10,6 +10,15 @@ pub fn line_total(unit_price: Paise, quantity: Qty) -> Paise {
     Paise(total as i64)
 }
 
+/// What returning `quantity` of a line refunds (API.md "Returns"): the amount
+/// `quantity × unit_price`, rounded half away from zero to the paisa as a line total is, plus
+/// that amount's tax at `tax_rate_bp`, rounded the same way. Delivery is not refunded.
+pub fn refund(unit_price: Paise, quantity: Qty, tax_rate_bp: u32) -> Paise {
+    let amount = line_total(unit_price, quantity);
+    let tax = mul_div_round(i128::from(amount.0), i128::from(tax_rate_bp), 10_000);
+    Paise(amount.0 + tax as i64)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Totals {
     pub subtotal: Paise,
@@ -84,5 +93,22 @@ mod tests {
         assert_eq!(t.tax, Paise(2495));
         let t = totals(&store(500, 3000, Some(49_900)), [Paise(49_899)]).unwrap();
         assert_eq!(t.delivery_fee, Paise(3000));
+    }
+
+    #[test]
+    fn refunds_round_the_amount_then_its_tax_half_away_from_zero() {
+        // 0.333 kg at 47.50 = 15.8175 → 15.82; 5 % of it = 0.791 → 0.79; refund 16.61.
+        assert_eq!(refund(Paise(4750), Qty(333), 500), Paise(1661));
+        // 1 piece at 0.10 with 5 %: the tax 0.005 rounds away from zero to 0.01.
+        assert_eq!(refund(Paise(10), Qty(1000), 500), Paise(11));
+        // 12.5 % of 0.04 = 0.005 → 0.01 as well; no tax, no change.
+        assert_eq!(refund(Paise(4), Qty(1000), 1250), Paise(5));
+        assert_eq!(refund(Paise(4750), Qty(333), 0), Paise(1582));
+        // A whole line refunds its line total plus that total's tax.
+        let line = line_total(Paise(1400), Qty::from_units(2));
+        assert_eq!(
+            refund(Paise(1400), Qty::from_units(2), 500),
+            Paise(line.0 + 140)
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! of the write-ahead log therefore rebuilds exactly the state the actor had.
 
 use super::events;
-use super::ids::{OrderId, ProductId, ReservationId, TokenId, WebhookId};
+use super::ids::{OrderId, ProductId, ReservationId, ReturnId, TokenId, WebhookId};
 use super::model::*;
 use super::number::{Paise, QTY_MILLI_MAX, Qty};
 use super::pricing;
@@ -86,6 +86,11 @@ pub enum DomainError {
     TooManyWebhooks,
     #[error("webhook not found")]
     WebhookNotFound,
+    #[error("order not returnable")]
+    OrderNotReturnable(OrderStatus),
+    /// Not in the order, or more than was sold less what already came back.
+    #[error("invalid return quantity of {0}")]
+    InvalidReturnQuantity(ProductId),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -108,6 +113,24 @@ pub struct OrderDraft {
     /// Ship what is there: each line min(requested, available), whole units for counted
     /// products, lines with nothing dropped (API.md "Partial fulfilment").
     pub allow_partial: bool,
+}
+
+/// One line of a return: a product of the order and how much of it comes back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReturnItem {
+    pub product_id: ProductId,
+    pub quantity: Qty,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReturnDraft {
+    pub order_id: OrderId,
+    /// Chosen by the actor (a fresh random id), like a hold's.
+    pub return_id: ReturnId,
+    pub items: Vec<ReturnItem>,
+    /// Put the units back on the shelf (`false`: damaged goods, no stock change).
+    pub restock: bool,
+    pub reason: Option<Box<str>>,
 }
 
 /// What a line can ship of `requested` when `available` is there: all of it, or what is
@@ -147,6 +170,8 @@ pub enum Command {
         order_id: OrderId,
         reason: Option<Box<str>>,
     },
+    /// Takes back units of a confirmed order (API.md "Returns").
+    Return(Box<ReturnDraft>),
     ExpireDue,
     /// Issues a token with this digest; the actor picks a fresh `token_id`.
     IssueToken {
@@ -187,6 +212,10 @@ pub enum Outcome {
     Reserved(Reservation),
     Released(ReservationId),
     Order(OrderId),
+    Returned {
+        order_id: OrderId,
+        return_id: ReturnId,
+    },
     Expired {
         count: usize,
     },
@@ -249,6 +278,52 @@ fn check_lock(quantities: impl Iterator<Item = Qty>) -> Result<(), DomainError> 
     let total: u64 = quantities.map(|q| q.0).sum();
     if total > LOCK_MILLI_MAX {
         return Err(DomainError::TooManyUnits);
+    }
+    Ok(())
+}
+
+/// Checks an order's returns: no line back more than it sold, each refund the sum of its
+/// lines, the order's `refunded_total` the sum of its returns, `returned` exactly when
+/// every unit is back. `Err` says what is wrong.
+pub fn check_returns(o: &Order) -> Result<(), String> {
+    let id = o.order_id;
+    let mut all_back = !o.returns.is_empty();
+    for l in &o.lines {
+        let back = o.returned(&l.product_id);
+        if back > l.quantity {
+            return Err(format!("{id}: more of {} returned than sold", l.product_id));
+        }
+        all_back &= back == l.quantity;
+    }
+    for r in &o.returns {
+        let sum: i64 = r.lines.iter().map(|l| l.refund.0).sum();
+        if r.refund_total.0 != sum {
+            return Err(format!("{id}: return {} refunds {sum}", r.return_id));
+        }
+    }
+    let refunded: i64 = o.returns.iter().map(|r| r.refund_total.0).sum();
+    if o.refunded_total.0 != refunded {
+        return Err(format!("{id}: refunded_total is not the returns' sum"));
+    }
+    if (o.status == OrderStatus::Returned) != all_back {
+        return Err(format!("{id}: `returned` is not \"every unit back\""));
+    }
+    Ok(())
+}
+
+/// Refuses a list of items that is empty, too long, or names a product twice.
+fn check_item_list<'a>(ids: impl Iterator<Item = &'a ProductId>) -> Result<(), DomainError> {
+    let mut seen = HashSet::new();
+    for id in ids {
+        if seen.len() == ITEMS_MAX {
+            return Err(DomainError::TooManyItems);
+        }
+        if !seen.insert(id) {
+            return Err(DomainError::DuplicateProduct(id.clone()));
+        }
+    }
+    if seen.is_empty() {
+        return Err(DomainError::NoItems);
     }
     Ok(())
 }
@@ -453,6 +528,7 @@ impl StoreState {
             Command::Cancel { order_id, reason } => {
                 self.cancel(&mut events, order_id, reason, now_ms)?
             }
+            Command::Return(draft) => self.take_return(&mut events, *draft, now_ms)?,
             Command::ExpireDue => self.expire_due(&mut events, now_ms),
             Command::IssueToken { token_id, digest } => {
                 if self.tokens.len() >= TOKENS_PER_STORE_MAX {
@@ -921,6 +997,9 @@ impl StoreState {
             updated_ms: now_ms,
             payment_reference: None,
             cancel_reason: None,
+            tax_rate_bp: Some(self.config.tax_rate_bp),
+            returns: Vec::new(),
+            refunded_total: Paise(0),
         };
         self.emit(events, Event::OrderSet(Arc::new(order)));
         Ok(Outcome::Order(draft.order_id))
@@ -979,6 +1058,88 @@ impl StoreState {
         Ok(Outcome::Order(order_id))
     }
 
+    /// Checks a return against the order (confirmed; each line at most what was sold less
+    /// what came back), then restocks (movement `return`) and records it on the order.
+    fn take_return(
+        &mut self,
+        events: &mut Vec<Event>,
+        draft: ReturnDraft,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        let order = self
+            .orders
+            .get(&draft.order_id)
+            .ok_or(DomainError::OrderNotFound)?;
+        if order.status != OrderStatus::Confirmed {
+            return Err(DomainError::OrderNotReturnable(order.status));
+        }
+        check_item_list(draft.items.iter().map(|i| &i.product_id))?;
+        let rate = order.tax_rate_bp.unwrap_or(self.config.tax_rate_bp);
+        let mut lines = Vec::with_capacity(draft.items.len());
+        for item in &draft.items {
+            let id = &item.product_id;
+            let line = order
+                .lines
+                .iter()
+                .find(|l| &l.product_id == id)
+                .ok_or_else(|| DomainError::InvalidReturnQuantity(id.clone()))?;
+            if item.quantity == Qty::ZERO || (line.unit.is_counted() && !item.quantity.is_whole()) {
+                return Err(DomainError::InvalidQuantity(id.clone()));
+            }
+            if item.quantity.0 > line.quantity.0 - order.returned(id).0 {
+                return Err(DomainError::InvalidReturnQuantity(id.clone()));
+            }
+            if draft.restock {
+                let p = self
+                    .products
+                    .get(id)
+                    .ok_or_else(|| DomainError::ProductNotFound(id.clone()))?;
+                if p.on_hand.0 + item.quantity.0 > QTY_MILLI_MAX {
+                    return Err(DomainError::InvalidQuantity(id.clone()));
+                }
+            }
+            lines.push(ReturnLine {
+                product_id: id.clone(),
+                quantity: item.quantity,
+                refund: pricing::refund(line.unit_price, item.quantity, rate),
+            });
+        }
+
+        // Everything is checked: from here on only events.
+        let mut order = Order::clone(order);
+        if draft.restock {
+            let reference: Box<str> = draft.order_id.to_string().into();
+            for l in &lines {
+                let q = l.quantity.0 as i64;
+                let (id, r) = (&l.product_id, reference.clone());
+                self.move_stock(events, id, MovementKind::Return, q, 0, r, now_ms);
+            }
+        }
+        let refund_total = Paise(lines.iter().map(|l| l.refund.0).sum());
+        order.returns.push(OrderReturn {
+            return_id: draft.return_id.clone(),
+            lines,
+            refund_total,
+            restocked: draft.restock,
+            reason: draft.reason,
+            created_ms: now_ms,
+        });
+        order.refunded_total = Paise(order.refunded_total.0 + refund_total.0);
+        if order
+            .lines
+            .iter()
+            .all(|l| order.returned(&l.product_id) == l.quantity)
+        {
+            order.status = OrderStatus::Returned;
+        }
+        order.updated_ms = now_ms;
+        self.emit(events, Event::OrderReturned(Arc::new(order)));
+        Ok(Outcome::Returned {
+            order_id: draft.order_id,
+            return_id: draft.return_id,
+        })
+    }
+
     fn expire_due(&mut self, events: &mut Vec<Event>, now_ms: TimeMs) -> Outcome {
         let mut count = 0;
         while let Some((t, what)) = self.deadlines.first().cloned() {
@@ -1017,7 +1178,17 @@ impl StoreState {
         edit: impl FnOnce(&mut Order),
     ) {
         let mut order = Order::clone(&self.orders[&order_id]);
-        let lines = order.lines.iter().map(|l| (&l.product_id, l.quantity));
+        // Units already returned were dealt with by their return.
+        let lines = order
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    &l.product_id,
+                    Qty(l.quantity.0 - order.returned(&l.product_id).0),
+                )
+            })
+            .filter(|(_, q)| *q > Qty::ZERO);
         let reference: Box<str> = order_id.to_string().into();
         self.settle_lines(events, lines, settle, &reference, now_ms);
         order.status = status;
@@ -1176,7 +1347,7 @@ impl StoreState {
                         .remove(&(r.expires_ms, Deadline::Hold(r.reservation_id)));
                 }
             }
-            Event::OrderSet(order) => {
+            Event::OrderSet(order) | Event::OrderReturned(order) => {
                 if let Some(old) = self.orders.get(&order.order_id)
                     && let Some(t) = old.expires_ms
                 {
@@ -1217,6 +1388,9 @@ impl StoreState {
             for l in &o.lines {
                 *held.entry(&l.product_id).or_default() += l.quantity.0;
             }
+        }
+        for o in self.orders.values() {
+            check_returns(o).unwrap();
         }
         for (id, p) in &self.products {
             assert!(p.reserved <= p.on_hand, "{id}: reserved above on_hand");

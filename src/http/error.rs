@@ -160,6 +160,16 @@ impl fmt::Display for ApiError {
     }
 }
 
+impl ApiError {
+    /// This error as a remembered answer (`Idempotency-Key`).
+    pub fn answer(&self) -> super::idempotency::Answer {
+        super::idempotency::Answer {
+            status: self.status.as_u16(),
+            body: bytes::Bytes::from(self.body().to_string()),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status
@@ -259,6 +269,17 @@ impl From<DomainError> for ApiError {
                 format!("A store has at most {WEBHOOKS_PER_STORE_MAX} webhooks; remove one first."),
             ),
             WebhookNotFound => ApiError::new(StatusCode::NOT_FOUND, "Webhook not found", "This store has no webhook with this id."),
+            OrderNotReturnable(status) => ApiError::new(
+                StatusCode::CONFLICT,
+                "Order not returnable",
+                format!("The order is {}; only a confirmed order can be returned.", status.as_str()),
+            )
+            .with("status", status.as_str()),
+            InvalidReturnQuantity(id) => ApiError::bad_request(
+                "Invalid return quantity",
+                format!("Product {id} is not in the order, or not that much of it is left to return."),
+            )
+            .with("product_id", id.as_str()),
         }
     }
 }

@@ -1,17 +1,16 @@
 //! One function per route. Each: auth → parse → ask the store → wait until durable → render.
 
 use super::error::ApiError;
-use super::idempotency::{Answer, Begin, body_hash, valid_key};
+use super::idempotency::Answer;
 use super::json::*;
 use super::partial::with_unfulfilled;
-use super::{AppState, Caller, json_response};
+use super::{AppState, Caller, json_response, keyed};
 use crate::actor::{
     Applied, Directory, Exec, GetProduct, GetStore, LedgerHead, ListProducts, LowStock, Reply,
     now_ms,
 };
 use crate::domain::*;
-use crate::wal::archive::remember;
-use crate::wal::{IdemTag, LedgerError, SavedAnswer};
+use crate::wal::{IdemTag, LedgerError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -344,7 +343,7 @@ pub async fn delete_reservation(
 // ---------- orders ----------
 
 /// An order from the archive, read on a blocking thread.
-async fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiError> {
+pub(super) async fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiError> {
     let archive = state.archive.clone();
     web::block(move || archive.order(id))
         .await
@@ -355,7 +354,7 @@ async fn read_order(state: &AppState, id: OrderId) -> Result<Option<Order>, ApiE
 /// The order a path names: `/api/v1/orders/{order_id}…`, or under its store
 /// (`/api/v1/stores/{store_id}/orders/{order_id}…`), where an order of another store is
 /// not found. One handler serves both routes.
-async fn order_by_path(state: &AppState, req: &HttpRequest) -> Result<Order, ApiError> {
+pub(super) async fn order_by_path(state: &AppState, req: &HttpRequest) -> Result<Order, ApiError> {
     let info = req.match_info();
     let id = info
         .get("order_id")
@@ -473,7 +472,8 @@ async fn try_place_order(
     }
 }
 
-fn answer_of(result: &Result<Order, ApiError>, ids: &OrderIdCodec) -> Answer {
+/// The answer to placing an order: the order as created, or the refusal.
+pub(super) fn order_answer(result: &Result<Order, ApiError>, ids: &OrderIdCodec) -> Answer {
     match result {
         Ok(order) => Answer {
             status: 200,
@@ -481,59 +481,7 @@ fn answer_of(result: &Result<Order, ApiError>, ids: &OrderIdCodec) -> Answer {
                 serde_json::to_vec(&OrderView::new(order, true, ids)).unwrap_or_default(),
             ),
         },
-        Err(e) => Answer {
-            status: e.status.as_u16(),
-            body: Bytes::from(e.body().to_string()),
-        },
-    }
-}
-
-fn respond(answer: &Answer) -> HttpResponse {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = HttpResponse::build(status);
-    if answer.status == 503 {
-        response.insert_header(("Retry-After", "1"));
-    }
-    response
-        .content_type("application/json")
-        .body(answer.body.clone())
-}
-
-fn key_reused() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "Idempotency key reused",
-        "This Idempotency-Key was used with a different request body.",
-    )
-}
-
-/// The remembered answer for `key`, if the durable table has one (read off the worker).
-async fn saved_answer(
-    state: &AppState,
-    key: &Arc<str>,
-    hash: [u8; 16],
-) -> Result<Option<Answer>, ApiError> {
-    let (archive, k) = (state.archive.clone(), key.clone());
-    let saved = web::block(move || archive.saved_answer(&k))
-        .await
-        .map_err(ApiError::storage)?
-        .map_err(ApiError::storage)?;
-    let Some(saved) = saved else {
-        return Ok(None);
-    };
-    if saved.body_hash != hash {
-        return Err(key_reused());
-    }
-    match saved.answer {
-        SavedAnswer::Answer(bytes) => Answer::from_bytes(&bytes)
-            .map(Some)
-            .ok_or_else(|| ApiError::storage("a remembered answer is malformed")),
-        SavedAnswer::Order(id) => {
-            let order = read_order(state, id)
-                .await?
-                .ok_or_else(|| ApiError::storage("a remembered order is missing"))?;
-            Ok(Some(answer_of(&Ok(order), &state.order_ids)))
-        }
+        Err(e) => e.answer(),
     }
 }
 
@@ -581,89 +529,15 @@ fn with_store(store: &str, body: Bytes) -> Result<Bytes, ApiError> {
 
 pub async fn post_order(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
     state.require_client(&req)?;
-    let Some(key) = req.headers().get("Idempotency-Key") else {
-        let result = place_order(&state, &req, &body, None).await;
-        let answer = answer_of(&result, &state.order_ids);
-        return Ok(respond(&with_unfulfilled(&state, &body, answer).await));
-    };
-    if !valid_key(key.as_bytes()) {
-        return Err(ApiError::bad_request(
-            "Invalid idempotency key",
-            "`Idempotency-Key` must be 1 to 128 printable ASCII characters.",
-        ));
-    }
-    state.dir()?;
-    let key: Arc<str> = key
-        .to_str()
-        .map_err(|_| ApiError::bad_request("Invalid idempotency key", "not ASCII"))?
-        .into();
-    let hash = body_hash(&body);
-    loop {
-        match state.idem.begin(&key, hash) {
-            Begin::Follower(h, mut rx) => {
-                let answer = rx.wait_for(Option::is_some).await;
-                if h == hash
-                    && let Ok(answer) = answer
-                {
-                    return Ok(respond(answer.as_ref().expect("waited for Some")));
-                }
-                // The request in flight had another body (which of the two matches the key's
-                // first answer is known only once it is done), or it ended without an
-                // answer: start over, against what it left durable.
-            }
-            Begin::Leader(guard) => {
-                // Detached, so a client that hangs up cannot cut the work (and the
-                // publication of its answer) in half.
-                let (state, req, body, key) =
-                    (state.clone(), req.clone(), body.clone(), key.clone());
-                let task = actix_web::rt::spawn(async move {
-                    let answer = match saved_answer(&state, &key, hash).await {
-                        Err(e) => return Err(e),
-                        Ok(Some(answer)) => answer,
-                        Ok(None) => {
-                            let tag = IdemTag {
-                                key: (*key).into(),
-                                body_hash: hash,
-                                at_ms: now_ms(),
-                            };
-                            let result = place_order(&state, &req, &body, Some(tag)).await;
-                            let answer = answer_of(&result, &state.order_ids);
-                            if let Err(e) = &result
-                                && e.status.is_client_error()
-                            {
-                                remember_refusal(&state, &key, hash, &answer).await?;
-                            }
-                            answer
-                        }
-                    };
-                    let answer = with_unfulfilled(&state, &body, answer).await;
-                    guard.finish(answer.clone());
-                    Ok(answer)
-                });
-                let answer = task
-                    .await
-                    .map_err(|_| ApiError::storage("the order task failed"))??;
-                return Ok(respond(&answer));
-            }
+    let work = {
+        let (state, req, body) = (state.clone(), req.clone(), body.clone());
+        move |idem| async move {
+            let result = place_order(&state, &req, &body, idem).await;
+            order_answer(&result, &state.order_ids)
         }
-    }
-}
-
-/// Makes a refusal durable under its key before it is answered.
-async fn remember_refusal(
-    state: &AppState,
-    key: &str,
-    hash: [u8; 16],
-    answer: &Answer,
-) -> Result<(), ApiError> {
-    let dir = state.dir()?;
-    let item = remember(key, hash, now_ms(), answer.to_bytes());
-    let rx = dir
-        .wal
-        .submit_waiting(item)
-        .ok_or_else(ApiError::overloaded)?;
-    match rx.await {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err(ApiError::storage("the write-ahead log stopped")),
-    }
+    };
+    let answer = keyed::once_per_key(&state, &req, &body, work).await?;
+    Ok(keyed::respond(
+        &with_unfulfilled(&state, &body, answer).await,
+    ))
 }

@@ -657,6 +657,53 @@ pub struct OrderView<'a> {
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    pub returns: Vec<ReturnView<'a>>,
+    #[serde(serialize_with = "ser_paise")]
+    pub refunded_total: Paise,
+}
+
+#[derive(Serialize)]
+pub struct ReturnLineView<'a> {
+    pub product_id: &'a str,
+    #[serde(serialize_with = "ser_qty")]
+    pub quantity: Qty,
+    #[serde(serialize_with = "ser_paise")]
+    pub refund: Paise,
+}
+
+#[derive(Serialize)]
+pub struct ReturnView<'a> {
+    pub return_id: &'a str,
+    pub order_id: String,
+    pub items: Vec<ReturnLineView<'a>>,
+    #[serde(serialize_with = "ser_paise")]
+    pub refund_total: Paise,
+    pub restocked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    pub created_at: String,
+}
+
+impl<'a> ReturnView<'a> {
+    pub fn new(o: &Order, r: &'a OrderReturn, ids: &OrderIdCodec) -> ReturnView<'a> {
+        ReturnView {
+            return_id: r.return_id.as_str(),
+            order_id: ids.public(o.order_id),
+            items: r
+                .lines
+                .iter()
+                .map(|l| ReturnLineView {
+                    product_id: l.product_id.as_str(),
+                    quantity: l.quantity,
+                    refund: l.refund,
+                })
+                .collect(),
+            refund_total: r.refund_total,
+            restocked: r.restocked,
+            reason: r.reason.as_deref(),
+            created_at: rfc3339(r.created_ms),
+        }
+    }
 }
 
 impl<'a> OrderView<'a> {
@@ -713,6 +760,19 @@ impl<'a> OrderView<'a> {
                 .expires_ms
                 .filter(|_| status == OrderStatus::PendingPayment)
                 .map(rfc3339),
+            returns: if as_created {
+                Vec::new()
+            } else {
+                o.returns
+                    .iter()
+                    .map(|r| ReturnView::new(o, r, ids))
+                    .collect()
+            },
+            refunded_total: if as_created {
+                Paise(0)
+            } else {
+                o.refunded_total
+            },
         }
     }
 }

@@ -24,17 +24,12 @@ struct ListQuery {
     after: Option<String>,
 }
 
-/// The statuses a listing filters by. `returned` is in the contract; no order has it until
-/// returns are built, so it lists nothing (`None` here).
-fn parse_status(s: &str) -> Result<Option<OrderStatus>, ApiError> {
+/// The statuses a listing filters by.
+fn parse_status(s: &str) -> Result<OrderStatus, ApiError> {
     use OrderStatus::*;
-    if s == "returned" {
-        return Ok(None);
-    }
-    [PendingPayment, Confirmed, Cancelled, Expired, PaymentFailed]
+    [PendingPayment, Confirmed, Cancelled, Expired, PaymentFailed, Returned]
         .into_iter()
         .find(|st| st.as_str() == s)
-        .map(Some)
         .ok_or_else(|| {
             ApiError::bad_request(
                 "Invalid status",
@@ -63,7 +58,6 @@ pub async fn list_orders(
     let q = web::Query::<ListQuery>::from_query(req.query_string()).map_err(|_| {
         ApiError::bad_request("Invalid query", "The query string could not be read.")
     })?;
-    // `Some(None)`: a status no order has.
     let status = q
         .status
         .as_deref()
@@ -104,7 +98,7 @@ pub async fn list_orders(
                 exhausted = true;
                 break;
             }
-            if status.is_none_or(|s| s == Some(order.status)) {
+            if status.is_none_or(|s| s == order.status) {
                 orders.push(order);
                 if orders.len() == limit {
                     break;

@@ -5,9 +5,11 @@ pub mod auth;
 pub mod error;
 pub mod events;
 mod handlers;
+mod keyed;
 mod listing;
 pub mod openapi;
 mod partial;
+mod returns;
 mod scrape;
 mod tokens;
 mod webhooks;
@@ -159,6 +161,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/orders/{order_id}").get(get_order))
         .service(web::resource("/api/v1/orders/{order_id}/payment").post(post_payment))
         .service(web::resource("/api/v1/orders/{order_id}/cancel").post(post_cancel))
+        .service(web::resource("/api/v1/orders/{order_id}/returns").post(returns::post_return))
         // The same handlers under the store (a proxy can route by path alone).
         .service(
             web::resource("/api/v1/stores/{store_id}/orders")
@@ -171,6 +174,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/api/v1/stores/{store_id}/orders/{order_id}/cancel").post(post_cancel),
+        )
+        .service(
+            web::resource("/api/v1/stores/{store_id}/orders/{order_id}/returns")
+                .post(returns::post_return),
         )
         .default_service(web::to(not_found));
 }

@@ -76,7 +76,7 @@ fn paths() -> Value {
     let place_order = op(
         "Place an order (Idempotency-Key honoured)",
         Access::Client,
-        vec![idem],
+        vec![idem.clone()],
         Some("OrderInput"),
         (200, "Order"),
         &[400, 404, 409],
@@ -105,6 +105,14 @@ fn paths() -> Value {
         &[400, 404, 409],
     );
     cancel["requestBody"]["required"] = json!(false);
+    let take_return = op(
+        "Take a return of a confirmed order (Idempotency-Key honoured)",
+        Access::Store,
+        vec![order(), idem.clone()],
+        Some("ReturnInput"),
+        (201, "Return"),
+        &[400, 404, 409],
+    );
     let mut events = op(
         "A store's events: a page (oldest first), or Server-Sent Events with Accept: text/event-stream",
         Access::Store,
@@ -179,6 +187,12 @@ fn paths() -> Value {
         },
         "/api/v1/stores/{store_id}/orders/{order_id}/payment": {
             "post": in_store(op("Payment provider callback", Access::Store, vec![order()], Some("PaymentInput"), (200, "Order"), &[400, 404, 409])),
+        },
+        "/api/v1/stores/{store_id}/orders/{order_id}/returns": {
+            "post": in_store(take_return.clone()),
+        },
+        "/api/v1/orders/{order_id}/returns": {
+            "post": take_return,
         },
         "/api/v1/stores/{store_id}/orders/{order_id}/cancel": {
             "post": in_store(cancel.clone()),
@@ -263,6 +277,7 @@ fn with_links(mut paths: Value) -> Value {
                 "get /api/v1/orders/{order_id}",
                 "post /api/v1/orders/{order_id}/payment",
                 "post /api/v1/orders/{order_id}/cancel",
+                "post /api/v1/orders/{order_id}/returns",
             ],
             &order,
         ),
@@ -274,6 +289,7 @@ fn with_links(mut paths: Value) -> Value {
                 "get /api/v1/orders/{order_id}",
                 "post /api/v1/orders/{order_id}/payment",
                 "post /api/v1/orders/{order_id}/cancel",
+                "post /api/v1/orders/{order_id}/returns",
             ],
             &order,
         ),
@@ -475,6 +491,9 @@ const ERROR_PHRASES: &[&str] = &[
     "Reservation expired",
     "Order not payable",
     "Order not cancellable",
+    "Order not returnable",
+    "Invalid return quantity",
+    "Return must contain at least one item",
     "Idempotency key reused",
     "Too many tokens",
     "Too many webhooks",
@@ -536,7 +555,7 @@ fn schemas() -> Value {
         }),
     );
     let unit = json!({"type": "string", "enum": ["pieces", "kg", "g", "litre", "ml", "pack"]});
-    let status = json!({"type": "string", "enum": ["pending_payment", "confirmed", "payment_failed", "cancelled", "expired"]});
+    let status = json!({"type": "string", "enum": ["pending_payment", "confirmed", "payment_failed", "cancelled", "expired", "returned"]});
     // (`product_name` and `unit`, as in the seed's body, are accepted and ignored.)
     let item_in = object(
         &["product_id", "quantity"],
@@ -647,7 +666,7 @@ fn schemas() -> Value {
             "reservation_id": opt(id.clone()),
             "allow_partial": opt(json!({"type": "boolean"})),
         })),
-        "Order": object(&["order_id", "status", "store_id", "customer_phone", "customer_name", "delivery_address", "items", "subtotal", "tax", "delivery_fee", "total_amount", "payment_method", "created_at", "updated_at"], json!({
+        "Order": object(&["order_id", "status", "store_id", "customer_phone", "customer_name", "delivery_address", "items", "subtotal", "tax", "delivery_fee", "total_amount", "payment_method", "created_at", "updated_at", "returns", "refunded_total"], json!({
             "order_id": {"type": "string", "pattern": ORDER_ID_PATTERN},
             "status": status,
             "store_id": {"type": "string"},
@@ -673,6 +692,8 @@ fn schemas() -> Value {
             "created_at": time(),
             "updated_at": time(),
             "expires_at": time(),
+            "returns": {"type": "array", "items": schema_ref("Return")},
+            "refunded_total": money(),
             "unfulfilled": {"type": "array", "description": "allow_partial orders: what did not ship", "items": object(&["product_id", "product_name", "requested", "shipped", "shortage"], json!({
                 "product_id": {"type": "string"},
                 "product_name": {"type": "string", "nullable": true},
@@ -700,6 +721,24 @@ fn schemas() -> Value {
             "reference": text,
         })),
         "CancelInput": object(&[], json!({"reason": text})),
+        "ReturnInput": object(&["items"], json!({
+            "items": {"type": "array", "minItems": 1, "maxItems": 500, "items": object(&["product_id", "quantity"], json!({"product_id": id, "quantity": quantity}))},
+            "restock": opt(json!({"type": "boolean", "default": true})),
+            "reason": text,
+        })),
+        "Return": object(&["return_id", "order_id", "items", "refund_total", "restocked", "created_at"], json!({
+            "return_id": {"type": "string", "pattern": "^RET[0-9A-F]{16}$"},
+            "order_id": {"type": "string", "pattern": ORDER_ID_PATTERN},
+            "items": {"type": "array", "items": object(&["product_id", "quantity", "refund"], json!({
+                "product_id": {"type": "string"},
+                "quantity": qty("Units returned"),
+                "refund": money(),
+            }))},
+            "refund_total": money(),
+            "restocked": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "created_at": time(),
+        })),
         "ReservationInput": object(&["items"], json!({
             "items": items_in,
             "ttl_seconds": opt(json!({"type": "number", "multipleOf": 1, "minimum": 1, "maximum": 86400, "default": 900})),

@@ -12,13 +12,18 @@ use super::format::{
 use super::storage::Storage;
 use super::views::{self, LedgerReader, ViewWrite};
 use super::writer::ItemBody;
-use crate::domain::{Movement, Order, OrderId, ProductId, StoreId, TimeMs};
+use crate::domain::{Movement, Order, OrderId, ProductId, ReturnId, StoreId, TimeMs};
 
 /// What an idempotency key was answered with the first time.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SavedAnswer {
     /// The request created this order; its answer is the order as it is now.
     Order(OrderId),
+    /// The request took this return of this order; its answer is the return.
+    Return {
+        order_id: OrderId,
+        return_id: ReturnId,
+    },
     /// Any other answer, as the layer above encoded it (opaque here).
     Answer(Vec<u8>),
 }
@@ -104,6 +109,13 @@ impl Archive {
         let entry: IdemEntry = decode_frame(&bytes, &|| "an idempotency entry".into())?;
         let answer = match entry.answer {
             IdemAnswer::Order(id) => SavedAnswer::Order(id),
+            IdemAnswer::Return {
+                order_id,
+                return_id,
+            } => SavedAnswer::Return {
+                order_id,
+                return_id,
+            },
             IdemAnswer::Answer(bytes) => SavedAnswer::Answer(bytes),
             IdemAnswer::LegacyRefused { status, body } => {
                 SavedAnswer::Answer(legacy_answer(status, &body))

@@ -7,22 +7,24 @@
 //! and we make its files durable ourselves at each checkpoint (sled's `flush` is no fsync).
 
 use super::views::ViewWrite;
+use crate::domain::model::with_orders_before_returns;
 use crate::domain::state::{StoreStateBeforeEvents, StoreStateBeforeTokens};
-use crate::domain::{Event, Movement, Order, OrderId, StoreId, StoreState, TimeMs};
+use crate::domain::{Event, Movement, OrderId, ReturnId, StoreId, StoreState, TimeMs};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The only format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version this build writes: 2 since orders carry returns.
+pub const FORMAT_VERSION: u8 = 2;
+/// The format version before returns, still read: any order in it has the layout before
+/// returns (`domain::model::with_orders_before_returns`).
+pub const FORMAT_VERSION_BEFORE_RETURNS: u8 = 1;
 const HEADER_LEN: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
-    #[error(
-        "record {what} has format version {version}; this godown reads only version {FORMAT_VERSION}"
-    )]
+    #[error("record {what} has format version {version}, newer than this godown reads")]
     UnknownVersion { what: String, version: u8 },
     #[error("{what} is corrupt: {why}")]
     Corrupt { what: String, why: String },
@@ -61,11 +63,17 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes a frame written by [`encode_frame`]; `what` names it in errors.
+/// Decodes a frame written by [`encode_frame`], of this format or the one before returns;
+/// `what` names it in errors.
 pub fn decode_frame<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     what: &dyn Fn() -> String,
 ) -> Result<T, WalError> {
+    if bytes.first() == Some(&FORMAT_VERSION_BEFORE_RETURNS) {
+        return with_orders_before_returns(|| {
+            decode_versioned(bytes, what, FORMAT_VERSION_BEFORE_RETURNS)
+        });
+    }
     decode_versioned(bytes, what, FORMAT_VERSION)
 }
 
@@ -129,6 +137,11 @@ pub enum IdemAnswer {
     LegacyRefused { status: u16, body: Vec<u8> },
     /// Any other first answer, as the layer above encoded it; opaque to the log.
     Answer(Vec<u8>),
+    /// The request took this return of this order; its answer is the return.
+    Return {
+        order_id: OrderId,
+        return_id: ReturnId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,8 +163,11 @@ pub struct WalRecord {
     pub first_event_id: u64,
 }
 
-/// The format version of record frames: 2 since records carry `first_event_id`.
-pub const RECORD_VERSION: u8 = 2;
+/// The format version of record frames: 3 since orders carry returns (2: records carry
+/// `first_event_id`, 1: the first).
+pub const RECORD_VERSION: u8 = 3;
+/// Records with `first_event_id`, before returns.
+const RECORD_VERSION_BEFORE_RETURNS: u8 = 2;
 
 /// A record as format version 1 wrote it.
 #[derive(Deserialize)]
@@ -168,18 +184,23 @@ pub fn encode_record(record: &WalRecord) -> Vec<u8> {
     frame
 }
 
-/// Decodes a record frame of either version.
+/// Decodes a record frame of any version.
 pub fn decode_record(bytes: &[u8], what: &dyn Fn() -> String) -> Result<WalRecord, WalError> {
-    if bytes.first() == Some(&FORMAT_VERSION) {
-        let old: WalRecordV1 = decode_frame(bytes, what)?;
-        return Ok(WalRecord {
-            store_id: old.store_id,
-            events: old.events,
-            idem: old.idem,
-            first_event_id: 0,
-        });
+    match bytes.first() {
+        Some(&FORMAT_VERSION_BEFORE_RETURNS) => {
+            let old: WalRecordV1 = decode_frame(bytes, what)?;
+            Ok(WalRecord {
+                store_id: old.store_id,
+                events: old.events,
+                idem: old.idem,
+                first_event_id: 0,
+            })
+        }
+        Some(&RECORD_VERSION_BEFORE_RETURNS) => with_orders_before_returns(|| {
+            decode_versioned(bytes, what, RECORD_VERSION_BEFORE_RETURNS)
+        }),
+        _ => decode_versioned(bytes, what, RECORD_VERSION),
     }
-    decode_versioned(bytes, what, RECORD_VERSION)
 }
 
 /// A store's whole state as of WAL sequence `seq` (it covers every record before `seq`).
@@ -342,8 +363,10 @@ pub fn snapshot_keys_before(
 /// Marks a snapshot state of a versioned layout: `[STATE_TAG][layout u8][bincode]`. The
 /// layouts before it began with a store id's length (1 to 128), never with this byte.
 const STATE_TAG: u8 = 0xFF;
-/// The layout of `StoreState` this build writes (3: with events and webhooks).
-const STATE_LAYOUT: u8 = 3;
+/// The layout of `StoreState` this build writes (4: orders with returns).
+const STATE_LAYOUT: u8 = 4;
+/// With events and webhooks, before returns.
+const STATE_LAYOUT_BEFORE_RETURNS: u8 = 3;
 
 pub fn encode_state(state: &StoreState) -> Vec<u8> {
     let mut out = vec![STATE_TAG, STATE_LAYOUT];
@@ -365,14 +388,19 @@ pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreStat
     }
     let decoded = match bytes {
         [STATE_TAG, STATE_LAYOUT, rest @ ..] => whole::<StoreState>(rest),
+        [STATE_TAG, STATE_LAYOUT_BEFORE_RETURNS, rest @ ..] => {
+            with_orders_before_returns(|| whole::<StoreState>(rest))
+        }
         [STATE_TAG, layout, ..] => Err(format!("unknown state layout {layout}")),
-        _ => whole::<StoreStateBeforeEvents>(bytes)
-            .map(StoreState::from)
-            .or_else(|why| {
-                whole::<StoreStateBeforeTokens>(bytes)
-                    .map(StoreState::from)
-                    .map_err(|_| why)
-            }),
+        _ => with_orders_before_returns(|| {
+            whole::<StoreStateBeforeEvents>(bytes)
+                .map(StoreState::from)
+                .or_else(|why| {
+                    whole::<StoreStateBeforeTokens>(bytes)
+                        .map(StoreState::from)
+                        .map_err(|_| why)
+                })
+        }),
     };
     let mut state = decoded.map_err(|why| WalError::Corrupt { what: what(), why })?;
     state.rebuild_indexes();
@@ -546,21 +574,28 @@ pub fn view_writes(record: WalRecord) -> Vec<ViewWrite> {
             });
         }
     }
-    let mut first_order = None;
+    let mut answer = None;
     let mut moved: Vec<Movement> = Vec::new();
     for event in record.events {
-        match event {
-            Event::Moved(m) => moved.push(m),
-            Event::OrderSet(order) => {
-                first_order.get_or_insert(order.order_id);
-                writes.push(ViewWrite::Order {
-                    seq: order.order_id.seq(),
-                    store: record.store_id.clone(),
-                    frame: encode_frame::<Order>(&order),
-                })
-            }
-            _ => {}
+        if let Event::Moved(m) = event {
+            moved.push(m);
+            continue;
         }
+        let Some(order) = event.order() else {
+            continue;
+        };
+        answer.get_or_insert_with(|| match (&event, order.returns.last()) {
+            (Event::OrderReturned(_), Some(r)) => IdemAnswer::Return {
+                order_id: order.order_id,
+                return_id: r.return_id.clone(),
+            },
+            _ => IdemAnswer::Order(order.order_id),
+        });
+        writes.push(ViewWrite::Order {
+            seq: order.order_id.seq(),
+            store: record.store_id.clone(),
+            frame: encode_frame(&**order),
+        });
     }
     if !moved.is_empty() {
         debug_assert!(
@@ -574,11 +609,11 @@ pub fn view_writes(record: WalRecord) -> Vec<ViewWrite> {
             movements: moved,
         });
     }
-    if let (Some(tag), Some(order_id)) = (&record.idem, first_order) {
+    if let (Some(tag), Some(answer)) = (&record.idem, answer) {
         let entry = IdemEntry {
             body_hash: tag.body_hash,
             at_ms: tag.at_ms,
-            answer: IdemAnswer::Order(order_id),
+            answer,
         };
         writes.push(ViewWrite::Idem {
             key: tag.key.as_bytes().to_vec(),
@@ -797,5 +832,115 @@ mod tests {
             decode_state(&bytes[..bytes.len() - 3], &what),
             Err(WalError::Corrupt { .. })
         ));
+    }
+
+    /// `bytes` as the layout before returns wrote them: the same, without the three fields
+    /// an order gained (`tax_rate_bp: None`, `returns: []`, `refunded_total: 0`, one zero
+    /// byte each) after the one encoding of `order` in them.
+    fn before_returns(bytes: &[u8], order: &crate::domain::Order) -> Vec<u8> {
+        let mut own = Vec::new();
+        bincode::serde::encode_into_std_write(order, &mut own, config()).unwrap();
+        assert_eq!(&own[own.len() - 3..], [0, 0, 0], "an order without returns");
+        let at = bytes
+            .windows(own.len())
+            .position(|w| w == own)
+            .expect("the order is in the bytes");
+        let end = at + own.len();
+        [&bytes[..end - 3], &bytes[end..]].concat()
+    }
+
+    /// A frame's payload re-framed as `version`, with a fresh checksum.
+    fn reframe(version: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![version];
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn orders_written_before_returns_still_decode() {
+        // Goal: a record (format 2), an archive frame (format 1) and a snapshot (layout 3)
+        // holding an order in the layout before returns decode into the same order, with no
+        // returns; read as the current layout, the same bytes are refused (so the test sees
+        // the difference it relies on).
+        use crate::domain::state::{DraftItem, OrderDraft};
+        use crate::domain::*;
+        use std::sync::Arc;
+        let what = || "test".to_string();
+        let config = StoreConfig {
+            store_id: StoreId::parse("S").unwrap(),
+            name: "s".into(),
+            tax_rate_bp: 500,
+            delivery_fee: Paise(2000),
+            free_delivery_above: None,
+            location: None,
+            updated_ms: 0,
+        };
+        let mut state = StoreState::new(config);
+        let info = ProductInfo {
+            product_id: ProductId::parse("P").unwrap(),
+            name: "p".into(),
+            unit: Unit::Kg,
+            unit_price: Paise(4750),
+            low_stock_threshold: Qty::ZERO,
+            category: None,
+        };
+        let stock = Some(Qty::from_units(10));
+        state
+            .execute(Command::SetProduct { info, stock }, 1)
+            .unwrap();
+        let draft = OrderDraft {
+            order_id: OrderId::from_seq(1),
+            customer: Customer {
+                phone: "1".into(),
+                name: "c".into(),
+                delivery_address: "a".into(),
+            },
+            items: vec![DraftItem {
+                product_id: ProductId::parse("P").unwrap(),
+                quantity: Qty(333),
+                unit_price: None,
+            }],
+            payment_method: PaymentMethod::Upi,
+            reservation_id: None,
+            payment_ttl_ms: 1000,
+            allow_partial: false,
+        };
+        let (_, events) = state
+            .execute(Command::PlaceOrder(Box::new(draft)), 2)
+            .unwrap();
+        let mut order = Order::clone(events.iter().find_map(Event::order).unwrap());
+        assert_eq!(order.tax_rate_bp, Some(500));
+        order.tax_rate_bp = None; // what an order before returns reads as
+
+        let record = WalRecord {
+            store_id: StoreId::parse("S").unwrap(),
+            events: vec![Event::OrderSet(Arc::new(order.clone()))],
+            idem: None,
+            first_event_id: 5,
+        };
+        let old = reframe(
+            2,
+            &before_returns(&encode_record(&record)[HEADER_LEN..], &order),
+        );
+        assert_eq!(decode_record(&old, &what).unwrap(), record);
+        assert!(decode_versioned::<WalRecord>(&old, &what, 2).is_err());
+
+        let old = reframe(
+            1,
+            &before_returns(&encode_frame(&order)[HEADER_LEN..], &order),
+        );
+        assert_eq!(decode_frame::<Order>(&old, &what).unwrap(), order);
+        assert!(decode_versioned::<Order>(&old, &what, 1).is_err());
+
+        // A snapshot keeps the pending order in memory.
+        state.apply_event(&Event::OrderSet(Arc::new(order.clone())));
+        let bytes = encode_state(&state);
+        let mut old = before_returns(&bytes, &order);
+        old[1] = STATE_LAYOUT_BEFORE_RETURNS;
+        let decoded = decode_state(&old, &what).unwrap();
+        assert_eq!(**decoded.order(order.order_id).unwrap(), order);
+        old[1] = STATE_LAYOUT;
+        assert!(decode_state(&old, &what).is_err());
     }
 }

@@ -393,10 +393,8 @@ fn replay(
         }
     };
     record.events.iter().for_each(|e| state.apply_event(e));
-    for event in &record.events {
-        if let Event::OrderSet(order) = event {
-            state.evict_order(order.order_id);
-        }
+    for order in record.events.iter().filter_map(Event::order) {
+        state.evict_order(order.order_id);
     }
     Ok(())
 }

@@ -628,20 +628,35 @@ pub fn views_from(storage: &Storage) -> Result<Option<u64>, WalError> {
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
 }
 
-/// Orders and movements in the views, each value decoded (so that damage is found); an
-/// order or movement both pending and in sled counts once. For `godown verify`.
-pub fn count_views(storage: &Storage) -> Result<(usize, usize), WalError> {
-    let mut orders: std::collections::HashSet<u64> = std::collections::HashSet::new();
+/// Orders, their returns (each checked) and movements in the views, each value decoded (so
+/// that damage is found); an order or movement both pending and in sled counts once. For
+/// `godown verify`.
+pub fn count_views(storage: &Storage) -> Result<ViewCounts, WalError> {
+    let mut orders: HashMap<u64, Vec<u8>> = HashMap::new();
     for entry in storage.order_blocks.iter() {
         let (_, bytes) = entry?;
         let block: Block = decode_frame(&bytes, &|| "an order block".into())?;
-        orders.extend(block.iter().map(|(seq, _)| *seq));
+        orders.extend(block);
     }
     for entry in storage.orders.iter() {
         let (key, bytes) = entry?;
         if let (Ok(k), false) = (<[u8; 4]>::try_from(key.as_ref()), bytes.is_empty()) {
-            orders.insert(u64::from(u32::from_be_bytes(k)));
+            orders.insert(u64::from(u32::from_be_bytes(k)), bytes.to_vec());
         }
+    }
+    {
+        let g = storage.pending.read();
+        for p in std::iter::once(&g.filling).chain(g.sealed.as_deref()) {
+            orders.extend(p.orders.iter().map(|(seq, frame)| (*seq, frame.clone())));
+        }
+    }
+    let mut returns = 0;
+    for (seq, frame) in &orders {
+        let what = || format!("order {seq}");
+        let order: Order = decode_frame(frame, &what)?;
+        crate::domain::state::check_returns(&order)
+            .map_err(|why| WalError::Corrupt { what: what(), why })?;
+        returns += order.returns.len();
     }
     // Per store, the id ranges of its runs; their union is its ledger.
     let mut ranges: HashMap<Vec<u8>, Vec<(u64, u64)>> = HashMap::new();
@@ -658,7 +673,6 @@ pub fn count_views(storage: &Storage) -> Result<(usize, usize), WalError> {
     }
     let g = storage.pending.read();
     for p in std::iter::once(&g.filling).chain(g.sealed.as_deref()) {
-        orders.extend(p.orders.keys());
         for (store, runs) in &p.movements {
             for run in runs.values() {
                 if let (Some(first), Some(last)) = (run.first(), run.last()) {
@@ -682,7 +696,20 @@ pub fn count_views(storage: &Storage) -> Result<(usize, usize), WalError> {
             }
         }
     }
-    Ok((orders.len(), movements as usize))
+    Ok(ViewCounts {
+        orders: orders.len(),
+        movements: movements as usize,
+        returns,
+    })
+}
+
+/// What `godown verify` reports of the views.
+#[derive(Debug, PartialEq)]
+pub struct ViewCounts {
+    pub orders: usize,
+    pub movements: usize,
+    /// Returns in archived orders, each checked (`domain::state::check_returns`).
+    pub returns: usize,
 }
 
 #[cfg(test)]
@@ -712,6 +739,9 @@ mod tests {
             updated_ms: 0,
             payment_reference: None,
             cancel_reason: None,
+            tax_rate_bp: Some(500),
+            returns: Vec::new(),
+            refunded_total: Paise(0),
         }
     }
 
@@ -798,7 +828,7 @@ mod tests {
             .unwrap();
         assert_eq!(status(&storage, 99), Some(OrderStatus::Cancelled));
         assert_eq!(max_order_seq(&storage).unwrap(), Some(99));
-        assert_eq!(count_views(&storage).unwrap().0, 22);
+        assert_eq!(count_views(&storage).unwrap().orders, 22);
     }
 
     #[test]
@@ -836,7 +866,8 @@ mod tests {
         assert_eq!(reader.read(n + 2).unwrap(), None);
         assert_eq!(read(&ab, 2), Some(2));
         storage.pending.add([movements("A", 5..=n)], &mut idem);
-        assert_eq!(count_views(&storage).unwrap(), (0, n as usize + 1 + 2));
+        let counts = count_views(&storage).unwrap();
+        assert_eq!((counts.orders, counts.movements), (0, n as usize + 1 + 2));
     }
 
     #[test]
