@@ -90,6 +90,8 @@ enum Route {
     Cancel,
     StorePay,
     StoreCancel,
+    Return,
+    StoreReturn,
     ListOrders,
     Events,
     AddWebhook,
@@ -98,7 +100,7 @@ enum Route {
     Deliveries,
 }
 
-const STORE_ROUTES: [Route; 18] = [
+const STORE_ROUTES: [Route; 20] = [
     Route::PutStore,
     Route::IssueToken,
     Route::ListTokens,
@@ -111,6 +113,8 @@ const STORE_ROUTES: [Route; 18] = [
     Route::Cancel,
     Route::StorePay,
     Route::StoreCancel,
+    Route::Return,
+    Route::StoreReturn,
     Route::ListOrders,
     Route::Events,
     Route::AddWebhook,
@@ -186,6 +190,24 @@ impl Route {
                 let path = format!("/api/v1/stores/A/orders/{id}/cancel");
                 ("POST", path, json!({}))
             }
+            Route::Return => {
+                let id = place(server, "cod").await;
+                let path = format!("/api/v1/orders/{id}/returns");
+                (
+                    "POST",
+                    path,
+                    json!({"items": [{"product_id": "P", "quantity": 1}]}),
+                )
+            }
+            Route::StoreReturn => {
+                let id = place(server, "cod").await;
+                let path = format!("/api/v1/stores/A/orders/{id}/returns");
+                (
+                    "POST",
+                    path,
+                    json!({"items": [{"product_id": "P", "quantity": 1}]}),
+                )
+            }
             Route::ListOrders => ("GET", "/api/v1/stores/A/orders".into(), Value::Null),
             Route::Events => ("GET", "/api/v1/stores/A/events".into(), Value::Null),
             Route::AddWebhook => (
@@ -246,7 +268,10 @@ async fn fingerprint(server: &TestServer, path: &str) -> Value {
         .find(|s| *s == "orders")
         .and(segments.next());
     let order = match order_id {
-        Some(id) => server.get(&format!("/api/v1/orders/{id}")).await.json()["status"].clone(),
+        Some(id) => {
+            let o = server.get(&format!("/api/v1/orders/{id}")).await.json();
+            json!([o["status"], o["refunded_total"]])
+        }
         None => Value::Null,
     };
     json!([

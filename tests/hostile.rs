@@ -46,6 +46,7 @@ fn seed_bodies() -> Vec<Value> {
         json!({"status": "succeeded", "reference": "UPI-1"}),
         json!({"store_id": STORE, "items": [{"product_id": "P1", "quantity": 2}]}),
         json!({"reason": "customer asked"}),
+        json!({"items": [{"product_id": "P1", "quantity": 1}], "restock": true, "reason": "torn"}),
     ]
 }
 
@@ -150,6 +151,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/orders/{O}"),
     ("POST", "/api/v1/orders/{O}/payment"),
     ("POST", "/api/v1/orders/{O}/cancel"),
+    ("POST", "/api/v1/orders/{O}/returns"),
+    ("POST", "/api/v1/stores/{S}/orders/{O}/returns"),
     ("PUT", "/api/v1/stores/{S}"),
     ("GET", "/api/v1/stores/{S}"),
     ("POST", "/api/v1/stores/{S}/reservations"),
@@ -207,7 +210,7 @@ fn case() -> impl Strategy<Value = Case> {
     (
         0..ROUTES.len(),
         [0..IDS.len(), 0..IDS.len(), 0..IDS.len(), 0..IDS.len()],
-        0..8usize,
+        0..seed_bodies().len(),
         mutation(),
         0u8..4,
     )

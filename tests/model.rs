@@ -1,9 +1,10 @@
 //! The pure core against a deliberately simple reference model (proptest).
 //!
 //! Random sequences of adjust / reserve / release / order (cod and upi, with and without a
-//! hold) / pay / cancel / expire run against `StoreState` and against plain maps. After
-//! every step both agree on accept-or-refuse and on every product's `on_hand` and
-//! `reserved`; `reserved <= on_hand`; the ledger's movements add up to the counters; and a
+//! hold, whole or partial) / pay / cancel / return (restocked or not) / expire run against
+//! `StoreState` and against plain maps. After
+//! every step both agree on accept-or-refuse, on every product's `on_hand` and
+//! `reserved`, and on every order's status and refunds; `reserved <= on_hand`; the ledger's movements add up to the counters; and a
 //! snapshot taken at any point plus the events after it rebuilds exactly the live state.
 
 use godown::domain::state::{DraftItem, OrderDraft};
@@ -32,6 +33,8 @@ enum Op {
     },
     Pay(usize, bool),
     Cancel(usize),
+    /// Units of an order back: (order, lines, restock).
+    Return(usize, Vec<(usize, u64)>, bool),
     Advance(i64),
 }
 
@@ -59,6 +62,12 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         (0usize..8, any::<bool>()).prop_map(|(i, ok)| Op::Pay(i, ok)),
         (0usize..8).prop_map(Op::Cancel),
+        (
+            0usize..8,
+            proptest::collection::btree_map(0..PRODUCTS, 1u64..3, 1..3),
+            any::<bool>()
+        )
+            .prop_map(|(i, l, restock)| Op::Return(i, l.into_iter().collect(), restock)),
         (1i64..4).prop_map(Op::Advance),
     ]
 }
@@ -74,7 +83,12 @@ struct Model {
     holds: BTreeMap<u64, (Lines, i64)>,
     /// order number → (lines, status, expires_at)
     orders: BTreeMap<u32, (Lines, &'static str, i64)>,
+    /// order number → units returned per product
+    returned: BTreeMap<u32, [u64; PRODUCTS]>,
 }
+
+/// What one returned unit refunds: 10.00 plus 5 % tax, in paise.
+const REFUND_PER_UNIT: i64 = 1050;
 
 impl Model {
     fn available(&self, p: usize) -> u64 {
@@ -325,13 +339,15 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
             }
             Op::Cancel(i) => {
                 let n = order_ids.get(i).copied().unwrap_or(999);
+                let back = model.returned.get(&n).copied().unwrap_or_default();
                 let ok = match model.orders.get_mut(&n) {
                     Some((lines, status, _)) if *status == "pending" || *status == "confirmed" => {
                         for &(p, q) in lines.iter() {
                             if *status == "pending" {
                                 model.reserved[p] -= q;
                             } else {
-                                model.on_hand[p] += q;
+                                // Units already returned were dealt with by their return.
+                                model.on_hand[p] += q - back[p];
                             }
                         }
                         *status = "cancelled";
@@ -346,6 +362,46 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                     },
                     ok,
                 )
+            }
+            Op::Return(i, items, restock) => {
+                let n = order_ids.get(i).copied().unwrap_or(999);
+                let back = model.returned.entry(n).or_default();
+                let ok = match model.orders.get_mut(&n) {
+                    Some((lines, status, _)) if *status == "confirmed" => {
+                        let sold = |p: usize| lines.iter().find(|l| l.0 == p).map(|l| l.1);
+                        let fits = items
+                            .iter()
+                            .all(|&(p, q)| sold(p).is_some_and(|s| q <= s - back[p]));
+                        if fits {
+                            for &(p, q) in &items {
+                                back[p] += q;
+                                if restock {
+                                    model.on_hand[p] += q;
+                                }
+                            }
+                            if lines.iter().all(|&(p, q)| back[p] == q) {
+                                *status = "returned";
+                            }
+                        }
+                        fits
+                    }
+                    _ => false,
+                };
+                let items = items
+                    .iter()
+                    .map(|&(p, q)| ReturnItem {
+                        product_id: pid(p),
+                        quantity: Qty::from_units(q),
+                    })
+                    .collect();
+                let draft = ReturnDraft {
+                    order_id: OrderId(u64::from(n)),
+                    return_id: ReturnId::from_number(step as u64),
+                    items,
+                    restock,
+                    reason: None,
+                };
+                (Command::Return(Box::new(draft)), ok)
             }
             Op::Advance(ms) => {
                 now += ms;
@@ -383,6 +439,20 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                 op
             );
             prop_assert!(product.reserved <= product.on_hand);
+        }
+        for (n, (_, status, _)) in &model.orders {
+            let order = state.order(OrderId(u64::from(*n))).unwrap();
+            let back: u64 = model.returned.get(n).map_or(0, |b| b.iter().sum());
+            let want = match *status {
+                "pending" => OrderStatus::PendingPayment,
+                "confirmed" => OrderStatus::Confirmed,
+                "failed" => OrderStatus::PaymentFailed,
+                "cancelled" => OrderStatus::Cancelled,
+                "expired" => OrderStatus::Expired,
+                _ => OrderStatus::Returned,
+            };
+            prop_assert_eq!(order.status, want, "order {} after {:?}", n, op);
+            prop_assert_eq!(order.refunded_total.0, back as i64 * REFUND_PER_UNIT);
         }
         state.check_invariants();
     }
