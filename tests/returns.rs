@@ -218,7 +218,8 @@ async fn only_a_confirmed_order_comes_back_and_only_to_its_store() {
 async fn a_return_is_taken_once_per_key_and_survives_kill_9() {
     // Goal: the same Idempotency-Key and body give the first answer (one return); another
     // body is 409; after kill -9 the key still gives that answer, the order and the stock
-    // are as acknowledged, and `godown verify` finds the data directory sound.
+    // are as acknowledged, a new return of the (now archived) order works, and
+    // `godown verify` finds the data directory sound.
     let dir = temp_dir();
     let db = dir.path().join("db");
     let mut server = TestServer::start(&db, &[]).await;
@@ -267,6 +268,10 @@ async fn a_return_is_taken_once_per_key_and_survives_kill_9() {
     assert_eq!(o["returns"].as_array().unwrap().len(), 1, "{o}");
     assert_eq!(o["refunded_total"], json!(24.94)); // 0.5 × 47.50 = 23.75 + 1.19 (1.1875)
     assert_eq!(server.stock("R", "K").await, json!(8.5));
+    // A restart leaves finished orders in the archive only: a new return reads it back.
+    let more = send(&server, "ret-3", &other).await;
+    assert_eq!(more.status, 201, "{:?}", more.json());
+    assert_eq!(server.stock("R", "K").await, json!(8.75));
 
     server.stop();
     let verify = std::process::Command::new(env!("CARGO_BIN_EXE_godown"))
@@ -276,5 +281,5 @@ async fn a_return_is_taken_once_per_key_and_survives_kill_9() {
         .unwrap();
     let out = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "{out}");
-    assert!(out.contains("returns:           1"), "{out}");
+    assert!(out.contains("returns:           2"), "{out}");
 }
