@@ -65,7 +65,11 @@ impl Conn {
             .method(method)
             .uri(path)
             .header("host", &self.host);
-        if body.is_some() {
+        // JSON unless the caller names another content type.
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !typed {
             builder = builder.header("content-type", "application/json");
         }
         for (k, v) in headers {

@@ -92,6 +92,7 @@ enum Route {
     StoreCancel,
     Return,
     StoreReturn,
+    Export,
     ListOrders,
     Events,
     AddWebhook,
@@ -100,7 +101,7 @@ enum Route {
     Deliveries,
 }
 
-const STORE_ROUTES: [Route; 20] = [
+const STORE_ROUTES: [Route; 21] = [
     Route::PutStore,
     Route::IssueToken,
     Route::ListTokens,
@@ -115,6 +116,7 @@ const STORE_ROUTES: [Route; 20] = [
     Route::StoreCancel,
     Route::Return,
     Route::StoreReturn,
+    Route::Export,
     Route::ListOrders,
     Route::Events,
     Route::AddWebhook,
@@ -208,6 +210,7 @@ impl Route {
                     json!({"items": [{"product_id": "P", "quantity": 1}]}),
                 )
             }
+            Route::Export => ("GET", format!("{p}/export"), Value::Null),
             Route::ListOrders => ("GET", "/api/v1/stores/A/orders".into(), Value::Null),
             Route::Events => ("GET", "/api/v1/stores/A/events".into(), Value::Null),
             Route::AddWebhook => (

@@ -363,7 +363,7 @@ impl StoreActor {
                 .state
                 .order(*order_id)
                 .map_or(Reply::None, |o| Reply::Order(o.clone())),
-            Outcome::Expired { .. } => Reply::None,
+            Outcome::Expired { .. } | Outcome::Imported { .. } => Reply::None,
             Outcome::TokenIssued(t) => Reply::Token(t.clone()),
             Outcome::TokenRevoked(id) => Reply::TokenRevoked(id.clone()),
             Outcome::WebhookSet(w) => Reply::Webhook(w.clone()),

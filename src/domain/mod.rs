@@ -17,8 +17,8 @@ pub use ids::{
 pub use model::*;
 pub use number::{Paise, Qty, Unit};
 pub use state::{
-    Command, DomainError, DraftItem, OrderDraft, Outcome, ReturnDraft, ReturnItem, Shortage,
-    StoreState,
+    Command, DomainError, DraftItem, ImportRow, OrderDraft, Outcome, ReturnDraft, ReturnItem,
+    Shortage, StoreState,
 };
 pub use tokens::{StoreToken, TOKENS_PER_STORE_MAX, TokenDigest, Tokens};
 pub use webhooks::{WEBHOOKS_PER_STORE_MAX, Webhook, Webhooks};

@@ -91,6 +91,9 @@ pub enum DomainError {
     /// Not in the order, or more than was sold less what already came back.
     #[error("invalid return quantity of {0}")]
     InvalidReturnQuantity(ProductId),
+    /// Row `row` (from 0) of an import was refused; nothing of the import was applied.
+    #[error("import row {row}: {error}")]
+    ImportRow { row: usize, error: Box<DomainError> },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,6 +136,20 @@ pub struct ReturnDraft {
     pub reason: Option<Box<str>>,
 }
 
+/// A product as a catalogue import states it: `None` leaves the current value (a new
+/// product: no stock change from zero, threshold 0, no category).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportRow {
+    pub product_id: ProductId,
+    pub name: Box<str>,
+    pub unit: super::number::Unit,
+    pub unit_price: Paise,
+    /// Sets `on_hand` like `stock` in a product update.
+    pub on_hand: Option<Qty>,
+    pub low_stock_threshold: Option<Qty>,
+    pub category: Option<Option<Box<str>>>,
+}
+
 /// What a line can ship of `requested` when `available` is there: all of it, or what is
 /// there, in whole units for products counted in pieces or packs.
 pub fn shippable(requested: Qty, available: Qty, counted: bool) -> Qty {
@@ -172,6 +189,8 @@ pub enum Command {
     },
     /// Takes back units of a confirmed order (API.md "Returns").
     Return(Box<ReturnDraft>),
+    /// Sets many products at once, all or nothing (CSV import).
+    Import(Vec<ImportRow>),
     ExpireDue,
     /// Issues a token with this digest; the actor picks a fresh `token_id`.
     IssueToken {
@@ -215,6 +234,11 @@ pub enum Outcome {
     Returned {
         order_id: OrderId,
         return_id: ReturnId,
+    },
+    Imported {
+        created: usize,
+        updated: usize,
+        unchanged: usize,
     },
     Expired {
         count: usize,
@@ -529,6 +553,7 @@ impl StoreState {
                 self.cancel(&mut events, order_id, reason, now_ms)?
             }
             Command::Return(draft) => self.take_return(&mut events, *draft, now_ms)?,
+            Command::Import(rows) => self.import(&mut events, rows, now_ms)?,
             Command::ExpireDue => self.expire_due(&mut events, now_ms),
             Command::IssueToken { token_id, digest } => {
                 if self.tokens.len() >= TOKENS_PER_STORE_MAX {
@@ -1137,6 +1162,57 @@ impl StoreState {
         Ok(Outcome::Returned {
             order_id: draft.order_id,
             return_id: draft.return_id,
+        })
+    }
+
+    /// Applies every row as a product update would, or none: the rows run on a copy of the
+    /// state, which replaces this one only when all of them passed. A row that changes
+    /// nothing makes no event.
+    fn import(
+        &mut self,
+        events: &mut Vec<Event>,
+        rows: Vec<ImportRow>,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        let mut trial = self.clone();
+        let mut made = Vec::new();
+        let (mut created, mut updated, mut unchanged) = (0, 0, 0);
+        for (i, row) in rows.into_iter().enumerate() {
+            let current = trial.products.get(&row.product_id);
+            let info = ProductInfo {
+                low_stock_threshold: row
+                    .low_stock_threshold
+                    .or(current.map(|p| p.info.low_stock_threshold))
+                    .unwrap_or(Qty::ZERO),
+                category: row
+                    .category
+                    .unwrap_or_else(|| current.and_then(|p| p.info.category.clone())),
+                product_id: row.product_id,
+                name: row.name,
+                unit: row.unit,
+                unit_price: row.unit_price,
+            };
+            match current {
+                Some(p) if p.info == info && row.on_hand.is_none_or(|s| s == p.on_hand) => {
+                    unchanged += 1;
+                    continue;
+                }
+                Some(_) => updated += 1,
+                None => created += 1,
+            }
+            trial
+                .set_product(&mut made, info, row.on_hand, now_ms)
+                .map_err(|e| DomainError::ImportRow {
+                    row: i,
+                    error: Box::new(e),
+                })?;
+        }
+        *self = trial;
+        events.extend(made);
+        Ok(Outcome::Imported {
+            created,
+            updated,
+            unchanged,
         })
     }
 

@@ -275,6 +275,8 @@ impl From<DomainError> for ApiError {
                 format!("The order is {}; only a confirmed order can be returned.", status.as_str()),
             )
             .with("status", status.as_str()),
+            // The import route names the CSV line; anywhere else, the row's own error.
+            ImportRow { row, error } => ApiError::from(*error).with("row", row),
             InvalidReturnQuantity(id) => ApiError::bad_request(
                 "Invalid return quantity",
                 format!("Product {id} is not in the order, or not that much of it is left to return."),

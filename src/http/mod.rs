@@ -2,6 +2,7 @@
 //! ask the store's actor, wait for durability, and render JSON. Errors are `ApiError`.
 
 pub mod auth;
+mod catalogue_csv;
 pub mod error;
 pub mod events;
 mod handlers;
@@ -144,6 +145,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/stores/{store_id}/alerts/low-stock").get(get_low_stock))
         .service(web::resource("/api/v1/inventory/availability").post(partial::post_availability))
         .service(web::resource("/api/v1/inventory/products/{store_id}").get(list_products))
+        // Before `…/{store_id}/{product_id}`, which would take these names as product ids.
+        .service(
+            web::resource("/api/v1/inventory/products/{store_id}/export")
+                .get(catalogue_csv::export),
+        )
+        .service(
+            web::resource("/api/v1/inventory/products/{store_id}/import")
+                .app_data(web::PayloadConfig::new(catalogue_csv::IMPORT_BYTES_MAX))
+                .post(catalogue_csv::import),
+        )
         .service(
             web::resource("/api/v1/inventory/products/{store_id}/{product_id}")
                 .get(get_product)
@@ -253,7 +264,7 @@ pub async fn json_errors(
     let (phrase, message) = match status.as_u16() {
         413 => (
             "Payload too large",
-            "The request body is larger than 1 MiB.",
+            "The request body is larger than this route takes (1 MiB; a CSV import 50 MiB).",
         ),
         404 => ("Not found", "There is no such resource."),
         405 => (

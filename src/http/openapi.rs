@@ -105,6 +105,26 @@ fn paths() -> Value {
         &[400, 404, 409],
     );
     cancel["requestBody"]["required"] = json!(false);
+    // The catalogue as CSV, out and in.
+    let mut export = op(
+        "Export the catalogue as CSV",
+        Access::Store,
+        vec![store()],
+        None,
+        (200, "ImportResult"),
+        &[400, 404],
+    );
+    export["responses"]["200"] = json!({"description": "product_id,product_name,unit,unit_price,on_hand,reserved,current_stock,low_stock_threshold,category",
+        "content": {"text/csv": {"schema": {"type": "string"}}}});
+    let mut import = op(
+        "Import products from CSV (all rows or none)",
+        Access::Store,
+        vec![store()],
+        Some("ImportResult"),
+        (200, "ImportResult"),
+        &[400, 404],
+    );
+    import["requestBody"]["content"] = json!({"text/csv": {"schema": {"type": "string", "description": "A header naming product_id, product_name, unit, unit_price (required) and on_hand, low_stock_threshold, category (optional), then up to 100,000 rows"}}});
     let take_return = op(
         "Take a return of a confirmed order (Idempotency-Key honoured)",
         Access::Store,
@@ -147,6 +167,12 @@ fn paths() -> Value {
         },
         "/api/v1/stores/{store_id}/tokens/{token_id}": {
             "delete": op("Revoke a store token at once", Access::Admin, vec![store(), id_param("token_id")], None, (200, "Revoked"), &[400, 404]),
+        },
+        "/api/v1/inventory/products/{store_id}/export": {
+            "get": export,
+        },
+        "/api/v1/inventory/products/{store_id}/import": {
+            "post": import,
         },
         "/api/v1/inventory/products/{store_id}": {
             "get": op("List products by id", Access::Client,
@@ -492,6 +518,7 @@ const ERROR_PHRASES: &[&str] = &[
     "Order not payable",
     "Order not cancellable",
     "Order not returnable",
+    "Invalid CSV",
     "Invalid return quantity",
     "Return must contain at least one item",
     "Idempotency key reused",
@@ -721,6 +748,11 @@ fn schemas() -> Value {
             "reference": text,
         })),
         "CancelInput": object(&[], json!({"reason": text})),
+        "ImportResult": object(&["created", "updated", "unchanged"], json!({
+            "created": {"type": "integer", "minimum": 0},
+            "updated": {"type": "integer", "minimum": 0},
+            "unchanged": {"type": "integer", "minimum": 0},
+        })),
         "ReturnInput": object(&["items"], json!({
             "items": {"type": "array", "minItems": 1, "maxItems": 500, "items": object(&["product_id", "quantity"], json!({"product_id": id, "quantity": quantity}))},
             "restock": opt(json!({"type": "boolean", "default": true})),
