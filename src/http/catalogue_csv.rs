@@ -5,10 +5,9 @@
 use super::AppState;
 use super::error::ApiError;
 use super::handlers::exec;
-use super::json::{parse_name, parse_store_id};
+use super::json::{parse_name, parse_store_id, require_media_type};
 use crate::actor::ListProducts;
 use crate::domain::*;
-use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use serde_json::json;
@@ -90,19 +89,8 @@ pub async fn import(
     state.require_store(&req, &path)?;
     let dir = state.dir()?;
     let store_id = parse_store_id(&path)?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("text/csv") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "Send the catalogue as CSV with `Content-Type: text/csv`.",
-        ));
-    }
+    let hint = "Send the catalogue as CSV with `Content-Type: text/csv`.";
+    require_media_type(&req, "text/csv", hint)?;
     let (rows, lines) = web::block(move || parse_rows(&body))
         .await
         .map_err(ApiError::storage)?

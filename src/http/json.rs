@@ -65,21 +65,29 @@ pub fn rfc3339(ms: TimeMs) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Checks the content type and parses the body, naming the field that is wrong.
-pub fn parse_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+/// Refuses (415) a body whose `Content-Type` is not `media_type` (parameters such as
+/// `charset` aside); `hint` tells the client how to send it.
+pub fn require_media_type(req: &HttpRequest, media_type: &str, hint: &str) -> Result<(), ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
+    if !essence.eq_ignore_ascii_case(media_type) {
         return Err(ApiError::new(
             actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported media type",
-            "Send the body as JSON with `Content-Type: application/json`.",
+            hint,
         ));
     }
+    Ok(())
+}
+
+/// Checks the content type and parses the body, naming the field that is wrong.
+pub fn parse_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+    let hint = "Send the body as JSON with `Content-Type: application/json`.";
+    require_media_type(req, "application/json", hint)?;
     parse_json(body)
 }
 
