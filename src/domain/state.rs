@@ -643,6 +643,36 @@ impl StoreState {
         Ok(outcome)
     }
 
+    /// Whether a product update may set `info` and `stock`: whole units for products
+    /// counted in pieces, and a stock no lower than what is held.
+    fn check_product(&self, info: &ProductInfo, stock: Option<Qty>) -> Result<(), DomainError> {
+        let id = &info.product_id;
+        let counted = info.unit.is_counted();
+        if stock.is_some_and(|s| counted && !s.is_whole())
+            || (counted && !info.low_stock_threshold.is_whole())
+        {
+            return Err(DomainError::InvalidQuantity(id.clone()));
+        }
+        let Some(p) = self.products.get(id) else {
+            return Ok(());
+        };
+        if counted && (!p.on_hand.is_whole() || !p.reserved.is_whole()) {
+            return Err(DomainError::InvalidQuantity(id.clone()));
+        }
+        if let Some(stock) = stock
+            && stock < p.reserved
+        {
+            return Err(DomainError::InsufficientStock(vec![Shortage {
+                product_id: id.clone(),
+                product_name: p.info.name.clone(),
+                unit: p.info.unit,
+                requested: Qty(p.on_hand.0 - stock.0),
+                available: p.current_stock(),
+            }]));
+        }
+        Ok(())
+    }
+
     fn set_product(
         &mut self,
         events: &mut Vec<Event>,
@@ -650,13 +680,8 @@ impl StoreState {
         stock: Option<Qty>,
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
+        self.check_product(&info, stock)?;
         let id = info.product_id.clone();
-        let counted = info.unit.is_counted();
-        if stock.is_some_and(|s| counted && !s.is_whole())
-            || (counted && !info.low_stock_threshold.is_whole())
-        {
-            return Err(DomainError::InvalidQuantity(id));
-        }
         match self.products.get(&id) {
             None => {
                 let stock = stock.unwrap_or(Qty::ZERO);
@@ -678,21 +703,7 @@ impl StoreState {
                 );
             }
             Some(p) => {
-                if counted && (!p.on_hand.is_whole() || !p.reserved.is_whole()) {
-                    return Err(DomainError::InvalidQuantity(id));
-                }
-                let (on_hand, reserved) = (p.on_hand, p.reserved);
-                if let Some(stock) = stock
-                    && stock < reserved
-                {
-                    return Err(DomainError::InsufficientStock(vec![Shortage {
-                        product_id: id.clone(),
-                        product_name: p.info.name.clone(),
-                        unit: p.info.unit,
-                        requested: Qty(on_hand.0 - stock.0),
-                        available: p.current_stock(),
-                    }]));
-                }
+                let on_hand = p.on_hand;
                 self.emit(
                     events,
                     Event::ProductSet {
@@ -1165,20 +1176,29 @@ impl StoreState {
         })
     }
 
-    /// Applies every row as a product update would, or none: the rows run on a copy of the
-    /// state, which replaces this one only when all of them passed. A row that changes
-    /// nothing makes no event.
+    /// Applies every row as a product update would, or none: each row is checked against
+    /// the state first (a product twice is refused, so no row depends on another), then
+    /// all are applied. A row that changes nothing makes no event.
     fn import(
         &mut self,
         events: &mut Vec<Event>,
         rows: Vec<ImportRow>,
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
-        let mut trial = self.clone();
-        let mut made = Vec::new();
-        let (mut created, mut updated, mut unchanged) = (0, 0, 0);
+        let refused = |row: usize| {
+            move |e| DomainError::ImportRow {
+                row,
+                error: Box::new(e),
+            }
+        };
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut changes = Vec::with_capacity(rows.len());
+        let mut unchanged = 0;
         for (i, row) in rows.into_iter().enumerate() {
-            let current = trial.products.get(&row.product_id);
+            if !seen.insert(row.product_id.clone()) {
+                return Err(refused(i)(DomainError::DuplicateProduct(row.product_id)));
+            }
+            let current = self.products.get(&row.product_id);
             let info = ProductInfo {
                 low_stock_threshold: row
                     .low_stock_threshold
@@ -1192,23 +1212,25 @@ impl StoreState {
                 unit: row.unit,
                 unit_price: row.unit_price,
             };
-            match current {
-                Some(p) if p.info == info && row.on_hand.is_none_or(|s| s == p.on_hand) => {
-                    unchanged += 1;
-                    continue;
-                }
-                Some(_) => updated += 1,
-                None => created += 1,
+            if current.is_some_and(|p| p.info == info && row.on_hand.is_none_or(|s| s == p.on_hand))
+            {
+                unchanged += 1;
+                continue;
             }
-            trial
-                .set_product(&mut made, info, row.on_hand, now_ms)
-                .map_err(|e| DomainError::ImportRow {
-                    row: i,
-                    error: Box::new(e),
-                })?;
+            self.check_product(&info, row.on_hand).map_err(refused(i))?;
+            changes.push((info, row.on_hand));
         }
-        *self = trial;
-        events.extend(made);
+
+        // Every row is checked: from here on only events.
+        let created = changes
+            .iter()
+            .filter(|(info, _)| !self.products.contains_key(&info.product_id))
+            .count();
+        let updated = changes.len() - created;
+        for (info, stock) in changes {
+            self.set_product(events, info, stock, now_ms)
+                .expect("checked above");
+        }
         Ok(Outcome::Imported {
             created,
             updated,
