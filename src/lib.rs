@@ -24,4 +24,5 @@ pub mod http;
 pub mod load;
 pub mod server;
 pub mod telemetry;
+pub mod transfer;
 pub mod wal;

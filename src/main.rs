@@ -1,4 +1,4 @@
-//! The `godown` command line: `serve`, `verify`, `load`.
+//! The `godown` command line: `serve`, `verify`, `load`, `import`, `export`.
 
 use clap::{Parser, Subcommand};
 use godown::wal::{Durability, Storage, recovery};
@@ -122,11 +122,84 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Upload a store's catalogue from CSV (all rows or none; bad lines are listed).
+    Import {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The CSV file: a header naming product_id, product_name, unit, unit_price and
+        /// optionally on_hand, low_stock_threshold, category.
+        file: PathBuf,
+    },
+    /// Download a store's catalogue as CSV (to FILE, or standard output).
+    Export {
+        #[command(flatten)]
+        target: TargetArgs,
+        file: Option<PathBuf>,
+    },
     /// Check every snapshot and WAL record of a (stopped) server's data directory.
     Verify {
         #[arg(long, default_value = "data/db")]
         data_dir: PathBuf,
     },
+}
+
+/// Which server and store `import` / `export` talk to, and with which token.
+#[derive(clap::Args)]
+struct TargetArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    target: String,
+    #[arg(long)]
+    store: String,
+    /// The admin's or the store's token [default: $GODOWN_TOKEN, else $GODOWN_ADMIN_TOKEN].
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl TargetArgs {
+    fn into_target(self) -> godown::transfer::Target {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        godown::transfer::Target {
+            url: self.target,
+            store: self.store,
+            token: self
+                .token
+                .or_else(|| env("GODOWN_TOKEN"))
+                .or_else(|| env("GODOWN_ADMIN_TOKEN")),
+        }
+    }
+}
+
+/// Runs `import` or `export` on a small runtime; errors go to stderr.
+fn transfer(cmd: Cmd) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("godown: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cmd {
+        Cmd::Import { target, file } => runtime
+            .block_on(godown::transfer::import(&target.into_target(), &file))
+            .map(|summary| println!("{summary}")),
+        Cmd::Export { target, file } => runtime
+            .block_on(godown::transfer::export(
+                &target.into_target(),
+                file.as_deref(),
+            ))
+            .map(|_| ()),
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("godown: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -205,6 +278,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Verify { data_dir } => verify(&data_dir),
+        cmd @ (Cmd::Import { .. } | Cmd::Export { .. }) => transfer(cmd),
         Cmd::Load {
             target,
             clients,
