@@ -28,6 +28,7 @@ fn store(products: usize) -> StoreState {
         free_delivery_above: None,
         location: None,
         updated_ms: 0,
+        utc_offset_minutes: 330,
     };
     let mut s = StoreState::new(config);
     for i in 0..products {
@@ -38,6 +39,8 @@ fn store(products: usize) -> StoreState {
             unit_price: Paise(1400),
             low_stock_threshold: Qty::from_units(5),
             category: Some("Staples".into()),
+            lead_time_days: 2,
+            safety_stock_days: 1,
         };
         let stock = Some(Qty::from_units(1_000_000_000 / 2));
         s.execute(Command::SetProduct { info, stock }, 0).unwrap();

@@ -72,6 +72,7 @@ fn holds_and_unpaid_orders_expire_exactly_at_their_deadline_on_the_injected_cloc
             free_delivery_above: None,
             location: None,
             updated_ms: 0,
+            utc_offset_minutes: 330,
         };
         directory.get_or_create(&config).unwrap();
         let info = ProductInfo {
@@ -81,6 +82,8 @@ fn holds_and_unpaid_orders_expire_exactly_at_their_deadline_on_the_injected_cloc
             unit_price: Paise(100),
             low_stock_threshold: Qty::ZERO,
             category: None,
+            lead_time_days: 2,
+            safety_stock_days: 1,
         };
         let stock = Some(Qty::from_units(10));
         run(&directory, Command::SetProduct { info, stock }).await;

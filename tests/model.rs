@@ -131,6 +131,7 @@ fn store() -> StoreState {
         free_delivery_above: None,
         location: None,
         updated_ms: 0,
+        utc_offset_minutes: 330,
     };
     StoreState::new(config)
 }
@@ -148,6 +149,8 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
             unit_price: Paise(1000),
             low_stock_threshold: Qty::from_units(2),
             category: None,
+            lead_time_days: 2,
+            safety_stock_days: 1,
         };
         let (_, events) = state
             .execute(
@@ -513,6 +516,8 @@ fn big_store(units: u64) -> StoreState {
                 unit_price: Paise(100),
                 low_stock_threshold: Qty::ZERO,
                 category: None,
+                lead_time_days: 2,
+                safety_stock_days: 1,
             },
             stock: Some(Qty::from_units(units)),
         },

@@ -20,6 +20,7 @@ fn config() -> StoreConfig {
         free_delivery_above: None,
         location: None,
         updated_ms: 0,
+        utc_offset_minutes: 330,
     }
 }
 
@@ -31,6 +32,8 @@ fn set_product() -> Command {
         unit_price: Paise(100),
         low_stock_threshold: Qty::ZERO,
         category: None,
+        lead_time_days: 2,
+        safety_stock_days: 1,
     };
     Command::SetProduct {
         info,

@@ -110,6 +110,7 @@ fn a_receiver_down_for_a_day_gives_failed_and_a_webhook_failed_event() {
             free_delivery_above: None,
             location: None,
             updated_ms: 0,
+            utc_offset_minutes: 330,
         };
         directory.get_or_create(&config).unwrap();
         let pid = ProductId::parse("P").unwrap();
@@ -120,6 +121,8 @@ fn a_receiver_down_for_a_day_gives_failed_and_a_webhook_failed_event() {
             unit_price: Paise(100),
             low_stock_threshold: Qty::ZERO,
             category: None,
+            lead_time_days: 2,
+            safety_stock_days: 1,
         };
         let stock = Some(Qty::from_units(10));
         run(&directory, Command::SetProduct { info, stock }).await;

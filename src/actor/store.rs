@@ -1,3 +1,4 @@
+use crate::domain::analytics;
 use crate::domain::events;
 use crate::domain::*;
 use crate::wal::format::{IdemTag, WalRecord, encode_record, encode_state, view_writes};
@@ -82,6 +83,26 @@ pub struct ListProducts {
 }
 impl Message for ListProducts {
     type Result = (Vec<Product>, bool);
+}
+
+/// Analytics of a store as of its today (its clock, at its UTC offset).
+pub enum Analytics {
+    Product(ProductId),
+    Store { days: i32 },
+    Reorder,
+}
+
+pub enum AnalyticsReply {
+    /// The product, its report and the store's today; `None`: no such product.
+    Product(Option<Box<(Product, analytics::ProductReport, i32)>>),
+    /// The report and the top sellers' names, in its order.
+    Store(analytics::StoreReport, Vec<Box<str>>),
+    /// Products at or below their reorder point, with that point and the suggestion.
+    Reorder(Vec<(Product, i64, i64)>),
+}
+
+impl Message for Analytics {
+    type Result = AnalyticsReply;
 }
 
 pub struct LowStock;
@@ -559,6 +580,40 @@ impl Handler<LowStock> for StoreActor {
             .cloned()
             .collect();
         MessageResult(low)
+    }
+}
+
+impl Handler<Analytics> for StoreActor {
+    type Result = MessageResult<Analytics>;
+    fn handle(&mut self, msg: Analytics, _: &mut Self::Context) -> Self::Result {
+        let state = &self.state;
+        let today =
+            analytics::local_day(self.shared.clock.now_ms(), state.config.utc_offset_minutes);
+        MessageResult(match msg {
+            Analytics::Product(id) => AnalyticsReply::Product(state.product(&id).map(|p| {
+                let report = analytics::product_report(state.sales(), p, today);
+                Box::new((p.clone(), report, today))
+            })),
+            Analytics::Store { days } => {
+                let report = analytics::store_report(state.sales(), today, days);
+                let names = report
+                    .top_sellers
+                    .iter()
+                    .map(|(id, ..)| {
+                        state
+                            .product(id)
+                            .map_or_else(|| id.as_str().into(), |p| p.info.name.clone())
+                    })
+                    .collect();
+                AnalyticsReply::Store(report, names)
+            }
+            Analytics::Reorder => AnalyticsReply::Reorder(
+                analytics::reorder_list(state.sales(), state.products(), today)
+                    .into_iter()
+                    .map(|(p, point, suggested)| (p.clone(), point, suggested))
+                    .collect(),
+            ),
+        })
     }
 }
 

@@ -62,6 +62,7 @@ mod tests {
             free_delivery_above: None,
             location: None,
             updated_ms: 0,
+            utc_offset_minutes: 330,
         });
         let index = TokenIndex::default();
         for (n, digest) in [(1, [1u8; 32]), (2, [2u8; 32])] {

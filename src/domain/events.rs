@@ -137,7 +137,8 @@ pub fn public_kind(event: &Event) -> Option<EventKind> {
         | Event::TokenRevoked { .. }
         | Event::WebhookSet(_)
         | Event::WebhookRemoved { .. }
-        | Event::WebhookDelivered { .. } => return None,
+        | Event::WebhookDelivered { .. }
+        | Event::Sold { .. } => return None,
     })
 }
 

@@ -1,8 +1,10 @@
 //! The pure core: stock ledger, pricing and quantities. No I/O, no async, no clocks (time
 //! comes in as an argument), so every rule here is tested in microseconds.
 
+pub mod analytics;
 pub mod events;
 pub mod ids;
+pub mod layout;
 pub mod model;
 pub mod number;
 pub mod pricing;

@@ -3,11 +3,11 @@
 //! needs a decision, which is what lets the write-ahead log replay them verbatim.
 
 use super::ids::{OrderId, ProductId, ReservationId, ReturnId, StoreId, TokenId, WebhookId};
+use super::layout::{Layout, added_after};
 use super::number::{Paise, Qty, Unit};
 use super::tokens::StoreToken;
 use super::webhooks::Webhook;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::cell::Cell;
 use std::sync::Arc;
 
 /// Milliseconds since the Unix epoch (UTC). Every clock reading enters the core as one.
@@ -30,6 +30,28 @@ pub struct StoreConfig {
     pub free_delivery_above: Option<Paise>,
     pub location: Option<Location>,
     pub updated_ms: TimeMs,
+    /// The store's clock: its days (analytics) are calendar days at this offset from UTC.
+    #[serde(deserialize_with = "utc_offset_minutes")]
+    pub utc_offset_minutes: i16,
+}
+
+/// India's offset from UTC, the default of a store's `utc_offset_minutes`.
+pub const UTC_OFFSET_DEFAULT: i16 = 330;
+/// How many days a supplier takes to deliver, unless a product says (`lead_time_days`).
+pub const LEAD_TIME_DAYS_DEFAULT: u16 = 2;
+/// Days of sales kept in reserve against surprises, unless a product says.
+pub const SAFETY_STOCK_DAYS_DEFAULT: u16 = 1;
+
+fn utc_offset_minutes<'de, D: Deserializer<'de>>(d: D) -> Result<i16, D::Error> {
+    added_after(Layout::BeforeAnalytics, UTC_OFFSET_DEFAULT, d)
+}
+
+fn lead_time_days<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    added_after(Layout::BeforeAnalytics, LEAD_TIME_DAYS_DEFAULT, d)
+}
+
+fn safety_stock_days<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    added_after(Layout::BeforeAnalytics, SAFETY_STOCK_DAYS_DEFAULT, d)
 }
 
 /// The catalogue part of a product: everything but its stock counters.
@@ -41,6 +63,12 @@ pub struct ProductInfo {
     pub unit_price: Paise,
     pub low_stock_threshold: Qty,
     pub category: Option<Box<str>>,
+    /// Days from ordering to the shelf (reorder point).
+    #[serde(deserialize_with = "lead_time_days")]
+    pub lead_time_days: u16,
+    /// Days of sales kept in reserve (reorder point).
+    #[serde(deserialize_with = "safety_stock_days")]
+    pub safety_stock_days: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -188,7 +216,7 @@ pub struct OrderReturn {
 }
 
 /// An order. Its stored layout grew with returns (the last three fields): data written
-/// before them is read through [`with_orders_before_returns`].
+/// before them is read in `layout::Layout::BeforeReturns`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
 pub struct Order {
@@ -237,25 +265,6 @@ impl Order {
     }
 }
 
-thread_local! {
-    /// Set while decoding data written before returns (see [`with_orders_before_returns`]).
-    static ORDERS_BEFORE_RETURNS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `decode` with every [`Order`] in it read in the layout before returns (bincode is not
-/// self-describing, so the storage layer, which knows each value's format version, says
-/// which layout its bytes have).
-pub fn with_orders_before_returns<T>(decode: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ORDERS_BEFORE_RETURNS.set(self.0);
-        }
-    }
-    let _restore = Restore(ORDERS_BEFORE_RETURNS.replace(true));
-    decode()
-}
-
 impl Serialize for Order {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         Order::serialize(self, s)
@@ -264,7 +273,7 @@ impl Serialize for Order {
 
 impl<'de> Deserialize<'de> for Order {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Order, D::Error> {
-        if ORDERS_BEFORE_RETURNS.get() {
+        if super::layout::current() == super::layout::Layout::BeforeReturns {
             OrderBeforeReturns::deserialize(d).map(Order::from)
         } else {
             Order::deserialize(d)
@@ -434,6 +443,13 @@ pub enum Event {
     /// The whole order after a return (its newest entry in `returns`): applied like
     /// `OrderSet`, told apart so that the return is announced and answered as one.
     OrderReturned(Arc<Order>),
+    /// Units sold or back, at the order's prices (`analytics`): `orders` is +1 when an
+    /// order is confirmed, −1 when a confirmed one is cancelled.
+    Sold {
+        lines: Vec<super::analytics::SoldLine>,
+        orders: i32,
+        at_ms: TimeMs,
+    },
 }
 
 impl Event {

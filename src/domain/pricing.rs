@@ -71,6 +71,7 @@ mod tests {
             free_delivery_above: free_above.map(Paise),
             location: None,
             updated_ms: 0,
+            utc_offset_minutes: 330,
         }
     }
 

@@ -4,6 +4,7 @@
 //! `StoreState::apply_event` is the single place where state changes. Replaying the events
 //! of the write-ahead log therefore rebuilds exactly the state the actor had.
 
+use super::analytics::{Sales, SoldLine};
 use super::events;
 use super::ids::{OrderId, ProductId, ReservationId, ReturnId, TokenId, WebhookId};
 use super::model::*;
@@ -292,9 +293,16 @@ pub struct StoreState {
     /// The id of the store's next public event (see `events`).
     next_event_id: u64,
     webhooks: Webhooks,
+    /// Sales by product and day, from the `Sold` facts (analytics).
+    #[serde(deserialize_with = "sales_since_analytics")]
+    sales: Sales,
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     deadlines: BTreeSet<(TimeMs, Deadline)>,
+}
+
+fn sales_since_analytics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sales, D::Error> {
+    super::layout::added_after(super::layout::Layout::BeforeAnalytics, Sales::default(), d)
 }
 
 /// Refuses a hold or unpaid order that would lock more than [`LOCK_MILLI_MAX`].
@@ -374,6 +382,7 @@ impl From<StoreStateBeforeTokens> for StoreState {
             tokens: Tokens::default(),
             next_event_id: 1,
             webhooks: Webhooks::default(),
+            sales: Sales::default(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -406,6 +415,7 @@ impl StoreState {
             tokens: Tokens::default(),
             next_event_id: 1,
             webhooks: Webhooks::default(),
+            sales: Sales::default(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -416,6 +426,10 @@ impl StoreState {
 
     pub fn webhooks(&self) -> &Webhooks {
         &self.webhooks
+    }
+
+    pub fn sales(&self) -> &Sales {
+        &self.sales
     }
 
     /// The id the store's next public event will have.
@@ -1037,6 +1051,9 @@ impl StoreState {
             returns: Vec::new(),
             refunded_total: Paise(0),
         };
+        if status == OrderStatus::Confirmed {
+            self.sold(events, &order, 1, now_ms);
+        }
         self.emit(events, Event::OrderSet(Arc::new(order)));
         Ok(Outcome::Order(draft.order_id))
     }
@@ -1145,11 +1162,32 @@ impl StoreState {
         let mut order = Order::clone(order);
         if draft.restock {
             let reference: Box<str> = draft.order_id.to_string().into();
+            let mut back = Vec::with_capacity(lines.len());
             for l in &lines {
                 let q = l.quantity.0 as i64;
                 let (id, r) = (&l.product_id, reference.clone());
                 self.move_stock(events, id, MovementKind::Return, q, 0, r, now_ms);
+                let price = order
+                    .lines
+                    .iter()
+                    .find(|o| &o.product_id == id)
+                    .map(|o| o.unit_price);
+                let amount = pricing::line_total(price.unwrap_or_default(), l.quantity);
+                back.push(SoldLine {
+                    product_id: id.clone(),
+                    units: -q,
+                    revenue: -amount.0,
+                });
             }
+            let at_ms = now_ms;
+            self.emit(
+                events,
+                Event::Sold {
+                    lines: back,
+                    orders: 0,
+                    at_ms,
+                },
+            );
         }
         let refund_total = Paise(lines.iter().map(|l| l.refund.0).sum());
         order.returns.push(OrderReturn {
@@ -1208,6 +1246,9 @@ impl StoreState {
                     .category
                     .unwrap_or_else(|| current.and_then(|p| p.info.category.clone())),
                 product_id: row.product_id,
+                lead_time_days: current.map_or(LEAD_TIME_DAYS_DEFAULT, |p| p.info.lead_time_days),
+                safety_stock_days: current
+                    .map_or(SAFETY_STOCK_DAYS_DEFAULT, |p| p.info.safety_stock_days),
                 name: row.name,
                 unit: row.unit,
                 unit_price: row.unit_price,
@@ -1289,10 +1330,41 @@ impl StoreState {
             .filter(|(_, q)| *q > Qty::ZERO);
         let reference: Box<str> = order_id.to_string().into();
         self.settle_lines(events, lines, settle, &reference, now_ms);
+        match settle {
+            Settle::Sell => self.sold(events, &order, 1, now_ms),
+            Settle::Restock => self.sold(events, &order, -1, now_ms),
+            Settle::Release => {}
+        }
         order.status = status;
         order.updated_ms = now_ms;
         edit(&mut order);
         self.emit(events, Event::OrderSet(Arc::new(order)));
+    }
+
+    /// Emits the `Sold` fact of an order's units not yet returned: sold (`sign` 1) or back
+    /// (−1), at the order's prices; its count of confirmed orders moves by `sign`.
+    fn sold(&mut self, events: &mut Vec<Event>, order: &Order, sign: i32, now_ms: TimeMs) {
+        let lines = order
+            .lines
+            .iter()
+            .filter_map(|l| {
+                let q = Qty(l.quantity.0 - order.returned(&l.product_id).0);
+                (q > Qty::ZERO).then(|| SoldLine {
+                    product_id: l.product_id.clone(),
+                    units: i64::from(sign) * q.0 as i64,
+                    revenue: i64::from(sign) * pricing::line_total(l.unit_price, q).0,
+                })
+            })
+            .collect();
+        let at_ms = now_ms;
+        self.emit(
+            events,
+            Event::Sold {
+                lines,
+                orders: sign,
+                at_ms,
+            },
+        );
     }
 
     fn close_hold(
@@ -1457,6 +1529,14 @@ impl StoreState {
                 self.orders.insert(order.order_id, order.clone());
             }
             Event::LowStock { .. } => {}
+            Event::Sold {
+                lines,
+                orders,
+                at_ms,
+            } => {
+                let day = super::analytics::local_day(*at_ms, self.config.utc_offset_minutes);
+                self.sales.record(day, lines, *orders);
+            }
             Event::TokenIssued(token) => self.tokens.insert(token.clone()),
             Event::TokenRevoked { token_id, .. } => self.tokens.remove(token_id),
             Event::StockLow { .. } => {}

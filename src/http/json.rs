@@ -266,6 +266,41 @@ pub struct StoreBody {
     pub delivery_fee: Option<Raw>,
     pub free_delivery_above: Option<Raw>,
     pub location: Option<Obj<LocationBody>>,
+    pub utc_offset_minutes: Option<Raw>,
+}
+
+/// A store's offset from UTC: UTC−12:00 to UTC+14:00, the offsets in use.
+pub const UTC_OFFSET_MINUTES: std::ops::RangeInclusive<i64> = -720..=840;
+/// Most days of lead time or safety stock: a year.
+pub const PLANNING_DAYS_MAX: i64 = 365;
+
+/// A whole number in `range` (JSON number text: `2`, `2.0` and `2e0` alike), or `None`.
+fn parse_whole(raw: &Raw, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+    let text = raw.get().trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let limit = range.start().unsigned_abs().max(range.end().unsigned_abs());
+    let v = parse_scaled(digits, 0, u128::from(limit)).ok()? as i64;
+    let v = if negative { -v } else { v };
+    range.contains(&v).then_some(v)
+}
+
+/// Days of lead time or safety stock: absent → `default`, else 0 to 365.
+fn parse_days(raw: Option<&Raw>, field: &str, default: u16) -> Result<u16, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(r) => parse_whole(r, 0..=PLANNING_DAYS_MAX)
+            .map(|v| v as u16)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "Invalid days",
+                    format!("`{field}` must be a whole number of days from 0 to 365."),
+                )
+                .with("field", field)
+            }),
+    }
 }
 
 fn parse_degrees(raw: Option<&Raw>, limit: i128) -> Option<i64> {
@@ -324,6 +359,15 @@ impl StoreBody {
                 }
             }
         };
+        let utc_offset_minutes = match &self.utc_offset_minutes {
+            None => UTC_OFFSET_DEFAULT,
+            Some(raw) => parse_whole(raw, UTC_OFFSET_MINUTES).ok_or_else(|| {
+                ApiError::bad_request(
+                    "Invalid utc offset",
+                    "`utc_offset_minutes` must be a whole number from -720 to 840.",
+                )
+            })? as i16,
+        };
         Ok(StoreConfig {
             store_id,
             name,
@@ -332,6 +376,7 @@ impl StoreBody {
             free_delivery_above,
             location,
             updated_ms: now_ms,
+            utc_offset_minutes,
         })
     }
 }
@@ -344,6 +389,8 @@ pub struct ProductBody {
     pub stock: Option<Raw>,
     pub low_stock_threshold: Option<Raw>,
     pub category: Option<String>,
+    pub lead_time_days: Option<Raw>,
+    pub safety_stock_days: Option<Raw>,
 }
 
 impl ProductBody {
@@ -375,6 +422,16 @@ impl ProductBody {
             unit_price,
             low_stock_threshold,
             category,
+            lead_time_days: parse_days(
+                self.lead_time_days.as_ref(),
+                "lead_time_days",
+                LEAD_TIME_DAYS_DEFAULT,
+            )?,
+            safety_stock_days: parse_days(
+                self.safety_stock_days.as_ref(),
+                "safety_stock_days",
+                SAFETY_STOCK_DAYS_DEFAULT,
+            )?,
         };
         Ok(Command::SetProduct { info, stock })
     }
@@ -560,6 +617,7 @@ pub struct StoreView {
     #[serde(serialize_with = "ser_opt_paise")]
     pub free_delivery_above: Option<Paise>,
     pub location: Option<LocationView>,
+    pub utc_offset_minutes: i16,
     pub updated_at: String,
 }
 
@@ -581,6 +639,7 @@ impl From<&StoreConfig> for StoreView {
                 lat: scaled_json(l.lat_micro, 6),
                 lon: scaled_json(l.lon_micro, 6),
             }),
+            utc_offset_minutes: c.utc_offset_minutes,
             updated_at: rfc3339(c.updated_ms),
         }
     }
@@ -603,6 +662,8 @@ pub struct ProductView<'a> {
     #[serde(serialize_with = "ser_qty")]
     pub low_stock_threshold: Qty,
     pub category: Option<&'a str>,
+    pub lead_time_days: u16,
+    pub safety_stock_days: u16,
     pub updated_at: String,
 }
 
@@ -619,6 +680,8 @@ impl<'a> ProductView<'a> {
             reserved: p.reserved,
             low_stock_threshold: p.info.low_stock_threshold,
             category: p.info.category.as_deref(),
+            lead_time_days: p.info.lead_time_days,
+            safety_stock_days: p.info.safety_stock_days,
             updated_at: rfc3339(p.updated_ms),
         }
     }

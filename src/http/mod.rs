@@ -1,6 +1,7 @@
 //! HTTP: actix-web routes per `shared/API.md`. Handlers parse requests into domain types,
 //! ask the store's actor, wait for durability, and render JSON. Errors are `ApiError`.
 
+mod analytics;
 pub mod auth;
 mod catalogue_csv;
 pub mod error;
@@ -124,6 +125,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/api/v1/stores/{store_id}/tokens/{token_id}").delete(tokens::revoke),
         )
         .service(web::resource("/api/v1/stores/{store_id}/events").get(events::events))
+        .service(web::resource("/api/v1/stores/{store_id}/analytics").get(analytics::store))
+        .service(web::resource("/api/v1/stores/{store_id}/reorder").get(analytics::reorder))
+        .service(
+            web::resource("/api/v1/inventory/products/{store_id}/{product_id}/analytics")
+                .get(analytics::product),
+        )
         .service(
             web::resource("/api/v1/stores/{store_id}/webhooks")
                 .get(webhooks::list)

@@ -7,17 +7,18 @@
 //! and we make its files durable ourselves at each checkpoint (sled's `flush` is no fsync).
 
 use super::views::ViewWrite;
-use crate::domain::model::with_orders_before_returns;
+use crate::domain::layout::{Layout, decode_as};
 use crate::domain::state::{StoreStateBeforeEvents, StoreStateBeforeTokens};
 use crate::domain::{Event, Movement, OrderId, ReturnId, StoreId, StoreState, TimeMs};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The format version this build writes: 2 since orders carry returns.
-pub const FORMAT_VERSION: u8 = 2;
-/// The format version before returns, still read: any order in it has the layout before
-/// returns (`domain::model::with_orders_before_returns`).
-pub const FORMAT_VERSION_BEFORE_RETURNS: u8 = 1;
+/// The format version this build writes: 3 since stores, products and states carry what
+/// analytics needs (2: orders carry returns; 1: the first).
+pub const FORMAT_VERSION: u8 = 3;
+/// The older format versions, still read, and the domain layout each holds.
+const FORMAT_VERSIONS_READ: [(u8, Layout); 2] =
+    [(1, Layout::BeforeReturns), (2, Layout::BeforeAnalytics)];
 const HEADER_LEN: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +64,16 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes a frame written by [`encode_frame`], of this format or the one before returns;
-/// `what` names it in errors.
+/// Decodes a frame written by [`encode_frame`], of this format or an older one; `what`
+/// names it in errors.
 pub fn decode_frame<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     what: &dyn Fn() -> String,
 ) -> Result<T, WalError> {
-    if bytes.first() == Some(&FORMAT_VERSION_BEFORE_RETURNS) {
-        return with_orders_before_returns(|| {
-            decode_versioned(bytes, what, FORMAT_VERSION_BEFORE_RETURNS)
-        });
+    for (version, layout) in FORMAT_VERSIONS_READ {
+        if bytes.first() == Some(&version) {
+            return decode_as(layout, || decode_versioned(bytes, what, version));
+        }
     }
     decode_versioned(bytes, what, FORMAT_VERSION)
 }
@@ -163,11 +164,12 @@ pub struct WalRecord {
     pub first_event_id: u64,
 }
 
-/// The format version of record frames: 3 since orders carry returns (2: records carry
-/// `first_event_id`, 1: the first).
-pub const RECORD_VERSION: u8 = 3;
-/// Records with `first_event_id`, before returns.
-const RECORD_VERSION_BEFORE_RETURNS: u8 = 2;
+/// The format version of record frames: 4 since analytics (3: orders carry returns; 2:
+/// records carry `first_event_id`; 1: the first).
+pub const RECORD_VERSION: u8 = 4;
+/// Record versions with `first_event_id`, still read, and the domain layout each holds.
+const RECORD_VERSIONS_READ: [(u8, Layout); 2] =
+    [(2, Layout::BeforeReturns), (3, Layout::BeforeAnalytics)];
 
 /// A record as format version 1 wrote it.
 #[derive(Deserialize)]
@@ -186,21 +188,22 @@ pub fn encode_record(record: &WalRecord) -> Vec<u8> {
 
 /// Decodes a record frame of any version.
 pub fn decode_record(bytes: &[u8], what: &dyn Fn() -> String) -> Result<WalRecord, WalError> {
-    match bytes.first() {
-        Some(&FORMAT_VERSION_BEFORE_RETURNS) => {
-            let old: WalRecordV1 = decode_frame(bytes, what)?;
-            Ok(WalRecord {
-                store_id: old.store_id,
-                events: old.events,
-                idem: old.idem,
-                first_event_id: 0,
-            })
-        }
-        Some(&RECORD_VERSION_BEFORE_RETURNS) => with_orders_before_returns(|| {
-            decode_versioned(bytes, what, RECORD_VERSION_BEFORE_RETURNS)
-        }),
-        _ => decode_versioned(bytes, what, RECORD_VERSION),
+    if bytes.first() == Some(&1) {
+        let old: WalRecordV1 =
+            decode_as(Layout::BeforeReturns, || decode_versioned(bytes, what, 1))?;
+        return Ok(WalRecord {
+            store_id: old.store_id,
+            events: old.events,
+            idem: old.idem,
+            first_event_id: 0,
+        });
     }
+    for (version, layout) in RECORD_VERSIONS_READ {
+        if bytes.first() == Some(&version) {
+            return decode_as(layout, || decode_versioned(bytes, what, version));
+        }
+    }
+    decode_versioned(bytes, what, RECORD_VERSION)
 }
 
 /// A store's whole state as of WAL sequence `seq` (it covers every record before `seq`).
@@ -363,10 +366,12 @@ pub fn snapshot_keys_before(
 /// Marks a snapshot state of a versioned layout: `[STATE_TAG][layout u8][bincode]`. The
 /// layouts before it began with a store id's length (1 to 128), never with this byte.
 const STATE_TAG: u8 = 0xFF;
-/// The layout of `StoreState` this build writes (4: orders with returns).
-const STATE_LAYOUT: u8 = 4;
-/// With events and webhooks, before returns.
-const STATE_LAYOUT_BEFORE_RETURNS: u8 = 3;
+/// The layout of `StoreState` this build writes (5: with analytics; 4: orders with
+/// returns; 3: with events and webhooks).
+const STATE_LAYOUT: u8 = 5;
+/// Older tagged layouts, still read, and the domain layout each holds.
+const STATE_LAYOUTS_READ: [(u8, Layout); 2] =
+    [(3, Layout::BeforeReturns), (4, Layout::BeforeAnalytics)];
 
 pub fn encode_state(state: &StoreState) -> Vec<u8> {
     let mut out = vec![STATE_TAG, STATE_LAYOUT];
@@ -388,11 +393,11 @@ pub fn decode_state(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreStat
     }
     let decoded = match bytes {
         [STATE_TAG, STATE_LAYOUT, rest @ ..] => whole::<StoreState>(rest),
-        [STATE_TAG, STATE_LAYOUT_BEFORE_RETURNS, rest @ ..] => {
-            with_orders_before_returns(|| whole::<StoreState>(rest))
-        }
-        [STATE_TAG, layout, ..] => Err(format!("unknown state layout {layout}")),
-        _ => with_orders_before_returns(|| {
+        [STATE_TAG, tag, rest @ ..] => match STATE_LAYOUTS_READ.iter().find(|(t, _)| t == tag) {
+            Some(&(_, layout)) => decode_as(layout, || whole::<StoreState>(rest)),
+            None => Err(format!("unknown state layout {tag}")),
+        },
+        _ => decode_as(Layout::BeforeReturns, || {
             whole::<StoreStateBeforeEvents>(bytes)
                 .map(StoreState::from)
                 .or_else(|why| {
@@ -798,15 +803,22 @@ mod tests {
             free_delivery_above: None,
             location: None,
             updated_ms: 7,
+            utc_offset_minutes: 330,
         };
         let what = || "test".to_string();
         let state = StoreState::new(config);
         let bytes = encode_state(&state);
         // Tag and layout, …, then an empty token map, next_event_id 1 and no webhooks: one
-        // byte each. Without the tag and the last two, the layout with tokens and before
-        // events; without the last three too, the layout before tokens.
-        assert_eq!(&bytes[bytes.len() - 3..], [0, 1, 0]);
-        for old in [&bytes[2..bytes.len() - 2], &bytes[2..bytes.len() - 3]] {
+        // byte each, then the empty sales. Without what analytics added, the tag and the
+        // last two, the layout with tokens and before events; without the last three too,
+        // the layout before tokens.
+        let untagged = without_added(&bytes[2..], &state.config, &STORE_ADDED);
+        let untagged = &untagged[..untagged.len() - STATE_ADDED.len()];
+        assert_eq!(&untagged[untagged.len() - 3..], [0, 1, 0]);
+        for old in [
+            &untagged[..untagged.len() - 2],
+            &untagged[..untagged.len() - 3],
+        ] {
             let decoded = decode_state(old, &what).unwrap();
             assert_eq!(encode_state(&decoded), bytes);
             assert!(decoded.tokens().is_empty());
@@ -834,19 +846,30 @@ mod tests {
         ));
     }
 
-    /// `bytes` as the layout before returns wrote them: the same, without the three fields
-    /// an order gained (`tax_rate_bp: None`, `returns: []`, `refunded_total: 0`, one zero
-    /// byte each) after the one encoding of `order` in them.
-    fn before_returns(bytes: &[u8], order: &crate::domain::Order) -> Vec<u8> {
+    /// `bytes` without the last `added` bytes of the one encoding of `value` in them: the
+    /// fields `value`'s type gained since an older layout, which that layout did not write.
+    fn without_added<T: Serialize>(bytes: &[u8], value: &T, added: &[u8]) -> Vec<u8> {
         let mut own = Vec::new();
-        bincode::serde::encode_into_std_write(order, &mut own, config()).unwrap();
-        assert_eq!(&own[own.len() - 3..], [0, 0, 0], "an order without returns");
+        bincode::serde::encode_into_std_write(value, &mut own, config()).unwrap();
+        assert!(own.ends_with(added), "the added fields encode as expected");
         let at = bytes
             .windows(own.len())
             .position(|w| w == own)
-            .expect("the order is in the bytes");
+            .expect("the value is in the bytes");
         let end = at + own.len();
-        [&bytes[..end - 3], &bytes[end..]].concat()
+        [&bytes[..end - added.len()], &bytes[end..]].concat()
+    }
+
+    /// What an order gained with returns (`tax_rate_bp: None`, `returns: []`,
+    /// `refunded_total: 0`), a store with analytics (`utc_offset_minutes: 330`, a zigzag
+    /// varint), a product (lead 2, safety 1 days) and a state (empty sales: two empty maps).
+    const ORDER_ADDED: [u8; 3] = [0, 0, 0];
+    const STORE_ADDED: [u8; 3] = [251, 0x94, 0x02];
+    const PRODUCT_ADDED: [u8; 2] = [2, 1];
+    const STATE_ADDED: [u8; 2] = [0, 0];
+
+    fn before_returns(bytes: &[u8], order: &crate::domain::Order) -> Vec<u8> {
+        without_added(bytes, order, &ORDER_ADDED)
     }
 
     /// A frame's payload re-framed as `version`, with a fresh checksum.
@@ -858,11 +881,12 @@ mod tests {
     }
 
     #[test]
-    fn orders_written_before_returns_still_decode() {
+    fn values_written_before_returns_and_before_analytics_still_decode() {
         // Goal: a record (format 2), an archive frame (format 1) and a snapshot (layout 3)
-        // holding an order in the layout before returns decode into the same order, with no
-        // returns; read as the current layout, the same bytes are refused (so the test sees
-        // the difference it relies on).
+        // holding an order in the layout before returns, and a snapshot (layout 4) and a
+        // record (format 3) before analytics, decode into the same values with the new
+        // fields' defaults; read as the current layout, the same bytes are refused (so the
+        // test sees the difference it relies on).
         use crate::domain::state::{DraftItem, OrderDraft};
         use crate::domain::*;
         use std::sync::Arc;
@@ -875,6 +899,7 @@ mod tests {
             free_delivery_above: None,
             location: None,
             updated_ms: 0,
+            utc_offset_minutes: 330,
         };
         let mut state = StoreState::new(config);
         let info = ProductInfo {
@@ -884,6 +909,8 @@ mod tests {
             unit_price: Paise(4750),
             low_stock_threshold: Qty::ZERO,
             category: None,
+            lead_time_days: 2,
+            safety_stock_days: 1,
         };
         let stock = Some(Qty::from_units(10));
         state
@@ -933,14 +960,46 @@ mod tests {
         assert_eq!(decode_frame::<Order>(&old, &what).unwrap(), order);
         assert!(decode_versioned::<Order>(&old, &what, 1).is_err());
 
-        // A snapshot keeps the pending order in memory.
+        // A snapshot keeps the pending order in memory. Layout 4 lacks what analytics
+        // added (store, product, state); layout 3 also what returns added (order).
         state.apply_event(&Event::OrderSet(Arc::new(order.clone())));
         let bytes = encode_state(&state);
-        let mut old = before_returns(&bytes, &order);
-        old[1] = STATE_LAYOUT_BEFORE_RETURNS;
-        let decoded = decode_state(&old, &what).unwrap();
-        assert_eq!(**decoded.order(order.order_id).unwrap(), order);
-        old[1] = STATE_LAYOUT;
-        assert!(decode_state(&old, &what).is_err());
+        let product = state.product(&ProductId::parse("P").unwrap()).unwrap();
+        let layout4 = without_added(&bytes, &state.config, &STORE_ADDED);
+        let layout4 = without_added(&layout4, &product.info, &PRODUCT_ADDED);
+        let mut layout4 = layout4[..layout4.len() - STATE_ADDED.len()].to_vec();
+        let mut layout3 = before_returns(&layout4, &order);
+        layout3[1] = 3;
+        layout4[1] = 4;
+        for old in [&mut layout3, &mut layout4] {
+            let decoded = decode_state(old, &what).unwrap();
+            assert_eq!(
+                encode_state(&decoded),
+                bytes,
+                "the same state, defaults filled in"
+            );
+            old[1] = STATE_LAYOUT;
+            assert!(decode_state(old, &what).is_err());
+        }
+
+        // A record of format 3 (before analytics) setting a store and a product.
+        let info = product.info.clone();
+        let record = WalRecord {
+            store_id: StoreId::parse("S").unwrap(),
+            events: vec![
+                Event::StoreSet(state.config.clone()),
+                Event::ProductSet {
+                    info: info.clone(),
+                    at_ms: 9,
+                },
+            ],
+            idem: None,
+            first_event_id: 0,
+        };
+        let payload = &encode_record(&record)[HEADER_LEN..];
+        let old = without_added(payload, &state.config, &STORE_ADDED);
+        let old = reframe(3, &without_added(&old, &info, &PRODUCT_ADDED));
+        assert_eq!(decode_record(&old, &what).unwrap(), record);
+        assert!(decode_versioned::<WalRecord>(&old, &what, 3).is_err());
     }
 }

@@ -427,6 +427,7 @@ mod tests {
             free_delivery_above: None,
             location: None,
             updated_ms: 0,
+            utc_offset_minutes: 330,
         };
         let mut state = StoreState::new(config.clone());
         let mut records = vec![WalRecord {
@@ -443,6 +444,8 @@ mod tests {
             unit_price: Paise(100),
             low_stock_threshold: Qty::ZERO,
             category: None,
+            lead_time_days: 2,
+            safety_stock_days: 1,
         };
         let stock = Some(Qty::from_units(100));
         records.push(record(&mut state, Command::SetProduct { info, stock }));
