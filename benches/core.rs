@@ -373,6 +373,7 @@ async fn exec_durably(entry: godown::actor::StoreEntry, command: Command) {
     let exec = Exec {
         command,
         idem: None,
+        at_ms: None,
     };
     let applied = Directory::call_entry(&entry, exec).await.unwrap().unwrap();
     applied.durable.unwrap().await.unwrap().unwrap();

@@ -293,6 +293,7 @@ impl Task {
             let exec = Exec {
                 command: command.clone(),
                 idem: None,
+                at_ms: None,
             };
             match self.deliverer.dir.call(&self.store, exec).await {
                 Ok(Ok(_)) => return true,

@@ -19,6 +19,7 @@
 pub mod actor;
 pub mod client;
 pub mod delivery;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod load;

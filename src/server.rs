@@ -2,8 +2,6 @@
 //! the background, start one arbiter (thread) of store actors per core, then turn `/ready`.
 
 use crate::actor::{Directory, ExpireNow, TakeSnapshot, now_ms};
-use crate::domain::Command;
-use crate::http::json::{ProductBody, StoreBody, parse_json, parse_product_id, parse_store_id};
 use crate::http::{AppState, Auth};
 use crate::wal::{Archive, Durability, Storage, recovery, writer};
 use actix_web::{App, HttpServer, middleware, web};
@@ -13,8 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// The demo catalogue: the seed's store and product plus a kirana catalogue.
-pub const DEMO_JSON: &str = include_str!("../data/demo.json");
 /// How long an idempotency key is remembered (the contract promises at least 24 h).
 pub const IDEM_KEEP_MS: i64 = 25 * 3600 * 1000;
 
@@ -254,8 +250,15 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     }
     if config.demo {
         if fresh {
-            match load_demo(&dir).await {
-                Ok((stores, products)) => tracing::info!(stores, products, "demo catalogue loaded"),
+            match crate::demo::load_demo(&dir).await {
+                Ok((stores, products, orders)) => {
+                    tracing::info!(
+                        stores,
+                        products,
+                        orders,
+                        "demo catalogue and history loaded"
+                    )
+                }
                 Err(e) => tracing::error!(error = %e, "demo catalogue failed to load"),
             }
         } else {
@@ -322,39 +325,6 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// Loads `data/demo.json` through the same parsing and commands as the HTTP API.
-pub async fn load_demo(dir: &Directory) -> Result<(usize, usize), String> {
-    let demo: serde_json::Value = serde_json::from_str(DEMO_JSON).map_err(|e| e.to_string())?;
-    let stores = demo["stores"].as_array().ok_or("demo.json: no stores")?;
-    let mut products = 0;
-    for store in stores {
-        let store_id =
-            parse_store_id(store["store_id"].as_str().unwrap_or("")).map_err(|e| e.message)?;
-        let body: StoreBody = parse_json(store.to_string().as_bytes()).map_err(|e| e.message)?;
-        let config = body
-            .into_config(store_id.clone(), now_ms())
-            .map_err(|e| e.message)?;
-        dir.get_or_create(&config).map_err(|e| e.to_string())?;
-        crate::http::exec(dir, &store_id, Command::SetStore(config), None)
-            .await
-            .map_err(|e| e.message)?;
-        for p in store["products"]
-            .as_array()
-            .ok_or("demo.json: no products")?
-        {
-            let product_id =
-                parse_product_id(p["product_id"].as_str(), "product_id").map_err(|e| e.message)?;
-            let body: ProductBody = parse_json(p.to_string().as_bytes()).map_err(|e| e.message)?;
-            let command = body.into_command(product_id).map_err(|e| e.message)?;
-            crate::http::exec(dir, &store_id, command, None)
-                .await
-                .map_err(|e| e.message)?;
-            products += 1;
-        }
-    }
-    Ok((stores.len(), products))
 }
 
 /// Stores snapshotted together in a periodic round: a round of every store at once puts

@@ -93,6 +93,9 @@ enum Route {
     Return,
     StoreReturn,
     Export,
+    ProductAnalytics,
+    StoreAnalytics,
+    Reorder,
     ListOrders,
     Events,
     AddWebhook,
@@ -101,7 +104,7 @@ enum Route {
     Deliveries,
 }
 
-const STORE_ROUTES: [Route; 21] = [
+const STORE_ROUTES: [Route; 24] = [
     Route::PutStore,
     Route::IssueToken,
     Route::ListTokens,
@@ -117,6 +120,9 @@ const STORE_ROUTES: [Route; 21] = [
     Route::Return,
     Route::StoreReturn,
     Route::Export,
+    Route::ProductAnalytics,
+    Route::StoreAnalytics,
+    Route::Reorder,
     Route::ListOrders,
     Route::Events,
     Route::AddWebhook,
@@ -211,6 +217,9 @@ impl Route {
                 )
             }
             Route::Export => ("GET", format!("{p}/export"), Value::Null),
+            Route::ProductAnalytics => ("GET", format!("{p}/P/analytics"), Value::Null),
+            Route::StoreAnalytics => ("GET", "/api/v1/stores/A/analytics".into(), Value::Null),
+            Route::Reorder => ("GET", "/api/v1/stores/A/reorder".into(), Value::Null),
             Route::ListOrders => ("GET", "/api/v1/stores/A/orders".into(), Value::Null),
             Route::Events => ("GET", "/api/v1/stores/A/events".into(), Value::Null),
             Route::AddWebhook => (

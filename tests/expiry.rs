@@ -31,6 +31,7 @@ async fn run(directory: &Directory, command: Command) -> Outcome {
             Exec {
                 command,
                 idem: None,
+                at_ms: None,
             },
         )
         .await

@@ -57,6 +57,7 @@ async fn exec(
     let exec = Exec {
         command,
         idem: None,
+        at_ms: None,
     };
     directory.call(&config().store_id, exec).await
 }

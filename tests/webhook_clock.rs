@@ -28,6 +28,7 @@ async fn run(directory: &Directory, command: Command) -> Reply {
     let exec = Exec {
         command,
         idem: None,
+        at_ms: None,
     };
     let mut applied = directory.call(&store_id(), exec).await.unwrap().unwrap();
     if let Some(rx) = applied.durable.take() {

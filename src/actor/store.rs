@@ -61,6 +61,9 @@ pub enum Reply {
 pub struct Exec {
     pub command: Command,
     pub idem: Option<IdemTag>,
+    /// When the command happened, for generated history (the demo's past days); `None`,
+    /// as for every request: now, by the store's clock.
+    pub at_ms: Option<TimeMs>,
 }
 
 impl Message for Exec {
@@ -514,7 +517,8 @@ impl StoreActor {
         if !self.wal.try_claim() {
             return Err(StoreError::Overloaded);
         }
-        let result = self.state.execute(command, self.shared.clock.now_ms());
+        let now_ms = msg.at_ms.unwrap_or_else(|| self.shared.clock.now_ms());
+        let result = self.state.execute(command, now_ms);
         let (outcome, events) = match result {
             Ok(ok) => ok,
             Err(e) => {

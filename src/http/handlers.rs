@@ -28,7 +28,16 @@ pub async fn exec(
     command: Command,
     idem: Option<IdemTag>,
 ) -> Result<Applied, ApiError> {
-    let mut applied = dir.call(store_id, Exec { command, idem }).await??;
+    let mut applied = dir
+        .call(
+            store_id,
+            Exec {
+                command,
+                idem,
+                at_ms: None,
+            },
+        )
+        .await??;
     if let Some(rx) = applied.durable.take() {
         match rx.await {
             Ok(Ok(_seq)) => {}

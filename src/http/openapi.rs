@@ -125,6 +125,16 @@ fn paths() -> Value {
         &[400, 404],
     );
     import["requestBody"]["content"] = json!({"text/csv": {"schema": {"type": "string", "description": "A header naming product_id, product_name, unit, unit_price (required) and on_hand, low_stock_threshold, category (optional), then up to 100,000 rows"}}});
+    // The reorder list, as JSON or (Accept: text/csv) as a purchase list.
+    let mut reorder = op(
+        "Products at or below their reorder point (JSON, or CSV with Accept: text/csv)",
+        Access::Store,
+        vec![store()],
+        None,
+        (200, "Reorder"),
+        &[400, 404],
+    );
+    reorder["responses"]["200"]["content"]["text/csv"] = json!({"schema": {"type": "string"}});
     let take_return = op(
         "Take a return of a confirmed order (Idempotency-Key honoured)",
         Access::Store,
@@ -185,6 +195,17 @@ fn paths() -> Value {
         },
         "/api/v1/inventory/products/{store_id}/{product_id}/adjustments": {
             "post": op("Adjust on_hand", Access::Store, vec![store(), product()], Some("AdjustmentInput"), (200, "Adjusted"), &[400, 404]),
+        },
+        "/api/v1/inventory/products/{store_id}/{product_id}/analytics": {
+            "get": op("A product's sales, velocity, reorder point and 7-day forecast", Access::Store, vec![store(), product()], None, (200, "ProductAnalytics"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/analytics": {
+            "get": op("A store's orders, units, revenue and top sellers over `days`", Access::Store,
+                vec![store(), param("days", "query", json!({"type": "integer", "minimum": 1, "maximum": 365, "default": 28}))],
+                None, (200, "StoreAnalytics"), &[400, 404]),
+        },
+        "/api/v1/stores/{store_id}/reorder": {
+            "get": reorder,
         },
         "/api/v1/inventory/products/{store_id}/{product_id}/movements": {
             "get": op("The product's ledger, newest first", Access::Store,
@@ -519,6 +540,8 @@ const ERROR_PHRASES: &[&str] = &[
     "Order not cancellable",
     "Order not returnable",
     "Invalid CSV",
+    "Invalid days",
+    "Invalid utc offset",
     "Invalid return quantity",
     "Return must contain at least one item",
     "Idempotency key reused",
@@ -605,14 +628,16 @@ fn schemas() -> Value {
             "delivery_fee": opt(price.clone()),
             "free_delivery_above": opt(price.clone()),
             "location": opt(location.clone()),
+            "utc_offset_minutes": opt(json!({"type": "integer", "minimum": -720, "maximum": 840, "default": 330})),
         })),
-        "Store": object(&["store_id", "name", "tax_rate_percent", "delivery_fee", "free_delivery_above", "location", "updated_at"], json!({
+        "Store": object(&["store_id", "name", "tax_rate_percent", "delivery_fee", "free_delivery_above", "location", "utc_offset_minutes", "updated_at"], json!({
             "store_id": {"type": "string"},
             "name": {"type": "string"},
             "tax_rate_percent": {"type": "number"},
             "delivery_fee": money(),
             "free_delivery_above": {"type": "number", "nullable": true},
             "location": opt(location),
+            "utc_offset_minutes": {"type": "integer"},
             "updated_at": time(),
         })),
         "ProductInput": object(&["product_name", "unit", "unit_price"], json!({
@@ -622,8 +647,10 @@ fn schemas() -> Value {
             "stock": opt(json!({"type": "number", "minimum": 0, "maximum": 1_000_000_000u64, "multipleOf": 0.001})),
             "low_stock_threshold": opt(json!({"type": "number", "minimum": 0, "maximum": 1_000_000_000u64, "multipleOf": 0.001})),
             "category": opt(json!({"type": "string", "maxLength": 200, "pattern": format!("^$|{NOT_BLANK}")})),
+            "lead_time_days": opt(json!({"type": "integer", "minimum": 0, "maximum": 365, "default": 2})),
+            "safety_stock_days": opt(json!({"type": "integer", "minimum": 0, "maximum": 365, "default": 1})),
         })),
-        "Product": object(&["store_id", "product_id", "product_name", "unit", "unit_price", "current_stock", "on_hand", "reserved", "low_stock_threshold", "category", "updated_at"], json!({
+        "Product": object(&["store_id", "product_id", "product_name", "unit", "unit_price", "current_stock", "on_hand", "reserved", "low_stock_threshold", "category", "lead_time_days", "safety_stock_days", "updated_at"], json!({
             "store_id": {"type": "string"},
             "product_id": {"type": "string"},
             "product_name": {"type": "string"},
@@ -634,7 +661,52 @@ fn schemas() -> Value {
             "reserved": qty("Units held by open holds and unpaid orders"),
             "low_stock_threshold": qty("An alert at or below this"),
             "category": {"type": "string", "nullable": true},
+            "lead_time_days": {"type": "integer"},
+            "safety_stock_days": {"type": "integer"},
             "updated_at": time(),
+        })),
+        "ProductAnalytics": object(&["store_id", "product_id", "current_stock", "units_sold_7d", "units_sold_28d", "revenue_28d", "velocity_per_day", "days_of_cover", "reorder_point", "suggested_reorder_quantity", "forecast_next_7d", "daily"], json!({
+            "store_id": {"type": "string"},
+            "product_id": {"type": "string"},
+            "current_stock": qty("on_hand - reserved"),
+            "units_sold_7d": {"type": "number", "description": "sales - cancellations of sold units - restocked returns"},
+            "units_sold_28d": {"type": "number"},
+            "revenue_28d": {"type": "number", "description": "Rupees, before tax, at the orders' prices"},
+            "velocity_per_day": qty("units_sold_28d / 28"),
+            "days_of_cover": {"type": "number", "nullable": true, "description": "current_stock / velocity; null when nothing sells"},
+            "lead_time_days": {"type": "integer"},
+            "safety_stock_days": {"type": "integer"},
+            "reorder_point": qty("velocity × (lead_time_days + safety_stock_days)"),
+            "suggested_reorder_quantity": qty("max(0, reorder_point + 7 × velocity - current_stock), whole units for pieces and packs"),
+            "forecast_next_7d": qty("Units in the next 7 days: per day, the same weekday of the last 4 weeks weighted 4:3:2:1"),
+            "daily": {"type": "array", "items": object(&["date", "units", "revenue"], json!({
+                "date": {"type": "string", "format": "date"},
+                "units": {"type": "number"},
+                "revenue": {"type": "number"},
+            }))},
+        })),
+        "StoreAnalytics": object(&["store_id", "days", "orders", "units", "revenue", "top_sellers"], json!({
+            "store_id": {"type": "string"},
+            "days": {"type": "integer"},
+            "orders": {"type": "integer", "description": "Orders confirmed, less those cancelled"},
+            "units": {"type": "number"},
+            "revenue": {"type": "number"},
+            "top_sellers": {"type": "array", "maxItems": 10, "items": object(&["product_id", "product_name", "units", "revenue"], json!({
+                "product_id": {"type": "string"},
+                "product_name": {"type": "string"},
+                "units": {"type": "number"},
+                "revenue": {"type": "number"},
+            }))},
+        })),
+        "Reorder": object(&["store_id", "items"], json!({
+            "store_id": {"type": "string"},
+            "items": {"type": "array", "items": object(&["product_id", "product_name", "current_stock", "reorder_point", "suggested_reorder_quantity"], json!({
+                "product_id": {"type": "string"},
+                "product_name": {"type": "string"},
+                "current_stock": qty("on_hand - reserved"),
+                "reorder_point": qty("velocity × (lead + safety days)"),
+                "suggested_reorder_quantity": qty("What to order"),
+            }))},
         })),
         "ProductPage": object(&["items", "next_after"], json!({
             "items": {"type": "array", "items": schema_ref("Product")},
