@@ -4,6 +4,7 @@
 mod analytics;
 pub mod auth;
 mod catalogue_csv;
+mod dashboard;
 pub mod error;
 pub mod events;
 mod handlers;
@@ -107,6 +108,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     use handlers::*;
     cfg.app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
         // Resources, not bare routes: another method on these paths is 405, not 404.
+        .service(web::resource("/").get(dashboard::index))
+        .service(web::resource("/dashboard.css").get(dashboard::css))
+        .service(web::resource("/dashboard.js").get(dashboard::js))
         .service(web::resource("/health").get(health))
         .service(web::resource("/ready").get(ready))
         .service(web::resource("/metrics").get(scrape::metrics))

@@ -196,6 +196,10 @@ fn paths() -> Value {
         "/api/v1/inventory/products/{store_id}/{product_id}/adjustments": {
             "post": op("Adjust on_hand", Access::Store, vec![store(), product()], Some("AdjustmentInput"), (200, "Adjusted"), &[400, 404]),
         },
+        "/": {
+            "get": {"summary": "The dashboard (HTML; it asks for a store id and a token)", "security": [],
+                    "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}}},
+        },
         "/api/v1/inventory/products/{store_id}/{product_id}/analytics": {
             "get": op("A product's sales, velocity, reorder point and 7-day forecast", Access::Store, vec![store(), product()], None, (200, "ProductAnalytics"), &[400, 404]),
         },
