@@ -157,6 +157,26 @@ async fn a_scripted_history_gives_the_hand_computed_figures() {
                 "reorder_point": 0.213, "suggested_reorder_quantity": 1}])
     );
 
+    // The same list as a purchase list for the supplier.
+    let req = test::TestRequest::get()
+        .uri("/api/v1/stores/A/reorder")
+        .insert_header(("authorization", format!("Bearer {ADMIN}")))
+        .insert_header(("accept", "text/csv"))
+        .to_request();
+    let resp = test::call_service(&app, req).await;
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    let body = test::read_body(resp).await;
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        "product_id,product_name,current_stock,reorder_point,suggested_reorder_quantity\nR,Product R,0,0.213,1\n"
+    );
+
     // The 26th alone: orders +1 (P) +1 (paid) −1 (cancelled) +1 (R) = 2; two days: 3.
     let day = call("GET", "/api/v1/stores/A/analytics?days=1", None).await;
     assert_eq!((&day["orders"], &day["units"]), (&json!(2), &json!(-1.5)));
