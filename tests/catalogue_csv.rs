@@ -265,3 +265,113 @@ async fn the_command_line_moves_a_catalogue_both_ways() {
     let after = server.get("/api/v1/inventory/products/C/export").await.body;
     assert_eq!(&after[..], exported.as_bytes(), "nothing was applied");
 }
+
+/// Cells for generated imports: good ones, and the ways a spreadsheet goes wrong.
+const CELLS: &[&str] = &[
+    "A1",
+    "B2",
+    "rice",
+    "",
+    " ",
+    "kg",
+    "pieces",
+    "pack",
+    "kilo",
+    "10",
+    "10.50",
+    "0.001",
+    "1e3",
+    "-1",
+    "abc",
+    "99999999999",
+    "\"quoted, with comma\"",
+    "\"unclosed",
+    "ü",
+    "\u{feff}x",
+    "a*b",
+    "2.5",
+    "0",
+    "NaN",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_imports_get_200_or_a_named_400_and_a_refusal_changes_nothing() {
+    // Goal: 300 generated files (columns shuffled, sometimes missing; good cells with some
+    // from `CELLS`; stray bytes) each get 200 or 400 "Invalid CSV" with lines, never a 5xx or
+    // another shape; after every 400 the catalogue is byte-for-byte what it was.
+    let dir = temp_dir();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    server.put_store("G").await;
+    let columns = [
+        "product_id",
+        "product_name",
+        "unit",
+        "unit_price",
+        "on_hand",
+        "category",
+    ];
+    // A good cell for each column, used most of the time so that some files pass.
+    let good = |column: &str, n: usize| -> String {
+        match column {
+            "product_id" => format!("P{n}"),
+            "product_name" => format!("Name {n}"),
+            "unit" => "kg".into(),
+            "unit_price" => "10.50".into(),
+            "on_hand" => "3".into(),
+            _ => "Cat".into(),
+        }
+    };
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..300 {
+        let mut header: Vec<&str> = columns.to_vec();
+        rng.shuffle(&mut header);
+        if rng.u8(..5) == 0 {
+            header.truncate(rng.usize(1..columns.len()));
+        }
+        let mut file = header.join(",");
+        for n in 0..rng.usize(0..6) {
+            let row: Vec<String> = header
+                .iter()
+                .map(|c| match rng.u8(..12) {
+                    0 => CELLS[rng.usize(..CELLS.len())].to_string(),
+                    _ => good(c, n),
+                })
+                .collect();
+            file.push('\n');
+            file.push_str(&row.join(","));
+        }
+        let mut body = file.into_bytes();
+        if rng.u8(..10) == 0 {
+            body.insert(rng.usize(..=body.len()), 0xff);
+        }
+        let before = server.get("/api/v1/inventory/products/G/export").await.body;
+        let path = "/api/v1/inventory/products/G/import";
+        let auth = format!("Bearer {ADMIN}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "text/csv"),
+        ];
+        let mut c = server.conn().await;
+        let r = c
+            .send("POST", path, &headers, Some(bytes::Bytes::from(body)))
+            .await
+            .unwrap();
+        let answer = r.json();
+        match r.status {
+            200 => accepted += 1,
+            400 => {
+                refused += 1;
+                assert_eq!(answer["error"], json!("Invalid CSV"), "{answer}");
+                assert!(answer["errors"][0]["line"].as_u64().is_some(), "{answer}");
+                let after = server.get("/api/v1/inventory/products/G/export").await.body;
+                assert_eq!(after, before, "a refused import changed nothing");
+            }
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    assert!(
+        accepted > 30 && refused > 30,
+        "{accepted} accepted, {refused} refused"
+    );
+}
