@@ -172,8 +172,27 @@ function showEvent(e) {
   while ($("feed").children.length > FEED_MAX) $("feed").lastChild.remove();
 }
 
+/// Whether the store has an event after `id`.
+async function hasAfter(id) {
+  const page = await api(`/api/v1/stores/${storePath()}/events?after=${id}&limit=1`);
+  return page.items.length > 0;
+}
+
+/// The newest event id, found with about 2·log₂(id) one-event pages (the API lists
+/// events oldest first), so that the feed starts near now instead of replaying every kept
+/// event (up to 200,000 of them).
+async function newestEventId() {
+  let low = 0, high = 1;
+  while (await hasAfter(high)) { low = high; high *= 2; }
+  while (high - low > 1) {
+    const mid = Math.floor((low + high) / 2);
+    if (await hasAfter(mid)) low = mid; else high = mid;
+  }
+  return (await hasAfter(low)) ? high : low;
+}
+
 /// Reads the store's event stream (Server-Sent Events over fetch, so that the token goes
-/// in a header), replaying kept events first; reconnects from the last id it saw.
+/// in a header) from the last few kept events on; reconnects from the last id it saw.
 async function follow() {
   const { token } = session();
   const headers = { Authorization: `Bearer ${token}`, Accept: "text/event-stream" };
@@ -239,6 +258,7 @@ async function open() {
   $("board").hidden = false;
   $("logout").hidden = false;
   await refreshAll();
+  state.lastEventId = Math.max(0, (await newestEventId()) - FEED_MAX);
   follow();
 }
 
