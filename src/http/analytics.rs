@@ -3,8 +3,10 @@
 //! list, as JSON or as CSV for the supplier. The numbers are `domain::analytics`'s.
 
 use super::AppState;
+use super::catalogue_csv::{csv_failed, csv_response, csv_writer};
 use super::error::ApiError;
-use super::json::{paise_json, parse_product_id, parse_store_id, qty_json, signed_milli_json};
+use super::json::parse_query;
+use super::json::{paise_json, parse_product_id, qty_json, signed_milli_json};
 use crate::actor::{Analytics, AnalyticsReply, GetStore};
 use crate::domain::analytics::{MS_PER_DAY, qty};
 use crate::domain::{Paise, Qty};
@@ -34,9 +36,7 @@ pub async fn product(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_store(&req, &path.0)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path.0)?;
+    let (dir, store_id) = state.store_route(&req, &path.0)?;
     let product_id = parse_product_id(Some(&path.1), "product_id")?;
     let ask = Analytics::Product(product_id.clone());
     let AnalyticsReply::Product(found) = dir.call(&store_id, ask).await? else {
@@ -86,12 +86,8 @@ pub async fn store(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
-    let q = web::Query::<StoreQuery>::from_query(req.query_string()).map_err(|_| {
-        ApiError::bad_request("Invalid query", "The query string could not be read.")
-    })?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
+    let q = parse_query::<StoreQuery>(&req)?;
     let days = match q.days.as_deref() {
         None | Some("") => STORE_DAYS_DEFAULT,
         Some(s) => s
@@ -134,9 +130,7 @@ pub async fn reorder(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
     dir.call(&store_id, GetStore).await?;
     let AnalyticsReply::Reorder(items) = dir.call(&store_id, Analytics::Reorder).await? else {
         return Err(ApiError::storage("unexpected reply"));
@@ -147,8 +141,7 @@ pub async fn reorder(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/csv")));
     if wants_csv {
-        let mut out = ::csv::Writer::from_writer(Vec::new());
-        let failed = |e: ::csv::Error| ApiError::storage(format!("writing CSV: {e}"));
+        let mut out = csv_writer();
         let header = [
             "product_id",
             "product_name",
@@ -156,7 +149,7 @@ pub async fn reorder(
             "reorder_point",
             "suggested_reorder_quantity",
         ];
-        out.write_record(header).map_err(failed)?;
+        out.write_record(header).map_err(csv_failed)?;
         for (p, point, suggested) in &items {
             out.write_record([
                 p.info.product_id.as_str(),
@@ -165,14 +158,9 @@ pub async fn reorder(
                 &Qty(*point as u64).to_string(),
                 &Qty(*suggested as u64).to_string(),
             ])
-            .map_err(failed)?;
+            .map_err(csv_failed)?;
         }
-        let body = out
-            .into_inner()
-            .map_err(|e| ApiError::storage(format!("writing CSV: {e}")))?;
-        return Ok(HttpResponse::Ok()
-            .content_type("text/csv; charset=utf-8")
-            .body(body));
+        return csv_response(out);
     }
     let items: Vec<Value> = items
         .iter()

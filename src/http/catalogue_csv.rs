@@ -5,7 +5,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::handlers::exec;
-use super::json::{parse_name, parse_store_id, require_media_type};
+use super::json::{parse_name, require_media_type};
 use crate::actor::ListProducts;
 use crate::domain::*;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -40,12 +40,9 @@ pub async fn export(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
-    let mut out = ::csv::Writer::from_writer(Vec::new());
-    let failed = |e: ::csv::Error| ApiError::storage(format!("writing CSV: {e}"));
-    out.write_record(EXPORT_HEADER).map_err(failed)?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
+    let mut out = csv_writer();
+    out.write_record(EXPORT_HEADER).map_err(csv_failed)?;
     let mut after = None;
     loop {
         let limit = EXPORT_PAGE;
@@ -63,16 +60,29 @@ pub async fn export(
                 &i.low_stock_threshold.to_string(),
                 i.category.as_deref().unwrap_or(""),
             ])
-            .map_err(failed)?;
+            .map_err(csv_failed)?;
         }
         match (more, products.last()) {
             (true, Some(last)) => after = Some(last.info.product_id.clone()),
             _ => break,
         }
     }
-    let body = out
-        .into_inner()
-        .map_err(|e| ApiError::storage(format!("writing CSV: {e}")))?;
+    csv_response(out)
+}
+
+/// A CSV being written in memory, for the rows of an answer.
+pub(super) fn csv_writer() -> ::csv::Writer<Vec<u8>> {
+    ::csv::Writer::from_writer(Vec::new())
+}
+
+/// What writing CSV into memory can fail with (nothing but a bug).
+pub(super) fn csv_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::storage(format!("writing CSV: {e}"))
+}
+
+/// 200 with the CSV written, as `text/csv`.
+pub(super) fn csv_response(out: ::csv::Writer<Vec<u8>>) -> Result<HttpResponse, ApiError> {
+    let body = out.into_inner().map_err(csv_failed)?;
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .body(body))
@@ -86,9 +96,7 @@ pub async fn import(
     path: web::Path<String>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
     let hint = "Send the catalogue as CSV with `Content-Type: text/csv`.";
     require_media_type(&req, "text/csv", hint)?;
     let (rows, lines) = web::block(move || parse_rows(&body))

@@ -9,9 +9,8 @@
 //! comment. Nothing a subscriber does reaches the store or the log.
 
 use super::error::ApiError;
-use super::json::{
-    OrderView, PAGE_DEFAULT, PAGE_MAX, ReservationView, parse_limit, parse_store_id,
-};
+use super::json::parse_query;
+use super::json::{OrderView, PAGE_DEFAULT, PAGE_MAX, ReservationView, parse_limit};
 use super::json::{qty_json, rfc3339, signed_milli_json};
 use super::{AppState, json_response};
 use crate::actor::GetStore;
@@ -116,13 +115,9 @@ pub async fn events(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
     dir.call(&store_id, GetStore).await?;
-    let q = web::Query::<EventsQuery>::from_query(req.query_string()).map_err(|_| {
-        ApiError::bad_request("Invalid query", "The query string could not be read.")
-    })?;
+    let q = parse_query::<EventsQuery>(&req)?;
     // `Last-Event-ID` (what an EventSource sends when it reconnects) wins over `?after=`.
     let last_event_id = req
         .headers()

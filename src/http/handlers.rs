@@ -160,9 +160,7 @@ pub struct PageQuery {
 }
 
 fn page_query(req: &HttpRequest) -> Result<PageQuery, ApiError> {
-    web::Query::<PageQuery>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|_| ApiError::bad_request("Invalid query", "The query string could not be read."))
+    parse_query(req)
 }
 
 pub async fn list_products(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
@@ -274,9 +272,7 @@ pub async fn get_movements(
 }
 
 pub async fn get_low_stock(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
     let products = dir.call(&store_id, LowStock).await?;
     let items: Vec<_> = products
         .iter()

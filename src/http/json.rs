@@ -173,6 +173,13 @@ pub fn parse_price(raw: Option<&Raw>, field: &str) -> Result<Paise, ApiError> {
         })
 }
 
+/// A route's query string as `T` (unknown parameters ignored), or 400 "Invalid query".
+pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    actix_web::web::Query::<T>::from_query(req.query_string())
+        .map(actix_web::web::Query::into_inner)
+        .map_err(|_| ApiError::bad_request("Invalid query", "The query string could not be read."))
+}
+
 /// The default and the largest page of a listing (API.md: 100 and 1,000).
 pub const PAGE_DEFAULT: usize = 100;
 pub const PAGE_MAX: usize = 1000;

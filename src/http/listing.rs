@@ -4,7 +4,8 @@
 //! may hold fewer than `limit` and still have a `next_after` to go on from.
 
 use super::error::ApiError;
-use super::json::{OrderView, PAGE_DEFAULT, PAGE_MAX, parse_limit, parse_store_id};
+use super::json::parse_query;
+use super::json::{OrderView, PAGE_DEFAULT, PAGE_MAX, parse_limit};
 use super::{AppState, json_response};
 use crate::actor::GetStore;
 use crate::domain::{OrderId, OrderStatus, TimeMs};
@@ -52,12 +53,8 @@ pub async fn list_orders(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
-    let q = web::Query::<ListQuery>::from_query(req.query_string()).map_err(|_| {
-        ApiError::bad_request("Invalid query", "The query string could not be read.")
-    })?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
+    let q = parse_query::<ListQuery>(&req)?;
     let status = q
         .status
         .as_deref()

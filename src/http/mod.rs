@@ -86,6 +86,18 @@ impl AppState {
     }
 
     /// A store's catalogue, ledger and alerts.
+    /// A store-scoped route's preliminaries: the caller may act for `store` (the admin or
+    /// that store's token), the stores are up, and the id is valid.
+    pub fn store_route(
+        &self,
+        req: &HttpRequest,
+        store: &str,
+    ) -> Result<(&Arc<Directory>, StoreId), ApiError> {
+        self.require_store(req, store)?;
+        let dir = self.dir()?;
+        Ok((dir, json::parse_store_id(store)?))
+    }
+
     pub fn require_store(&self, req: &HttpRequest, store: &str) -> Result<(), ApiError> {
         let caller = self.caller(req)?;
         caller.any_store()?;

@@ -3,7 +3,8 @@
 
 use super::error::ApiError;
 use super::handlers::exec;
-use super::json::{parse_body, parse_limit, parse_store_id, rfc3339};
+use super::json::parse_query;
+use super::json::{parse_body, parse_limit, rfc3339};
 use super::{AppState, json_response};
 use crate::actor::{ListWebhooks, Reply};
 use crate::domain::{Command, EventKind, Webhook, WebhookId};
@@ -117,9 +118,7 @@ pub async fn create(
     path: web::Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
     let parsed: WebhookBody = parse_body(&req, &body)?;
     let url = parse_url(parsed.url.as_deref(), state.webhook_hosts.as_deref())?;
     let kinds = parse_kinds(parsed.events.as_deref())?;
@@ -159,9 +158,7 @@ pub async fn list(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult {
-    state.require_store(&req, &path)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path)?;
+    let (dir, store_id) = state.store_route(&req, &path)?;
     let hooks = dir.call(&store_id, ListWebhooks).await?;
     let items: Vec<Value> = hooks.iter().map(view).collect();
     Ok(json_response(StatusCode::OK, &json!({"items": items})))
@@ -177,9 +174,7 @@ pub async fn remove(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    state.require_store(&req, &path.0)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path.0)?;
+    let (dir, store_id) = state.store_route(&req, &path.0)?;
     let webhook_id = webhook_id(&path.1)?;
     let command = Command::RemoveWebhook { webhook_id };
     let applied = exec(dir, &store_id, command, None).await?;
@@ -206,13 +201,9 @@ pub async fn deliveries(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
-    state.require_store(&req, &path.0)?;
-    let dir = state.dir()?;
-    let store_id = parse_store_id(&path.0)?;
+    let (dir, store_id) = state.store_route(&req, &path.0)?;
     let id = webhook_id(&path.1)?;
-    let q = web::Query::<LimitQuery>::from_query(req.query_string()).map_err(|_| {
-        ApiError::bad_request("Invalid query", "The query string could not be read.")
-    })?;
+    let q = parse_query::<LimitQuery>(&req)?;
     let max = crate::delivery::ATTEMPTS_KEPT;
     let limit = parse_limit(q.limit.as_deref(), ATTEMPTS_DEFAULT, max)?;
     let hooks = dir.call(&store_id, ListWebhooks).await?;
