@@ -229,6 +229,11 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         recovered.next_order_seq,
     ));
     let fresh = recovered.states.is_empty();
+    if fresh {
+        Archive::new(storage.clone())
+            .mark_store_orders_indexed()
+            .map_err(std::io::Error::other)?;
+    }
     let webhooks: Vec<(crate::domain::StoreId, crate::domain::Webhook)> = recovered
         .states
         .iter()

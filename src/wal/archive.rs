@@ -236,13 +236,20 @@ impl Archive {
     /// Indexes the orders of a data directory from before the store order index, once (a
     /// mark in `meta` says it is done). Returns how many orders it indexed.
     pub fn index_store_orders_once(&self) -> Result<u64, WalError> {
-        const DONE: &[u8] = b"store_orders_indexed";
-        if self.storage.meta.contains_key(DONE)? {
+        if self.storage.meta.contains_key(STORE_ORDERS_INDEXED)? {
             return Ok(0);
         }
         let seen = views::index_store_orders(&self.storage)?;
-        self.storage.meta.insert(DONE, &[1])?;
+        self.mark_store_orders_indexed()?;
         Ok(seen)
+    }
+
+    /// Records that every order is in the store order index: true of a data directory
+    /// that starts empty (each order is indexed as it is written), so the backfill for
+    /// directories of earlier versions never walks it.
+    pub fn mark_store_orders_indexed(&self) -> Result<(), WalError> {
+        self.storage.meta.insert(STORE_ORDERS_INDEXED, &[1])?;
+        Ok(())
     }
 
     /// Idempotency entries added since the process started (see `PendingViews`).
@@ -255,6 +262,9 @@ impl Archive {
         self.storage.pending.len()
     }
 }
+
+/// The meta key that says the store order index holds every order.
+const STORE_ORDERS_INDEXED: &[u8] = b"store_orders_indexed";
 
 /// What [`Archive::forget_answers`] did.
 #[derive(Debug, PartialEq, Eq)]
