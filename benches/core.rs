@@ -374,6 +374,7 @@ async fn exec_durably(entry: godown::actor::StoreEntry, command: Command) {
         command,
         idem: None,
         at_ms: None,
+        given_ids: false,
     };
     let applied = Directory::call_entry(&entry, exec).await.unwrap().unwrap();
     applied.durable.unwrap().await.unwrap().unwrap();

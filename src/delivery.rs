@@ -294,6 +294,7 @@ impl Task {
                 command: command.clone(),
                 idem: None,
                 at_ms: None,
+                given_ids: false,
             };
             match self.deliverer.dir.call(&self.store, exec).await {
                 Ok(Ok(_)) => return true,

@@ -95,6 +95,7 @@ impl History<'_> {
             command,
             idem: None,
             at_ms: Some(at_ms),
+            given_ids: false,
         };
         match self
             .dir

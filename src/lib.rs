@@ -23,6 +23,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod load;
+pub mod saga;
 pub mod server;
 pub mod telemetry;
 pub mod transfer;

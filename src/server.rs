@@ -221,13 +221,21 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     let arbiters: Vec<_> = (0..threads)
         .map(|_| actix::Arbiter::new().handle())
         .collect();
+    // Open sagas set order numbers aside for orders they may still place.
+    let open_sagas = crate::saga::open_sagas(&Archive::new(storage.clone()))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let next_order_seq = crate::saga::max_order_seq(&open_sagas)
+        .map_or(recovered.next_order_seq, |s| {
+            recovered.next_order_seq.max(s + 1)
+        });
     let dir = Arc::new(Directory::new(
         arbiters,
         wal,
         Archive::new(storage.clone()),
         config.payment_ttl.as_millis() as i64,
-        recovered.next_order_seq,
+        next_order_seq,
     ));
+    let regions = crate::saga::region::Regions::load(&config.data_dir)?;
     let fresh = recovered.states.is_empty();
     if fresh {
         Archive::new(storage.clone())
@@ -245,6 +253,18 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     for s in recovered.states {
         dir.adopt(s);
     }
+    // Transfers and region orders a crash interrupted end before the first answer.
+    let sagas = Arc::new(crate::saga::Sagas::new(
+        dir.clone(),
+        Archive::new(storage.clone()),
+        regions,
+    ));
+    match sagas.resume_open().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sagas = n, "interrupted sagas resumed"),
+        Err(e) => tracing::warn!(error = %e, "interrupted sagas could not be resumed yet"),
+    }
+    sagas.spawn_retry();
     // Holds that ran out while we were down are released before the first answer.
     for id in dir.store_ids() {
         if let Some(entry) = dir.get(&id)
@@ -287,6 +307,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         deliverer.start(store, webhook);
     }
     let _ = state.deliverer.set(deliverer);
+    let _ = state.sagas.set(sagas);
     let _ = state.directory.set(dir.clone());
     tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
 

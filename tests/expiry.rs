@@ -32,6 +32,7 @@ async fn run(directory: &Directory, command: Command) -> Outcome {
                 command,
                 idem: None,
                 at_ms: None,
+                given_ids: false,
             },
         )
         .await

@@ -58,6 +58,7 @@ async fn exec(
         command,
         idem: None,
         at_ms: None,
+        given_ids: false,
     };
     directory.call(&config().store_id, exec).await
 }

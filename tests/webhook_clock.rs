@@ -29,6 +29,7 @@ async fn run(directory: &Directory, command: Command) -> Reply {
         command,
         idem: None,
         at_ms: None,
+        given_ids: false,
     };
     let mut applied = directory.call(&store_id(), exec).await.unwrap().unwrap();
     if let Some(rx) = applied.durable.take() {

@@ -64,6 +64,10 @@ pub struct Exec {
     /// When the command happened, for generated history (the demo's past days); `None`,
     /// as for every request: now, by the store's clock.
     pub at_ms: Option<TimeMs>,
+    /// Keep the order or hold id the command carries instead of choosing a fresh one: a
+    /// saga's step (`crate::saga`) names its hold and order before it runs, so that the
+    /// step resumed after a crash finds them. The saga draws them as the actor would.
+    pub given_ids: bool,
 }
 
 impl Message for Exec {
@@ -387,7 +391,10 @@ impl StoreActor {
                 .state
                 .order(*order_id)
                 .map_or(Reply::None, |o| Reply::Order(o.clone())),
-            Outcome::Expired { .. } | Outcome::Imported { .. } => Reply::None,
+            Outcome::Expired { .. }
+            | Outcome::Imported { .. }
+            | Outcome::TransferredIn { .. }
+            | Outcome::TransferredOut => Reply::None,
             Outcome::TokenIssued(t) => Reply::Token(t.clone()),
             Outcome::TokenRevoked(id) => Reply::TokenRevoked(id.clone()),
             Outcome::WebhookSet(w) => Reply::Webhook(w.clone()),
@@ -473,11 +480,12 @@ impl StoreActor {
         }
         self.expire_due(false);
         let mut command = msg.command;
+        if let Command::PlaceOrder(draft) = &mut command {
+            draft.payment_ttl_ms = self.shared.payment_ttl_ms;
+        }
         match &mut command {
-            Command::PlaceOrder(draft) => {
-                draft.order_id = self.fresh_order_id();
-                draft.payment_ttl_ms = self.shared.payment_ttl_ms;
-            }
+            _ if msg.given_ids => {}
+            Command::PlaceOrder(draft) => draft.order_id = self.fresh_order_id(),
             Command::Reserve { reservation_id, .. } => loop {
                 // A hold's id is a capability: 64 bits from the OS's CSPRNG. If that ever
                 // fails, refuse (503) rather than fall back to a guessable number.
@@ -702,5 +710,58 @@ impl Handler<ListWebhooks> for StoreActor {
     type Result = MessageResult<ListWebhooks>;
     fn handle(&mut self, _: ListWebhooks, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.state.webhooks().iter().cloned().collect())
+    }
+}
+
+/// What a saga step left in this store (see `crate::saga`): whether the hold is still
+/// open, and whether the transfer moved stock here (in or out).
+pub struct SagaMarks {
+    pub hold: Option<ReservationId>,
+    pub transfer: Option<Box<str>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Marks {
+    pub hold_open: bool,
+    pub transferred: bool,
+}
+
+impl Message for SagaMarks {
+    type Result = Marks;
+}
+
+impl Handler<SagaMarks> for StoreActor {
+    type Result = MessageResult<SagaMarks>;
+    fn handle(&mut self, msg: SagaMarks, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Marks {
+            hold_open: msg
+                .hold
+                .is_some_and(|h| self.state.reservation(&h).is_some()),
+            transferred: msg.transfer.is_some_and(|t| self.state.has_transferred(&t)),
+        })
+    }
+}
+
+/// A store's location and what it has available of each product (zero for a product it
+/// does not sell), for routing a region order.
+pub struct StockOf(pub Vec<ProductId>);
+
+impl Message for StockOf {
+    type Result = (Option<Location>, Vec<Qty>);
+}
+
+impl Handler<StockOf> for StoreActor {
+    type Result = MessageResult<StockOf>;
+    fn handle(&mut self, msg: StockOf, _: &mut Self::Context) -> Self::Result {
+        let available = msg
+            .0
+            .iter()
+            .map(|id| {
+                self.state
+                    .product(id)
+                    .map_or(Qty::ZERO, |p| p.current_stock())
+            })
+            .collect();
+        MessageResult((self.state.config.location.clone(), available))
     }
 }

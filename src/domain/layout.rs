@@ -13,6 +13,8 @@ pub enum Layout {
     /// Stores without `utc_offset_minutes`, products without lead and safety days, states
     /// without sales counters.
     BeforeAnalytics,
+    /// States without the transfers they received.
+    BeforeTransfers,
     /// What this build writes.
     Current,
 }

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod model;
 pub mod number;
 pub mod pricing;
+pub mod region;
 pub mod state;
 pub mod tokens;
 pub mod webhooks;

@@ -31,6 +31,11 @@ pub const PENDING_PAYMENTS_MAX: usize = 100_000;
 /// godown's stock for up to 24 hours.
 pub const LOCK_MILLI_MAX: u64 = 10_000 * 1000;
 
+/// How long a store remembers the transfers it received (their ids), so that a transfer
+/// resumed after a crash adds its units once: resumption happens when the sending side
+/// starts again, and a process down for a month is a restore from backup, not a restart.
+pub const TRANSFER_RECEIPTS_KEPT_MS: TimeMs = 30 * 24 * 3600 * 1000;
+
 /// One item that cannot be had in the quantity asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shortage {
@@ -192,6 +197,18 @@ pub enum Command {
     Return(Box<ReturnDraft>),
     /// Sets many products at once, all or nothing (CSV import).
     Import(Vec<ImportRow>),
+    /// Adds a transfer's units (movements `transfer_in`), once per transfer id: the same
+    /// transfer again changes nothing (it is resumed after a crash).
+    TransferIn {
+        transfer_id: Box<str>,
+        lines: Vec<ReservationLine>,
+    },
+    /// Sends the units a transfer holds (the hold `reservation_id`) out of the store:
+    /// movements `transfer_out` (−q on_hand, −q reserved), and the hold is closed.
+    TransferOut {
+        reservation_id: ReservationId,
+        transfer_id: Box<str>,
+    },
     ExpireDue,
     /// Issues a token with this digest; the actor picks a fresh `token_id`.
     IssueToken {
@@ -241,6 +258,11 @@ pub enum Outcome {
         updated: usize,
         unchanged: usize,
     },
+    /// A transfer's units are in (`fresh`: by this command; else by an earlier one).
+    TransferredIn {
+        fresh: bool,
+    },
+    TransferredOut,
     Expired {
         count: usize,
     },
@@ -260,6 +282,8 @@ enum Settle {
     Release,
     /// Sold units come back (a cancelled confirmed order): on_hand +q.
     Restock,
+    /// Held units leave for another store: on_hand −q, reserved −q.
+    Send,
 }
 
 impl Settle {
@@ -269,6 +293,7 @@ impl Settle {
             Settle::Sell => (MovementKind::Sale, -q, -q),
             Settle::Release => (MovementKind::Release, 0, -q),
             Settle::Restock => (MovementKind::Cancel, q, 0),
+            Settle::Send => (MovementKind::TransferOut, -q, -q),
         }
     }
 }
@@ -296,9 +321,18 @@ pub struct StoreState {
     /// Sales by product and day, from the `Sold` facts (analytics).
     #[serde(deserialize_with = "sales_since_analytics")]
     sales: Sales,
+    /// Transfers that moved stock in or out (id → when), for [`TRANSFER_RECEIPTS_KEPT_MS`].
+    #[serde(deserialize_with = "receipts_since_transfers")]
+    transfers: BTreeMap<Box<str>, TimeMs>,
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     deadlines: BTreeSet<(TimeMs, Deadline)>,
+}
+
+fn receipts_since_transfers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<Box<str>, TimeMs>, D::Error> {
+    super::layout::added_after(super::layout::Layout::BeforeTransfers, BTreeMap::new(), d)
 }
 
 fn sales_since_analytics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sales, D::Error> {
@@ -383,6 +417,7 @@ impl From<StoreStateBeforeTokens> for StoreState {
             next_event_id: 1,
             webhooks: Webhooks::default(),
             sales: Sales::default(),
+            transfers: BTreeMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -416,6 +451,7 @@ impl StoreState {
             next_event_id: 1,
             webhooks: Webhooks::default(),
             sales: Sales::default(),
+            transfers: BTreeMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -430,6 +466,12 @@ impl StoreState {
 
     pub fn sales(&self) -> &Sales {
         &self.sales
+    }
+
+    /// Whether the transfer `transfer_id` moved stock in or out of this store (in the last
+    /// [`TRANSFER_RECEIPTS_KEPT_MS`]).
+    pub fn has_transferred(&self, transfer_id: &str) -> bool {
+        self.transfers.contains_key(transfer_id)
     }
 
     /// The id the store's next public event will have.
@@ -568,6 +610,28 @@ impl StoreState {
             }
             Command::Return(draft) => self.take_return(&mut events, *draft, now_ms)?,
             Command::Import(rows) => self.import(&mut events, rows, now_ms)?,
+            Command::TransferIn { transfer_id, lines } => {
+                self.transfer_in(&mut events, transfer_id, lines, now_ms)?
+            }
+            Command::TransferOut {
+                reservation_id,
+                transfer_id,
+            } => {
+                let r = self
+                    .reservations
+                    .get(&reservation_id)
+                    .ok_or(DomainError::ReservationNotFound)?
+                    .clone();
+                let lines = r.lines.iter().map(|l| (&l.product_id, l.quantity));
+                self.settle_lines(&mut events, lines, Settle::Send, &transfer_id, now_ms);
+                let closed = Event::ReservationClosed {
+                    reservation_id,
+                    end: ReservationEnd::Consumed,
+                    at_ms: now_ms,
+                };
+                self.emit(&mut events, closed);
+                Outcome::TransferredOut
+            }
             Command::ExpireDue => self.expire_due(&mut events, now_ms),
             Command::IssueToken { token_id, digest } => {
                 if self.tokens.len() >= TOKENS_PER_STORE_MAX {
@@ -787,6 +851,39 @@ impl StoreState {
             new: Qty(new as u64),
             movement_id,
         })
+    }
+
+    fn transfer_in(
+        &mut self,
+        events: &mut Vec<Event>,
+        transfer_id: Box<str>,
+        lines: Vec<ReservationLine>,
+        now_ms: TimeMs,
+    ) -> Result<Outcome, DomainError> {
+        if self.transfers.contains_key(&transfer_id) {
+            return Ok(Outcome::TransferredIn { fresh: false });
+        }
+        self.check_lines(lines.iter().map(|l| (&l.product_id, l.quantity)))?;
+        for l in &lines {
+            let p = &self.products[&l.product_id];
+            if p.on_hand.0 + l.quantity.0 > QTY_MILLI_MAX {
+                return Err(DomainError::InvalidQuantity(l.product_id.clone()));
+            }
+        }
+        for l in &lines {
+            let q = l.quantity.0 as i64;
+            let kind = MovementKind::TransferIn;
+            self.move_stock(
+                events,
+                &l.product_id,
+                kind,
+                q,
+                0,
+                transfer_id.clone(),
+                now_ms,
+            );
+        }
+        Ok(Outcome::TransferredIn { fresh: true })
     }
 
     /// Checks lines for existence, duplicates and whole units; returns the products in order.
@@ -1333,7 +1430,7 @@ impl StoreState {
         match settle {
             Settle::Sell => self.sold(events, &order, 1, now_ms),
             Settle::Restock => self.sold(events, &order, -1, now_ms),
-            Settle::Release => {}
+            Settle::Release | Settle::Send => {}
         }
         order.status = status;
         order.updated_ms = now_ms;
@@ -1504,6 +1601,9 @@ impl StoreState {
                 p.updated_ms = m.at_ms;
                 p.last_movement_id = m.movement_id;
                 self.next_movement_id = self.next_movement_id.max(m.movement_id + 1);
+                if matches!(m.kind, MovementKind::TransferIn | MovementKind::TransferOut) {
+                    self.transferred(&m.reference, m.at_ms);
+                }
             }
             Event::ReservationOpened(r) => {
                 self.deadlines
@@ -1552,6 +1652,16 @@ impl StoreState {
                 ..
             } => self.webhooks.advance(webhook_id, *event_id),
         }
+    }
+
+    /// Notes a transfer's movement at `at_ms`, forgetting transfers older than
+    /// [`TRANSFER_RECEIPTS_KEPT_MS`] (by the log's own times, so replay forgets the same).
+    fn transferred(&mut self, transfer_id: &str, at_ms: TimeMs) {
+        if !self.transfers.contains_key(transfer_id) {
+            let horizon = at_ms - TRANSFER_RECEIPTS_KEPT_MS;
+            self.transfers.retain(|_, t| *t >= horizon);
+        }
+        self.transfers.insert(transfer_id.into(), at_ms);
     }
 
     /// Checks every invariant of the whole state; for tests and recovery.

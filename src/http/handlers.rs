@@ -35,6 +35,7 @@ pub async fn exec(
                 command,
                 idem,
                 at_ms: None,
+                given_ids: false,
             },
         )
         .await??;

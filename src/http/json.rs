@@ -266,6 +266,27 @@ pub struct LocationBody {
     pub lon: Option<Raw>,
 }
 
+impl LocationBody {
+    /// `{lat: -90..90, lon: -180..180}` with at most 6 decimals, exactly.
+    pub fn parse(&self, field: &str) -> Result<Location, ApiError> {
+        match (
+            parse_degrees(self.lat.as_ref(), 90),
+            parse_degrees(self.lon.as_ref(), 180),
+        ) {
+            (Some(lat_micro), Some(lon_micro)) => Ok(Location {
+                lat_micro,
+                lon_micro,
+            }),
+            _ => Err(ApiError::bad_request(
+                "Invalid location",
+                format!(
+                    "`{field}` must be {{lat: -90..90, lon: -180..180}} with at most 6 decimals."
+                ),
+            )),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct StoreBody {
     pub name: Option<String>,
@@ -347,24 +368,7 @@ impl StoreBody {
         };
         let location = match self.location {
             None => None,
-            Some(Obj(l)) => {
-                let (lat, lon) = (
-                    parse_degrees(l.lat.as_ref(), 90),
-                    parse_degrees(l.lon.as_ref(), 180),
-                );
-                match (lat, lon) {
-                    (Some(lat_micro), Some(lon_micro)) => Some(Location {
-                        lat_micro,
-                        lon_micro,
-                    }),
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "Invalid location",
-                            "`location` must be {lat: -90..90, lon: -180..180} with at most 6 decimals.",
-                        ));
-                    }
-                }
-            }
+            Some(Obj(l)) => Some(l.parse("location")?),
         };
         let utc_offset_minutes = match &self.utc_offset_minutes {
             None => UTC_OFFSET_DEFAULT,

@@ -141,6 +141,9 @@ async fn saved_answer(
                 &state.order_ids,
             )))
         }
+        SavedAnswer::Saga(id) => super::regions::saved_saga_answer(state, &id)
+            .await
+            .map(Some),
         SavedAnswer::Return {
             order_id,
             return_id,

@@ -12,6 +12,7 @@ mod keyed;
 mod listing;
 pub mod openapi;
 mod partial;
+mod regions;
 mod returns;
 mod scrape;
 mod tokens;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub bus: Arc<crate::wal::EventBus>,
     /// The hosts webhooks may point at (`None`: any).
     pub webhook_hosts: Option<Vec<String>>,
+    /// Runs transfers and region orders; set once recovery is done.
+    pub sagas: OnceLock<Arc<crate::saga::Sagas>>,
     /// Delivers webhooks; set once recovery is done.
     pub deliverer: OnceLock<Arc<crate::delivery::Deliverer>>,
     /// Event streams open now (the bus also counts webhook tasks, which are not streams).
@@ -66,6 +69,7 @@ impl AppState {
             bus: Arc::default(),
             sse_streams: Arc::default(),
             deliverer: OnceLock::new(),
+            sagas: OnceLock::new(),
             webhook_hosts: None,
             closing: tokio::sync::watch::channel(false).0,
         }
@@ -191,6 +195,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/api/v1/inventory/products/{store_id}/{product_id}/movements")
                 .get(get_movements),
         )
+        .service(
+            web::resource("/api/v1/regions/{region_id}")
+                .put(regions::put_region)
+                .get(regions::get_region),
+        )
+        .service(
+            web::resource("/api/v1/regions/{region_id}/orders").post(regions::post_region_order),
+        )
+        .service(web::resource("/api/v1/transfers").post(regions::post_transfer))
+        .service(web::resource("/api/v1/transfers/{transfer_id}").get(regions::get_transfer))
         .service(web::resource(["/api/v1/orders", "/api/v1/orders/"]).post(post_order))
         .service(web::resource("/api/v1/orders/{order_id}").get(get_order))
         .service(web::resource("/api/v1/orders/{order_id}/payment").post(post_payment))

@@ -6,8 +6,8 @@
 //! `spawn_blocking` inside a store actor with its mailbox paused).
 
 use super::format::{
-    IDEM_AGE_TAG, IdemAnswer, IdemEntry, Remembered, WalError, decode_frame, encode_frame,
-    idem_age_key, split_idem_age_key,
+    IDEM_AGE_TAG, IdemAnswer, IdemEntry, OPEN_SAGA_TAG, Remembered, SAGA_TAG, SagaEntry, WalError,
+    decode_frame, encode_frame, idem_age_key, saga_key, saga_views, split_idem_age_key,
 };
 use super::storage::Storage;
 use super::views::{self, LedgerReader, ViewWrite};
@@ -26,6 +26,8 @@ pub enum SavedAnswer {
     },
     /// Any other answer, as the layer above encoded it (opaque here).
     Answer(Vec<u8>),
+    /// The request ran this saga; its answer is the saga's record.
+    Saga(Box<str>),
 }
 
 /// An idempotency key's entry: the hash of the first request's body and its answer.
@@ -117,6 +119,7 @@ impl Archive {
                 return_id,
             },
             IdemAnswer::Answer(bytes) => SavedAnswer::Answer(bytes),
+            IdemAnswer::Saga(id) => SavedAnswer::Saga(id),
             IdemAnswer::LegacyRefused { status, body } => {
                 SavedAnswer::Answer(legacy_answer(status, &body))
             }
@@ -125,6 +128,31 @@ impl Archive {
             body_hash: entry.body_hash,
             answer,
         }))
+    }
+
+    /// A saga's record as its last durable step left it (opaque: `crate::saga` encodes it).
+    pub fn saga(&self, id: &str) -> Result<Option<Vec<u8>>, WalError> {
+        let key = saga_key(SAGA_TAG, id);
+        Ok(self.storage.idem.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// The records of every saga still open (to be resumed before the server is ready).
+    pub fn open_sagas(&self) -> Result<Vec<Vec<u8>>, WalError> {
+        let mut out = Vec::new();
+        for key in self.storage.idem.scan_prefix([OPEN_SAGA_TAG]).keys() {
+            let key = key?;
+            let id = String::from_utf8_lossy(&key[1..]).into_owned();
+            match self.saga(&id)? {
+                Some(body) => out.push(body),
+                None => {
+                    return Err(WalError::Corrupt {
+                        what: format!("saga {id}"),
+                        why: "open, but its record is missing".into(),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Forgets remembered idempotency keys, oldest first: every key first answered before
@@ -292,6 +320,14 @@ pub fn remember(key: &str, body_hash: [u8; 16], at_ms: TimeMs, answer: Vec<u8>) 
         entry,
     });
     ItemBody::Remembered { frame, views }
+}
+
+/// The log item of a saga's step. Submit it and wait for it before the next step.
+pub fn saga_step(entry: &SagaEntry) -> ItemBody {
+    ItemBody::Saga {
+        frame: encode_frame(entry),
+        views: saga_views(entry),
+    }
 }
 
 /// Entries written before answers became opaque kept an HTTP status and a body; they come

@@ -143,6 +143,8 @@ pub enum IdemAnswer {
         order_id: OrderId,
         return_id: ReturnId,
     },
+    /// The request ran this saga; its answer is the saga as it ended (see [`SagaEntry`]).
+    Saga(Box<str>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -366,12 +368,15 @@ pub fn snapshot_keys_before(
 /// Marks a snapshot state of a versioned layout: `[STATE_TAG][layout u8][bincode]`. The
 /// layouts before it began with a store id's length (1 to 128), never with this byte.
 const STATE_TAG: u8 = 0xFF;
-/// The layout of `StoreState` this build writes (5: with analytics; 4: orders with
-/// returns; 3: with events and webhooks).
-const STATE_LAYOUT: u8 = 5;
+/// The layout of `StoreState` this build writes (6: with transfer receipts; 5: with
+/// analytics; 4: orders with returns; 3: with events and webhooks).
+const STATE_LAYOUT: u8 = 6;
 /// Older tagged layouts, still read, and the domain layout each holds.
-const STATE_LAYOUTS_READ: [(u8, Layout); 2] =
-    [(3, Layout::BeforeReturns), (4, Layout::BeforeAnalytics)];
+const STATE_LAYOUTS_READ: [(u8, Layout); 3] = [
+    (3, Layout::BeforeReturns),
+    (4, Layout::BeforeAnalytics),
+    (5, Layout::BeforeTransfers),
+];
 
 pub fn encode_state(state: &StoreState) -> Vec<u8> {
     let mut out = vec![STATE_TAG, STATE_LAYOUT];
@@ -450,6 +455,8 @@ pub enum EntryKind {
     Remembered = 2,
     /// A [`StoreId`] frame: that store's snapshot in sled is as of this sequence number.
     Snapshot = 3,
+    /// A [`SagaEntry`] frame: a step of a saga.
+    Saga = 4,
 }
 
 impl EntryKind {
@@ -458,6 +465,7 @@ impl EntryKind {
             1 => Some(EntryKind::Record),
             2 => Some(EntryKind::Remembered),
             3 => Some(EntryKind::Snapshot),
+            4 => Some(EntryKind::Saga),
             _ => None,
         }
     }
@@ -469,6 +477,57 @@ impl EntryKind {
 pub struct Remembered {
     pub key: Box<str>,
     pub entry: IdemEntry,
+}
+
+/// A step of a saga (a change across stores, `crate::saga`): the saga's whole record after
+/// the step, as the layer above encoded it (opaque here), and whether it is still open.
+/// Recovery hands the open ones back to be resumed. A saga that ends answering an
+/// `Idempotency-Key` names the key: the key's answer is then the saga.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SagaEntry {
+    pub id: Box<str>,
+    pub body: Vec<u8>,
+    pub open: bool,
+    pub idem: Option<IdemTag>,
+}
+
+/// The first byte of a saga's record in the answers (idempotency) tree: `\x01 id → body`.
+pub const SAGA_TAG: u8 = 1;
+/// The first byte of an open saga's marker there: `\x02 id → ()`, removed when it ends.
+pub const OPEN_SAGA_TAG: u8 = 2;
+
+pub fn saga_key(tag: u8, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(tag);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The view writes of a saga step: its record, its open marker, and its key's answer.
+pub fn saga_views(entry: &SagaEntry) -> Vec<ViewWrite> {
+    let mut writes = vec![
+        ViewWrite::Answer {
+            key: saga_key(SAGA_TAG, &entry.id),
+            value: Some(entry.body.clone()),
+        },
+        ViewWrite::Answer {
+            key: saga_key(OPEN_SAGA_TAG, &entry.id),
+            value: entry.open.then(Vec::new),
+        },
+    ];
+    if let (false, Some(tag)) = (entry.open, &entry.idem) {
+        let answer = IdemEntry {
+            body_hash: tag.body_hash,
+            at_ms: tag.at_ms,
+            answer: IdemAnswer::Saga(entry.id.clone()),
+        };
+        writes.push(ViewWrite::Idem {
+            key: tag.key.as_bytes().to_vec(),
+            value: encode_frame(&answer),
+            at_ms: tag.at_ms,
+        });
+    }
+    writes
 }
 
 /// One entry of a batch, as read back.
@@ -813,7 +872,7 @@ mod tests {
         // last two, the layout with tokens and before events; without the last three too,
         // the layout before tokens.
         let untagged = without_added(&bytes[2..], &state.config, &STORE_ADDED);
-        let untagged = &untagged[..untagged.len() - STATE_ADDED.len()];
+        let untagged = &untagged[..untagged.len() - STATE_ADDED.len() - RECEIPTS_ADDED.len()];
         assert_eq!(&untagged[untagged.len() - 3..], [0, 1, 0]);
         for old in [
             &untagged[..untagged.len() - 2],
@@ -862,11 +921,13 @@ mod tests {
 
     /// What an order gained with returns (`tax_rate_bp: None`, `returns: []`,
     /// `refunded_total: 0`), a store with analytics (`utc_offset_minutes: 330`, a zigzag
-    /// varint), a product (lead 2, safety 1 days) and a state (empty sales: two empty maps).
+    /// varint), a product (lead 2, safety 1 days) and a state (empty sales: two empty maps;
+    /// then, with transfers, no receipts: one empty map).
     const ORDER_ADDED: [u8; 3] = [0, 0, 0];
     const STORE_ADDED: [u8; 3] = [251, 0x94, 0x02];
     const PRODUCT_ADDED: [u8; 2] = [2, 1];
     const STATE_ADDED: [u8; 2] = [0, 0];
+    const RECEIPTS_ADDED: [u8; 1] = [0];
 
     fn before_returns(bytes: &[u8], order: &crate::domain::Order) -> Vec<u8> {
         without_added(bytes, order, &ORDER_ADDED)
@@ -960,18 +1021,22 @@ mod tests {
         assert_eq!(decode_frame::<Order>(&old, &what).unwrap(), order);
         assert!(decode_versioned::<Order>(&old, &what, 1).is_err());
 
-        // A snapshot keeps the pending order in memory. Layout 4 lacks what analytics
-        // added (store, product, state); layout 3 also what returns added (order).
+        // A snapshot keeps the pending order in memory. Layout 5 lacks the transfer
+        // receipts; layout 4 also what analytics added (store, product, state); layout 3
+        // also what returns added (order).
         state.apply_event(&Event::OrderSet(Arc::new(order.clone())));
         let bytes = encode_state(&state);
         let product = state.product(&ProductId::parse("P").unwrap()).unwrap();
         let layout4 = without_added(&bytes, &state.config, &STORE_ADDED);
         let layout4 = without_added(&layout4, &product.info, &PRODUCT_ADDED);
-        let mut layout4 = layout4[..layout4.len() - STATE_ADDED.len()].to_vec();
+        let mut layout5 = bytes[..bytes.len() - RECEIPTS_ADDED.len()].to_vec();
+        let end = layout4.len() - STATE_ADDED.len() - RECEIPTS_ADDED.len();
+        let mut layout4 = layout4[..end].to_vec();
         let mut layout3 = before_returns(&layout4, &order);
         layout3[1] = 3;
         layout4[1] = 4;
-        for old in [&mut layout3, &mut layout4] {
+        layout5[1] = 5;
+        for old in [&mut layout3, &mut layout4, &mut layout5] {
             let decoded = decode_state(old, &what).unwrap();
             assert_eq!(
                 encode_state(&decoded),

@@ -6,9 +6,9 @@
 //! with a warning and is cut off; damage anywhere else stops start-up.
 
 use super::format::{
-    EntryKind, Remembered, SnapshotFrame, StoredSnapshot, WalError, WalRecord, decode_frame,
-    decode_record, decode_state, encode_frame, push_batch_entry, read_snapshots, split_batch,
-    split_legacy_batch, view_writes,
+    EntryKind, Remembered, SagaEntry, SnapshotFrame, StoredSnapshot, WalError, WalRecord,
+    decode_frame, decode_record, decode_state, encode_frame, push_batch_entry, read_snapshots,
+    saga_views, split_batch, split_legacy_batch, view_writes,
 };
 use super::segments::{self, io_error, sync_dir};
 use super::storage::Storage;
@@ -262,6 +262,12 @@ fn replay_batch(r: &mut Replay<'_>, entries: &[u8], segment: u64) -> Result<(), 
             }
             EntryKind::Snapshot => {
                 let _: StoreId = decode_frame(e.frame, &what)?;
+            }
+            EntryKind::Saga => {
+                let entry: SagaEntry = decode_frame(e.frame, &what)?;
+                if e.seq >= r.views_from {
+                    r.storage.pending.add(saga_views(&entry), &mut r.idem);
+                }
             }
         }
     }

@@ -66,6 +66,11 @@ pub enum ViewWrite {
         value: Vec<u8>,
         at_ms: TimeMs,
     },
+    /// Any other write to the answers tree (a saga's record): set, or with `None` removed.
+    Answer {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Default)]
@@ -179,6 +184,10 @@ impl PendingViews {
                     idem.insert(key, value);
                     self.idem_added.fetch_add(1, Ordering::Relaxed);
                 }
+                ViewWrite::Answer { key, value } => match value {
+                    Some(value) => idem.insert(key, value),
+                    None => idem.remove(key),
+                },
             }
         }
     }

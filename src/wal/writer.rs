@@ -65,6 +65,11 @@ pub enum ItemBody {
         frame: Vec<u8>,
         views: Vec<ViewWrite>,
     },
+    /// A step of a saga (a `SagaEntry` frame) and its views.
+    Saga {
+        frame: Vec<u8>,
+        views: Vec<ViewWrite>,
+    },
     /// Writes nothing; completes once everything submitted before it is durable.
     Barrier,
     /// Writes nothing; completes once a checkpoint has made everything submitted before it
@@ -84,6 +89,9 @@ impl ItemBody {
                         movements.len() * std::mem::size_of::<crate::domain::Movement>()
                     }
                     ViewWrite::Idem { key, value, .. } => 2 * key.len() + value.len() + 9,
+                    ViewWrite::Answer { key, value } => {
+                        key.len() + value.as_ref().map_or(0, Vec::len)
+                    }
                     ViewWrite::Events { events, .. } => {
                         events.len() * std::mem::size_of::<crate::domain::StoreEvent>()
                     }
@@ -94,7 +102,8 @@ impl ItemBody {
             ItemBody::Record {
                 frame, views: w, ..
             }
-            | ItemBody::Remembered { frame, views: w } => frame.len() + views(w),
+            | ItemBody::Remembered { frame, views: w }
+            | ItemBody::Saga { frame, views: w } => frame.len() + views(w),
             ItemBody::Snapshot { state, .. } => state.len(),
             ItemBody::Barrier | ItemBody::Checkpoint => 0,
         }
@@ -596,6 +605,13 @@ impl Writer {
                     views: writes,
                 } => {
                     push_batch_entry(&mut self.entries, seq, EntryKind::Remembered, frame);
+                    views.append(writes);
+                }
+                ItemBody::Saga {
+                    frame,
+                    views: writes,
+                } => {
+                    push_batch_entry(&mut self.entries, seq, EntryKind::Saga, frame);
                     views.append(writes);
                 }
                 ItemBody::Snapshot { store_id, state } => {
