@@ -110,19 +110,32 @@ pub async fn get_region(state: Data, req: HttpRequest, path: web::Path<String>) 
     Ok(json_response(StatusCode::OK, &region_view(&region)))
 }
 
+/// An order body without `store_id` (serde's `flatten` would lose the object checks).
 #[derive(Deserialize)]
 struct RegionOrderBody {
-    #[serde(flatten)]
-    order: OrderBody,
+    customer_phone: Option<String>,
+    customer_name: Option<String>,
+    delivery_address: Option<String>,
+    items: Option<Vec<Obj<ItemBody>>>,
+    payment_method: Option<String>,
     delivery_location: Option<Obj<LocationBody>>,
     allow_split: Option<bool>,
 }
 
 fn parse_region_order(req: &HttpRequest, body: &[u8]) -> Result<RegionRequest, ApiError> {
-    let mut parsed: RegionOrderBody = parse_body(req, body)?;
+    let parsed: RegionOrderBody = parse_body(req, body)?;
     // The same checks as an order's; the store is what routing chooses.
-    parsed.order.store_id = Some("region".into());
-    let order = parsed.order.parse()?.draft;
+    let order = OrderBody {
+        store_id: Some("region".into()),
+        customer_phone: parsed.customer_phone,
+        customer_name: parsed.customer_name,
+        delivery_address: parsed.delivery_address,
+        items: parsed.items,
+        payment_method: parsed.payment_method,
+        reservation_id: None,
+        allow_partial: None,
+    };
+    let order = order.parse()?.draft;
     let delivery_location = match parsed.delivery_location {
         Some(Obj(l)) => l.parse("delivery_location")?,
         None => {
