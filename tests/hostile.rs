@@ -179,6 +179,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/stores/{S}/webhooks"),
     ("DELETE", "/api/v1/stores/{S}/webhooks/{R}"),
     ("GET", "/api/v1/stores/{S}/webhooks/{R}/deliveries"),
+    ("POST", "/api/v1/transfers"),
+    ("GET", "/api/v1/transfers/{R}"),
+    ("PUT", "/api/v1/regions/{S}"),
+    ("GET", "/api/v1/regions/{S}"),
+    ("POST", "/api/v1/regions/{S}/orders"),
     ("GET", "/health"),
     ("POST", "/metrics"),
     ("PATCH", "/api/v1/orders/{O}"),
@@ -262,11 +267,14 @@ async fn hostile_requests_get_json_4xx_and_change_nothing() {
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let dir = Arc::new(in_process_directory(&storage, 900_000).with_clock(clock));
     let state = web::Data::new(AppState::new(
-        Archive::new(storage),
+        Archive::new(storage.clone()),
         Auth::new(Some(ADMIN), None),
         OrderIdCodec::new([3; 32]),
     ));
     let _ = state.directory.set(dir.clone());
+    let regions = godown::saga::region::Regions::load(dir_tmp.path()).unwrap();
+    let sagas = godown::saga::Sagas::new(dir.clone(), Archive::new(storage), regions);
+    let _ = state.sagas.set(Arc::new(sagas));
     let app = test::init_service(
         App::new()
             .app_data(state.clone())
