@@ -9,6 +9,8 @@
 //!   recovery, and the live bus of durable public events.
 //! - [`http`]: actix-web routes; JSON in and out exactly as `shared/API.md` says.
 //! - [`delivery`]: webhook delivery (signed, retried, resumed from the log).
+//! - [`saga`]: changes across stores (transfers, region orders), crash-safe; regions.
+//! - [`cluster`]: several processes behind nginx (the nodes file, the nginx config).
 //! - [`client`]: a small keep-alive HTTP client for the load generator and the tests.
 //! - [`load`]: the load generator behind `godown load` (and, with `peers`, PostgreSQL/Redis).
 //! - [`server`]: start-up (recovery, demo data), snapshot scheduling, shutdown.
@@ -18,6 +20,7 @@
 
 pub mod actor;
 pub mod client;
+pub mod cluster;
 pub mod delivery;
 pub mod demo;
 pub mod domain;

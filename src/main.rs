@@ -47,6 +47,18 @@ fn init_logs(format: LogFormat) {
 }
 
 #[derive(Subcommand)]
+enum ClusterCmd {
+    /// Write the nginx configuration for a nodes file (to --out, or standard output).
+    Nginx {
+        /// JSON: {"listen": "127.0.0.1:8080", "nodes": [{"name", "addr", "stores": [...]}]}.
+        #[arg(long)]
+        nodes: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the HTTP server.
     Serve {
@@ -135,6 +147,11 @@ enum Cmd {
         #[command(flatten)]
         target: TargetArgs,
         file: Option<PathBuf>,
+    },
+    /// Several godown processes behind nginx (see docs/scale-out.md).
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCmd,
     },
     /// Check every snapshot and WAL record of a (stopped) server's data directory.
     Verify {
@@ -278,6 +295,9 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Verify { data_dir } => verify(&data_dir),
+        Cmd::Cluster {
+            what: ClusterCmd::Nginx { nodes, out },
+        } => cluster_nginx(&nodes, out.as_deref()),
         cmd @ (Cmd::Import { .. } | Cmd::Export { .. }) => transfer(cmd),
         Cmd::Load {
             target,
@@ -404,4 +424,28 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
 
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn cluster_nginx(nodes: &std::path::Path, out: Option<&std::path::Path>) -> ExitCode {
+    let file = std::fs::read_to_string(nodes)
+        .map_err(|e| e.to_string())
+        .and_then(|text| godown::cluster::NodesFile::parse(&text));
+    let config = match file {
+        Ok(file) => godown::cluster::nginx_config(&file),
+        Err(why) => {
+            eprintln!("godown: {}: {why}", nodes.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match out {
+        Some(path) => std::fs::write(path, config),
+        None => std::io::Write::write_all(&mut std::io::stdout(), config.as_bytes()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("godown: writing the configuration: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -162,6 +162,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(crate::http::json_errors))
+            .wrap(middleware::from_fn(crate::http::cluster_search))
             .wrap(middleware::from_fn(crate::http::request_context))
             .configure(crate::http::routes)
     })

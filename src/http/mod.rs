@@ -282,6 +282,32 @@ pub async fn request_context(
     Ok(res)
 }
 
+/// While a proxy searches for the node that holds an order or a store (it sends
+/// [`crate::cluster::SEARCH_HEADER`]), "Store not found" and "Order not found" answer 421
+/// (not here: ask the next node) instead of 404. Nothing else changes.
+pub async fn cluster_search(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let searching = req.headers().contains_key(crate::cluster::SEARCH_HEADER);
+    let res = next.call(req).await?.map_into_boxed_body();
+    if !searching || res.status() != actix_web::http::StatusCode::NOT_FOUND {
+        return Ok(res);
+    }
+    let (req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let miss = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .is_some_and(|e| e == "Store not found" || e == "Order not found");
+    let mut res = head.set_body(BoxBody::new(bytes));
+    if miss {
+        *res.status_mut() = actix_web::http::StatusCode::MISDIRECTED_REQUEST;
+    }
+    Ok(ServiceResponse::new(req, res))
+}
+
 /// Rewrites any error response that is not already JSON (actix's own 404/405/413/400
 /// answers are plain text) into the contract's `{"error", "message"}` shape.
 pub async fn json_errors(

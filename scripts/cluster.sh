@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A region on one machine: N godown processes on loopback behind Debian's nginx.
+#
+#   scripts/cluster.sh start DIR [N]   # N processes (default 3); node n1 gets the demo data
+#   scripts/cluster.sh stop DIR        # stops nginx and every process started in DIR
+#
+# nginx listens on 127.0.0.1:$CLUSTER_PORT (default 8080) and node nK on the port after
+# it plus K-1. The nodes file ($DIR/nodes.json) pins the three demo stores to n1; any
+# other store goes to a node by consistent hashing of its id. The configuration is written
+# by `godown cluster nginx --nodes $DIR/nodes.json`. Logs: $DIR/*.log, $DIR/error.log.
+# Uses target/release/godown (build it first: cargo build --release) or $GODOWN.
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-}
+[[ -n $cmd && -n $dir ]] || { echo "usage: $0 start|stop DIR [N]" >&2; exit 2; }
+here=$(cd "$(dirname "$0")/.." && pwd)
+godown=${GODOWN:-$here/target/release/godown}
+port=${CLUSTER_PORT:-8080}
+# Every node takes the same admin token (from the environment, or this demo one).
+export GODOWN_ADMIN_TOKEN=${GODOWN_ADMIN_TOKEN:-cluster-admin-token}
+
+stop() {
+  if [[ -f $dir/nginx.pid ]]; then
+    kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+  fi
+  for pidfile in "$dir"/n*.pid; do
+    [[ -f $pidfile ]] || continue
+    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  done
+}
+
+case $cmd in
+  stop) stop; echo "cluster in $dir stopped" ;;
+  start)
+    n=${3:-3}
+    [[ -x $godown ]] || { echo "no $godown: run cargo build --release first" >&2; exit 1; }
+    nginx=$("$here/scripts/nginx.sh" | tail -n 1)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    nodes=""
+    for k in $(seq 1 "$n"); do
+      stores='[]'
+      if [[ $k -eq 1 ]]; then
+        stores='["STORE-01K8NJ40V9KFKX2Y2FMK466WFH", "STORE-01K8NJ2GK6R7RXHFJZF6K32KXF", "STORE-01K8NJW1AKNX2WGKSZ30XV6W9P"]'
+      fi
+      nodes+="${nodes:+,}"$'\n'"  {\"name\": \"n$k\", \"addr\": \"127.0.0.1:$((port + k))\", \"data_dir\": \"$dir/n$k\", \"stores\": $stores}"
+    done
+    printf '{"listen": "127.0.0.1:%s", "nodes": [%s\n]}\n' "$port" "$nodes" > "$dir/nodes.json"
+    "$godown" cluster nginx --nodes "$dir/nodes.json" --out "$dir/nginx.conf"
+    for k in $(seq 1 "$n"); do
+      demo=()
+      [[ $k -eq 1 ]] && demo=(--demo)
+      "$godown" serve --listen "127.0.0.1:$((port + k))" --data-dir "$dir/n$k" "${demo[@]}" \
+        > "$dir/n$k.out" 2> "$dir/n$k.log" &
+      echo $! > "$dir/n$k.pid"
+    done
+    for k in $(seq 1 "$n"); do
+      for _ in $(seq 1 600); do
+        curl -fsS "http://127.0.0.1:$((port + k))/ready" >/dev/null 2>&1 && break
+        sleep 0.1
+      done
+    done
+    "$nginx" -p "$dir" -c "$dir/nginx.conf"
+    echo "nginx on http://127.0.0.1:$port in front of $n godown processes (ports $((port + 1))-$((port + n))); admin token: $GODOWN_ADMIN_TOKEN"
+    ;;
+  *) echo "usage: $0 start|stop DIR [N]" >&2; exit 2 ;;
+esac
