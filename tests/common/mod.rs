@@ -33,8 +33,18 @@ impl TestServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> TestServer {
+        TestServer::start_at(data_dir, "127.0.0.1:0", extra, env).await
+    }
+
+    /// `start_with_env`, listening on `listen` (a fixed port, for a restart in place).
+    pub async fn start_at(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let data_dir = data_dir.to_path_buf();
-        let (child, line) = spawn(&data_dir, extra, env);
+        let (child, line) = spawn(&data_dir, listen, extra, env);
         let line = line.expect("read the listening line");
         let addr = line
             .trim()
@@ -200,6 +210,7 @@ impl TestServer {
 /// first line it prints (the listening address), or why it could not.
 fn spawn(
     data_dir: &Path,
+    listen: &str,
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (Child, std::io::Result<String>) {
@@ -209,7 +220,7 @@ fn spawn(
         .open(data_dir.with_extension("log"))
         .expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_godown"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .env("GODOWN_ADMIN_TOKEN", ADMIN)
@@ -299,7 +310,7 @@ impl TestServer {
             let lines: Vec<&str> = log.lines().collect();
             lines[lines.len().saturating_sub(15)..].join("\n")
         };
-        let (mut child, line) = spawn(&data_dir, extra, &[]);
+        let (mut child, line) = spawn(&data_dir, "127.0.0.1:0", extra, &[]);
         let line = line.unwrap_or_default();
         let addr = line
             .trim()

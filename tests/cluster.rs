@@ -1,0 +1,366 @@
+//! A region on loopback: three godown processes behind Debian's nginx (installed by
+//! `scripts/nginx.sh`), configured by `godown cluster nginx`. The seed walkthrough and the
+//! contract's calls work through the proxy, also the calls that name only an order or name
+//! their store in the body; killing one process leaves the others' stores answering, and
+//! its own answer again, with every acknowledged order, once it is back.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use godown::client::{Conn, Response};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The stores pinned to each node (`C2`… are placed by hashing).
+const PINNED: [&[&str]; 3] = [&["A"], &[SEED_STORE], &["C"]];
+
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    /// SIGTERM: the master stops its workers (SIGKILL would leave them running).
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    async fn send(&self, method: &str, path: &str, admin: bool, body: Option<Value>) -> Response {
+        let auth = format!("Bearer {ADMIN}");
+        let headers: Vec<(&str, &str)> = if admin {
+            vec![("authorization", &auth)]
+        } else {
+            vec![]
+        };
+        let mut conn = Conn::connect(self.addr).await.expect("connect to nginx");
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        conn.send(method, path, &headers, body)
+            .await
+            .expect("a request through nginx")
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Writes the nodes file and nginx's configuration, and starts nginx in the foreground.
+async fn start_nginx(dir: &Path, nodes: &[SocketAddr]) -> Nginx {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg(format!("{repo}/scripts/nginx.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/nginx.sh");
+    assert!(out.status.success(), "scripts/nginx.sh failed");
+    let binary = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({"name": format!("n{}", i + 1), "addr": a.to_string(), "stores": PINNED[i]}))
+        .collect();
+    let file = json!({"listen": addr.to_string(), "nodes": nodes});
+    std::fs::write(dir.join("nodes.json"), file.to_string()).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_godown"))
+        .args(["cluster", "nginx", "--nodes"])
+        .arg(dir.join("nodes.json"))
+        .arg("--out")
+        .arg(dir.join("nginx.conf"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "godown cluster nginx");
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Conn::connect(addr).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not listen within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Nginx { child, addr }
+}
+
+fn seed_order(file: &str) -> Value {
+    let path = format!("{}/data/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_behind_nginx_serve_one_api() {
+    let dir = temp_dir();
+    let listen: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let data = |i: usize| dir.path().join(format!("n{}", i + 1));
+    let mut nodes = Vec::new();
+    for (i, addr) in listen.iter().enumerate() {
+        nodes.push(TestServer::start_at(&data(i), addr, &[], &[]).await);
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let nginx = start_nginx(dir.path(), &addrs).await;
+
+    // The seed walkthrough, through the proxy: the store lives on n2, so calls that carry
+    // it only in the body (or name only the order) are searched for, n1 first.
+    let seed_path = format!("/api/v1/stores/{SEED_STORE}");
+    let r = nginx
+        .send("PUT", &seed_path, true, Some(json!({"name": "Kirana"})))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let product = format!("/api/v1/inventory/products/{SEED_STORE}/{MAGGI}");
+    let body = json!({"product_name": "Maggi 2-Minute Noodles Masala", "unit": "pieces", "unit_price": 14, "stock": 44});
+    assert_eq!(
+        nginx.send("PUT", &product, true, Some(body)).await.status,
+        200
+    );
+    assert_eq!(nodes[1].stock(SEED_STORE, MAGGI).await, json!(44), "on n2");
+    assert_eq!(nodes[0].get(&product).await.status, 404, "not on n1");
+
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/orders",
+            false,
+            Some(seed_order("test_order_2_units.json")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let first = r.json();
+    assert_eq!(first["status"], json!("confirmed"));
+    assert_eq!(first["total_amount"], json!(49.4));
+    let r = nginx.send("GET", &product, false, None).await;
+    assert_eq!(r.json()["current_stock"], json!(42));
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/orders",
+            false,
+            Some(seed_order("test_order_50_units.json")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("Insufficient stock"))
+    );
+    let order_path = format!("/api/v1/orders/{}", first["order_id"].as_str().unwrap());
+    let r = nginx.send("GET", &order_path, false, None).await;
+    assert_eq!((r.status, r.json()), (200, first.clone()));
+
+    // An unpaid order, paid by its id alone (what a payment provider knows); one
+    // cancelled; an availability check and a hold; a per-store order.
+    let mut upi = seed_order("test_order_2_units.json");
+    upi["payment_method"] = json!("upi");
+    let r = nginx
+        .send("POST", "/api/v1/orders", false, Some(upi.clone()))
+        .await;
+    assert_eq!(
+        r.json()["status"],
+        json!("pending_payment"),
+        "{:?}",
+        r.json()
+    );
+    let paid = format!(
+        "/api/v1/orders/{}/payment",
+        r.json()["order_id"].as_str().unwrap()
+    );
+    let r = nginx
+        .send("POST", &paid, true, Some(json!({"status": "succeeded"})))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("confirmed")),
+        "{:?}",
+        r.json()
+    );
+    let r = nginx.send("POST", "/api/v1/orders", false, Some(upi)).await;
+    let cancel = format!(
+        "/api/v1/orders/{}/cancel",
+        r.json()["order_id"].as_str().unwrap()
+    );
+    let r = nginx
+        .send(
+            "POST",
+            &cancel,
+            true,
+            Some(json!({"reason": "changed mind"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("cancelled"))
+    );
+    let check = json!({"store_id": SEED_STORE, "items": [{"product_id": MAGGI, "quantity": 50}]});
+    let r = nginx
+        .send("POST", "/api/v1/inventory/availability", false, Some(check))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let hold = json!({"items": [{"product_id": MAGGI, "quantity": 3}]});
+    let r = nginx
+        .send(
+            "POST",
+            &format!("{seed_path}/reservations"),
+            false,
+            Some(hold),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let r = nginx
+        .send(
+            "POST",
+            &format!("{seed_path}/orders"),
+            false,
+            Some(seed_order("test_order_2_units.json")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(
+        nginx.send("GET", &product, false, None).await.json()["current_stock"],
+        json!(35)
+    );
+
+    // Stores on n1 and n3, and one placed by hashing; misses answer as one process would.
+    for (store, node) in [("A", Some(0)), ("C", Some(2)), ("HASHED-1", None)] {
+        let r = nginx
+            .send(
+                "PUT",
+                &format!("/api/v1/stores/{store}"),
+                true,
+                Some(json!({"name": store})),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let body = json!({"product_name": "Rice", "unit": "kg", "unit_price": 50, "stock": 10});
+        let path = format!("/api/v1/inventory/products/{store}/R");
+        assert_eq!(nginx.send("PUT", &path, true, Some(body)).await.status, 200);
+        if let Some(node) = node {
+            assert_eq!(nodes[node].stock(store, "R").await, json!(10), "{store}");
+        }
+        let r = nginx
+            .send(
+                "POST",
+                "/api/v1/orders",
+                false,
+                Some(order(store, &[("R", json!(1.5))])),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{store}: {:?}", r.json());
+    }
+    let r = nginx
+        .send("GET", "/api/v1/orders/ORD0000000000000001", false, None)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, json!("Order not found"))
+    );
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/orders",
+            false,
+            Some(order("NOPE", &[("R", json!(1))])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, json!("Store not found"))
+    );
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/orders",
+            false,
+            Some(order("C", &[("X", json!(1))])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, json!("Product not found")),
+        "the owner's own 404"
+    );
+
+    // kill -9 of n2: its store is unavailable (503, JSON); n1's and n3's answer, also by
+    // order id (the search passes the dead node).
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/orders",
+            false,
+            Some(order("C", &[("R", json!(1))])),
+        )
+        .await;
+    let c_order = format!("/api/v1/orders/{}", r.json()["order_id"].as_str().unwrap());
+    nodes[1].kill9();
+    let r = nginx.send("GET", &product, false, None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (503, json!("Store unavailable"))
+    );
+    assert_eq!(
+        nginx
+            .send("GET", "/api/v1/inventory/products/A/R", false, None)
+            .await
+            .status,
+        200
+    );
+    let r = nginx.send("GET", &c_order, false, None).await;
+    assert_eq!((r.status, r.json()["store_id"].clone()), (200, json!("C")));
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/orders",
+            false,
+            Some(order("A", &[("R", json!(1))])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+
+    // Back on its port: every acknowledged order of the seed store is there.
+    nodes[1] = TestServer::start_at(&data(1), &listen[1], &[], &[]).await;
+    let r = nginx.send("GET", &order_path, false, None).await;
+    assert_eq!(
+        (r.status, r.json()["order_id"].clone()),
+        (200, first["order_id"].clone())
+    );
+    assert_eq!(
+        nginx.send("GET", &product, false, None).await.json()["current_stock"],
+        json!(35)
+    );
+    let listed = nginx
+        .send("GET", &format!("{seed_path}/orders"), true, None)
+        .await
+        .json();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(4),
+        "{listed}"
+    );
+}
