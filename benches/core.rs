@@ -77,6 +77,7 @@ fn place_order(n: u32, items: Vec<DraftItem>) -> Command {
         reservation_id: None,
         payment_ttl_ms: 900_000,
         allow_partial: false,
+        saga_key: None,
     }))
 }
 

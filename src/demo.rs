@@ -245,5 +245,6 @@ fn draft(rng: &mut fastrand::Rng, catalogue: &[Command]) -> OrderDraft {
         reservation_id: None,
         payment_ttl_ms: 0,
         allow_partial: false,
+        saga_key: None,
     }
 }

@@ -97,6 +97,10 @@ enum Cmd {
         /// Threads for store actors and for HTTP workers (each); 0 = one per core [default: 0].
         #[arg(long)]
         threads: Option<usize>,
+        /// The region's nginx, when its stores are spread over several processes: transfers
+        /// and region orders reach other processes' stores through it.
+        #[arg(long)]
+        cluster_proxy: Option<SocketAddr>,
     },
     /// Closed-loop load generator: a table of req/s, statuses and latency percentiles.
     Load {
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
             views_every_records,
             wal_segment_bytes,
             threads,
+            cluster_proxy,
         } => {
             let file = match config
                 .as_deref()
@@ -285,6 +290,7 @@ fn main() -> ExitCode {
                 client_token: env("GODOWN_CLIENT_TOKEN").or(file.client_token),
                 webhook_hosts: env("GODOWN_WEBHOOK_HOSTS").or(file.webhook_hosts),
                 threads: threads.or(file.threads).unwrap_or(0),
+                cluster_proxy: cluster_proxy.or(file.cluster_proxy),
             };
             match godown::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,7 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     pub client_token: Option<String>,
     pub webhook_hosts: Option<String>,
+    pub cluster_proxy: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -72,6 +73,9 @@ pub struct ServeConfig {
     /// unset: any. A store token should not be able to make godown POST to internal
     /// addresses (a cloud's metadata service, an admin port): list the gateways you use.
     pub webhook_hosts: Option<String>,
+    /// The region's proxy (nginx), when stores of this region live in other processes too:
+    /// transfers and region orders reach those stores through it (see `saga::steps`).
+    pub cluster_proxy: Option<SocketAddr>,
     /// Arbiters for store actors and actix-web workers (each); 0 = one per core.
     pub threads: usize,
 }
@@ -222,19 +226,12 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     let arbiters: Vec<_> = (0..threads)
         .map(|_| actix::Arbiter::new().handle())
         .collect();
-    // Open sagas set order numbers aside for orders they may still place.
-    let open_sagas = crate::saga::open_sagas(&Archive::new(storage.clone()))
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let next_order_seq = crate::saga::max_order_seq(&open_sagas)
-        .map_or(recovered.next_order_seq, |s| {
-            recovered.next_order_seq.max(s + 1)
-        });
     let dir = Arc::new(Directory::new(
         arbiters,
         wal,
         Archive::new(storage.clone()),
         config.payment_ttl.as_millis() as i64,
-        next_order_seq,
+        recovered.next_order_seq,
     ));
     let regions = crate::saga::region::Regions::load(&config.data_dir)?;
     let fresh = recovered.states.is_empty();
@@ -255,10 +252,17 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         dir.adopt(s);
     }
     // Transfers and region orders a crash interrupted end before the first answer.
+    let remote = config
+        .cluster_proxy
+        .map(|proxy| crate::saga::steps::Remote {
+            proxy,
+            admin_token: config.admin_token.clone(),
+        });
     let sagas = Arc::new(crate::saga::Sagas::new(
         dir.clone(),
         Archive::new(storage.clone()),
         regions,
+        remote,
     ));
     match sagas.resume_open().await {
         Ok(0) => {}

@@ -127,6 +127,7 @@ fn holds_and_unpaid_orders_expire_exactly_at_their_deadline_on_the_injected_cloc
             reservation_id: None,
             payment_ttl_ms: 0,
             allow_partial: false,
+            saga_key: None,
         };
         let placed = run(&directory, Command::PlaceOrder(Box::new(draft))).await;
         assert!(matches!(placed, Outcome::Order(_)), "{placed:?}");

@@ -273,7 +273,7 @@ async fn hostile_requests_get_json_4xx_and_change_nothing() {
     ));
     let _ = state.directory.set(dir.clone());
     let regions = godown::saga::region::Regions::load(dir_tmp.path()).unwrap();
-    let sagas = godown::saga::Sagas::new(dir.clone(), Archive::new(storage), regions);
+    let sagas = godown::saga::Sagas::new(dir.clone(), Archive::new(storage), regions, None);
     let _ = state.sagas.set(Arc::new(sagas));
     let app = test::init_service(
         App::new()

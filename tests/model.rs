@@ -313,6 +313,7 @@ fn run(ops: Vec<Op>, snapshot_at: usize) -> Result<(), TestCaseError> {
                     reservation_id: hold_n.map(ReservationId::from_number),
                     payment_ttl_ms: TTL_PAY,
                     allow_partial: partial,
+                    saga_key: None,
                 };
                 (Command::PlaceOrder(Box::new(draft)), ok)
             }
@@ -603,6 +604,7 @@ fn per_store_bounds_on_open_holds_and_unpaid_orders_refuse_and_change_nothing() 
             reservation_id: None,
             payment_ttl_ms: 3_600_000,
             allow_partial: false,
+            saga_key: None,
         }))
     };
     for n in 1..=PENDING_PAYMENTS_MAX as u32 {
@@ -662,6 +664,7 @@ fn one_call_locks_at_most_lock_milli_max_and_a_refusal_changes_nothing() {
             reservation_id: None,
             payment_ttl_ms: 3_600_000,
             allow_partial: false,
+            saga_key: None,
         }))
     };
     let before = s.product(&pid(0)).unwrap().clone();

@@ -164,6 +164,7 @@ fn a_receiver_down_for_a_day_gives_failed_and_a_webhook_failed_event() {
             reservation_id: None,
             payment_ttl_ms: 0,
             allow_partial: false,
+            saga_key: None,
         };
         run(&directory, Command::PlaceOrder(Box::new(draft))).await;
         let tried = |n: usize| {

@@ -19,7 +19,7 @@ pub struct StoreEntry {
     pub depth: Arc<AtomicUsize>,
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CallError {
     #[error("store not found")]
     StoreNotFound,

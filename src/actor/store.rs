@@ -720,10 +720,12 @@ pub struct SagaMarks {
     pub transfer: Option<Box<str>>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Marks {
     pub hold_open: bool,
     pub transferred: bool,
+    /// The order a saga placed for the hold, if it did.
+    pub order: Option<OrderId>,
 }
 
 impl Message for SagaMarks {
@@ -733,11 +735,16 @@ impl Message for SagaMarks {
 impl Handler<SagaMarks> for StoreActor {
     type Result = MessageResult<SagaMarks>;
     fn handle(&mut self, msg: SagaMarks, _: &mut Self::Context) -> Self::Result {
+        let order = msg
+            .hold
+            .as_ref()
+            .and_then(|h| self.state.saga_order(h.as_str()));
         MessageResult(Marks {
             hold_open: msg
                 .hold
                 .is_some_and(|h| self.state.reservation(&h).is_some()),
             transferred: msg.transfer.is_some_and(|t| self.state.has_transferred(&t)),
+            order,
         })
     }
 }

@@ -138,7 +138,8 @@ pub fn public_kind(event: &Event) -> Option<EventKind> {
         | Event::WebhookSet(_)
         | Event::WebhookRemoved { .. }
         | Event::WebhookDelivered { .. }
-        | Event::Sold { .. } => return None,
+        | Event::Sold { .. }
+        | Event::SagaOrder { .. } => return None,
     })
 }
 

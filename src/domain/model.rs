@@ -450,6 +450,13 @@ pub enum Event {
         orders: i32,
         at_ms: TimeMs,
     },
+    /// An order placed as a step of a saga (a region order), under the saga's key for
+    /// this store (its hold's id), so that the step sent again finds it.
+    SagaOrder {
+        key: Box<str>,
+        order_id: OrderId,
+        at_ms: TimeMs,
+    },
 }
 
 impl Event {

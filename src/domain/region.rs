@@ -49,7 +49,7 @@ pub struct Part {
 }
 
 /// A line the region cannot serve as asked: what the region's stores have of it together.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RegionShort {
     pub product_id: ProductId,
     pub requested: Qty,

@@ -37,7 +37,7 @@ pub const LOCK_MILLI_MAX: u64 = 10_000 * 1000;
 pub const TRANSFER_RECEIPTS_KEPT_MS: TimeMs = 30 * 24 * 3600 * 1000;
 
 /// One item that cannot be had in the quantity asked for.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Shortage {
     pub product_id: ProductId,
     pub product_name: Box<str>,
@@ -47,7 +47,7 @@ pub struct Shortage {
 }
 
 /// Why a command was refused. Nothing changed when one of these is returned.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum DomainError {
     #[error("product {0} not found")]
     ProductNotFound(ProductId),
@@ -122,6 +122,9 @@ pub struct OrderDraft {
     /// Ship what is there: each line min(requested, available), whole units for counted
     /// products, lines with nothing dropped (API.md "Partial fulfilment").
     pub allow_partial: bool,
+    /// Placed by a saga under this key (`saga::steps`): noted with the order, so that the
+    /// step sent again finds the order instead of placing another.
+    pub saga_key: Option<Box<str>>,
 }
 
 /// One line of a return: a product of the order and how much of it comes back.
@@ -321,17 +324,19 @@ pub struct StoreState {
     /// Sales by product and day, from the `Sold` facts (analytics).
     #[serde(deserialize_with = "sales_since_analytics")]
     sales: Sales,
-    /// Transfers that moved stock in or out (id → when), for [`TRANSFER_RECEIPTS_KEPT_MS`].
+    /// What sagas did here, by key, for [`TRANSFER_RECEIPTS_KEPT_MS`]: a transfer that
+    /// moved stock in or out (its id → when), an order placed for a saga's hold (the
+    /// hold's id → when, and the order).
     #[serde(deserialize_with = "receipts_since_transfers")]
-    transfers: BTreeMap<Box<str>, TimeMs>,
+    sagas: BTreeMap<Box<str>, (TimeMs, Option<OrderId>)>,
     /// Derived from `reservations` and `orders`; rebuilt after a snapshot is loaded.
     #[serde(skip)]
     deadlines: BTreeSet<(TimeMs, Deadline)>,
 }
 
-fn receipts_since_transfers<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<Box<str>, TimeMs>, D::Error> {
+type SagaMarks = BTreeMap<Box<str>, (TimeMs, Option<OrderId>)>;
+
+fn receipts_since_transfers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SagaMarks, D::Error> {
     super::layout::added_after(super::layout::Layout::BeforeTransfers, BTreeMap::new(), d)
 }
 
@@ -417,7 +422,7 @@ impl From<StoreStateBeforeTokens> for StoreState {
             next_event_id: 1,
             webhooks: Webhooks::default(),
             sales: Sales::default(),
-            transfers: BTreeMap::new(),
+            sagas: BTreeMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -451,7 +456,7 @@ impl StoreState {
             next_event_id: 1,
             webhooks: Webhooks::default(),
             sales: Sales::default(),
-            transfers: BTreeMap::new(),
+            sagas: BTreeMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -471,7 +476,12 @@ impl StoreState {
     /// Whether the transfer `transfer_id` moved stock in or out of this store (in the last
     /// [`TRANSFER_RECEIPTS_KEPT_MS`]).
     pub fn has_transferred(&self, transfer_id: &str) -> bool {
-        self.transfers.contains_key(transfer_id)
+        self.sagas.contains_key(transfer_id)
+    }
+
+    /// The order a saga placed here under `key` (its hold's id), if it did.
+    pub fn saga_order(&self, key: &str) -> Option<OrderId> {
+        self.sagas.get(key).and_then(|(_, order)| *order)
     }
 
     /// The id the store's next public event will have.
@@ -860,7 +870,7 @@ impl StoreState {
         lines: Vec<ReservationLine>,
         now_ms: TimeMs,
     ) -> Result<Outcome, DomainError> {
-        if self.transfers.contains_key(&transfer_id) {
+        if self.sagas.contains_key(&transfer_id) {
             return Ok(Outcome::TransferredIn { fresh: false });
         }
         self.check_lines(lines.iter().map(|l| (&l.product_id, l.quantity)))?;
@@ -1152,6 +1162,17 @@ impl StoreState {
             self.sold(events, &order, 1, now_ms);
         }
         self.emit(events, Event::OrderSet(Arc::new(order)));
+        if let Some(key) = draft.saga_key {
+            let order_id = draft.order_id;
+            self.emit(
+                events,
+                Event::SagaOrder {
+                    key,
+                    order_id,
+                    at_ms: now_ms,
+                },
+            );
+        }
         Ok(Outcome::Order(draft.order_id))
     }
 
@@ -1602,7 +1623,7 @@ impl StoreState {
                 p.last_movement_id = m.movement_id;
                 self.next_movement_id = self.next_movement_id.max(m.movement_id + 1);
                 if matches!(m.kind, MovementKind::TransferIn | MovementKind::TransferOut) {
-                    self.transferred(&m.reference, m.at_ms);
+                    self.saga_mark(&m.reference, m.at_ms, None);
                 }
             }
             Event::ReservationOpened(r) => {
@@ -1637,6 +1658,11 @@ impl StoreState {
                 let day = super::analytics::local_day(*at_ms, self.config.utc_offset_minutes);
                 self.sales.record(day, lines, *orders);
             }
+            Event::SagaOrder {
+                key,
+                order_id,
+                at_ms,
+            } => self.saga_mark(key, *at_ms, Some(*order_id)),
             Event::TokenIssued(token) => self.tokens.insert(token.clone()),
             Event::TokenRevoked { token_id, .. } => self.tokens.remove(token_id),
             Event::StockLow { .. } => {}
@@ -1654,14 +1680,14 @@ impl StoreState {
         }
     }
 
-    /// Notes a transfer's movement at `at_ms`, forgetting transfers older than
+    /// Notes what a saga did here under `key` at `at_ms`, forgetting marks older than
     /// [`TRANSFER_RECEIPTS_KEPT_MS`] (by the log's own times, so replay forgets the same).
-    fn transferred(&mut self, transfer_id: &str, at_ms: TimeMs) {
-        if !self.transfers.contains_key(transfer_id) {
+    fn saga_mark(&mut self, key: &str, at_ms: TimeMs, order: Option<OrderId>) {
+        if !self.sagas.contains_key(key) {
             let horizon = at_ms - TRANSFER_RECEIPTS_KEPT_MS;
-            self.transfers.retain(|_, t| *t >= horizon);
+            self.sagas.retain(|_, (t, _)| *t >= horizon);
         }
-        self.transfers.insert(transfer_id.into(), at_ms);
+        self.sagas.insert(key.into(), (at_ms, order));
     }
 
     /// Checks every invariant of the whole state; for tests and recovery.

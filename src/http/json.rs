@@ -561,6 +561,7 @@ impl OrderBody {
             reservation_id,
             payment_ttl_ms: 0,
             allow_partial: self.allow_partial == Some(true),
+            saga_key: None,
         };
         Ok(ParsedOrder { store_id, draft })
     }

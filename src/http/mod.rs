@@ -204,6 +204,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/api/v1/regions/{region_id}/orders").post(regions::post_region_order),
         )
         .service(web::resource("/api/v1/transfers").post(regions::post_transfer))
+        .service(
+            web::resource("/api/v1/stores/{store_id}/saga-steps").post(regions::post_saga_step),
+        )
         .service(web::resource("/api/v1/transfers/{transfer_id}").get(regions::get_transfer))
         .service(web::resource(["/api/v1/orders", "/api/v1/orders/"]).post(post_order))
         .service(web::resource("/api/v1/orders/{order_id}").get(get_order))

@@ -27,6 +27,13 @@ impl From<SagaError> for ApiError {
             SagaError::Call { error, .. } => error.into(),
             SagaError::Overloaded { .. } => ApiError::overloaded(),
             SagaError::Storage(why) => ApiError::storage(why),
+            SagaError::Unreachable { store, .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Store unavailable",
+                format!(
+                    "The process that holds store {store} is not answering; the change will complete once it is back (retry with the same Idempotency-Key to see it)."
+                ),
+            ),
             SagaError::RegionNotFound => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "Region not found",
@@ -34,6 +41,11 @@ impl From<SagaError> for ApiError {
             ),
             SagaError::RegionShort(short) => short_answer(&short),
             SagaError::InvalidRegion(why) => ApiError::bad_request("Invalid region", why),
+            SagaError::KeyReused => ApiError::new(
+                StatusCode::CONFLICT,
+                "Idempotency key reused",
+                "This Idempotency-Key was used with a different request body.",
+            ),
             SagaError::SameStore => ApiError::bad_request(
                 "Same store",
                 "A transfer moves stock between two different stores.",
@@ -290,6 +302,24 @@ fn transfer_view(saga: &Saga, t: &Transfer) -> Value {
     view
 }
 
+/// A step of another process's saga at a store of this one (`saga::steps`; admin only,
+/// reached through the region's proxy). The answer is the step's result as JSON, refusals
+/// included: only a failure to run it at all is an HTTP error.
+pub async fn post_saga_step(
+    state: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    state.require_admin(&req)?;
+    let dir = state.dir()?;
+    let store = parse_store_id(&path)?;
+    let step: crate::saga::steps::Step = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("Invalid JSON", format!("Not a saga step: {e}")))?;
+    let result = crate::saga::steps::run_local(dir, &store, step).await;
+    Ok(json_response(StatusCode::OK, &result))
+}
+
 /// The answer a saga that ended gives (also to a retry with its `Idempotency-Key`): a
 /// completed transfer (201) or region order (200, its orders as they are now).
 pub(super) async fn saga_answer(state: &AppState, saga: &Saga) -> Result<Answer, ApiError> {
@@ -297,7 +327,7 @@ pub(super) async fn saga_answer(state: &AppState, saga: &Saga) -> Result<Answer,
         Plan::Transfer(t) => (201, transfer_view(saga, t)),
         Plan::Region(r) => {
             let mut orders = Vec::with_capacity(r.parts.len());
-            for id in r.order_ids() {
+            for &id in &r.orders {
                 let order: Order = super::handlers::read_order(state, id)
                     .await?
                     .ok_or_else(|| ApiError::storage("a region order's order is missing"))?;

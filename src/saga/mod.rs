@@ -10,10 +10,11 @@
 //! (a full mailbox, a stopped store) leaves the saga open; a background task resumes it.
 
 pub mod region;
+pub mod steps;
 pub mod transfer;
 
-use crate::actor::{Applied, CallError, Directory, Exec, Marks, SagaMarks, StoreError, now_ms};
-use crate::domain::{Command, DomainError, ReservationId, StoreId, TimeMs};
+use crate::actor::{CallError, Directory, Marks, now_ms};
+use crate::domain::{DomainError, ReservationId, StoreId, TimeMs};
 use crate::wal::archive::saga_step;
 use crate::wal::format::{SagaEntry, decode_frame, encode_frame};
 use crate::wal::{Archive, IdemTag, WalError};
@@ -26,6 +27,10 @@ use std::time::Duration;
 /// would stop it, right after the step named here (`transfer:started`, `region:held`, …)
 /// is durable. Never set it in production.
 pub const CRASH_AT_ENV: &str = "GODOWN_TEST_SAGA_CRASH";
+/// How long a request waits for a saga another task is running (a remote step takes at
+/// most `steps::REMOTE_STEP_TIMEOUT` each), and how often it looks.
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(60);
+const BUSY_POLL: Duration = Duration::from_millis(20);
 /// How often open sagas that a passing failure interrupted are tried again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
 
@@ -64,7 +69,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum SagaError {
     #[error("store {store}: {error}")]
     Domain { store: StoreId, error: DomainError },
@@ -74,32 +79,31 @@ pub enum SagaError {
     Overloaded { store: StoreId },
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The process of a store of the region did not answer (the saga stays open).
+    #[error("store {store} is unreachable: {why}")]
+    Unreachable { store: StoreId, why: String },
     #[error("region not found")]
     RegionNotFound,
     #[error("the region cannot serve the order")]
     RegionShort(Vec<crate::domain::region::RegionShort>),
     #[error("invalid region: {0}")]
-    InvalidRegion(&'static str),
+    InvalidRegion(Box<str>),
     #[error("a transfer needs two different stores")]
     SameStore,
+    #[error("the idempotency key was used with another body")]
+    KeyReused,
 }
 
 impl SagaError {
-    fn from_store(store: &StoreId, e: StoreError) -> SagaError {
-        let store = store.clone();
-        match e {
-            StoreError::Domain(error) => SagaError::Domain { store, error },
-            StoreError::Overloaded => SagaError::Overloaded { store },
-            StoreError::Storage(why) => SagaError::Storage(why),
-        }
-    }
-
     /// Whether the saga can go on later (a passing failure), rather than having ended.
     fn is_passing(&self) -> bool {
-        matches!(
-            self,
-            SagaError::Call { .. } | SagaError::Overloaded { .. } | SagaError::Storage(_)
-        )
+        match self {
+            SagaError::Call { error, .. } => *error != CallError::StoreNotFound,
+            SagaError::Overloaded { .. }
+            | SagaError::Storage(_)
+            | SagaError::Unreachable { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -112,6 +116,8 @@ impl From<WalError> for SagaError {
 /// Runs and resumes sagas against the stores of one process.
 pub struct Sagas {
     pub dir: Arc<Directory>,
+    /// Where steps for stores of other processes go (none: a region of one process).
+    remote: Option<steps::Remote>,
     archive: Archive,
     pub regions: region::Regions,
     /// Sagas being run now, so that the background retry never runs one twice at once.
@@ -129,9 +135,15 @@ impl Drop for Running<'_> {
 }
 
 impl Sagas {
-    pub fn new(dir: Arc<Directory>, archive: Archive, regions: region::Regions) -> Sagas {
+    pub fn new(
+        dir: Arc<Directory>,
+        archive: Archive,
+        regions: region::Regions,
+        remote: Option<steps::Remote>,
+    ) -> Sagas {
         Sagas {
             dir,
+            remote,
             archive,
             regions,
             running: Mutex::default(),
@@ -179,32 +191,20 @@ impl Sagas {
         }
     }
 
-    /// Runs one step: a command of one store, with the ids it carries, until durable.
-    async fn step(&self, store: &StoreId, command: Command) -> Result<Applied, SagaError> {
-        let exec = Exec {
-            command,
-            idem: None,
-            at_ms: None,
-            given_ids: true,
-        };
-        let call = |error| SagaError::Call {
-            store: store.clone(),
-            error,
-        };
-        let mut applied = self
-            .dir
-            .call(store, exec)
-            .await
-            .map_err(call)?
-            .map_err(|e| SagaError::from_store(store, e))?;
-        if let Some(rx) = applied.durable.take() {
-            match rx.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(why)) => return Err(SagaError::Storage(why.to_string())),
-                Err(_) => return Err(SagaError::Storage("the write-ahead log stopped".into())),
-            }
+    /// Runs a step where `store` lives: here, or through the region's proxy.
+    async fn run(
+        &self,
+        store: &StoreId,
+        step: steps::Step,
+    ) -> Result<steps::StepAnswer, SagaError> {
+        match (&self.remote, self.dir.get(store)) {
+            (_, Some(_)) => steps::run_local(&self.dir, store, step).await,
+            (Some(remote), None) => steps::run_remote(remote, store, &step).await,
+            (None, None) => Err(SagaError::Call {
+                store: store.clone(),
+                error: CallError::StoreNotFound,
+            }),
         }
-        Ok(applied)
     }
 
     /// What earlier steps left in `store` (whether a hold is open, a transfer moved).
@@ -214,17 +214,14 @@ impl Sagas {
         hold: Option<&ReservationId>,
         transfer: Option<&str>,
     ) -> Result<Marks, SagaError> {
-        let msg = SagaMarks {
+        let step = steps::Step::Marks {
             hold: hold.cloned(),
             transfer: transfer.map(Into::into),
         };
-        self.dir
-            .call(store, msg)
-            .await
-            .map_err(|error| SagaError::Call {
-                store: store.clone(),
-                error,
-            })
+        match self.run(store, step).await? {
+            steps::StepAnswer::Marks(m) => Ok(m),
+            other => Err(SagaError::Storage(format!("unexpected answer {other:?}"))),
+        }
     }
 
     /// The saga `id` as its last durable step left it.
@@ -241,8 +238,16 @@ impl Sagas {
 
     /// Takes an open saga to its end (see the module's doc). Returns it as it ended.
     pub async fn resume(&self, saga: Saga) -> Result<Saga, SagaError> {
-        let Some(_running) = self.start_running(&saga.id) else {
-            return Ok(saga);
+        // Another task may be running it (the background retry): wait for it to finish.
+        let started = std::time::Instant::now();
+        let _running = loop {
+            if let Some(running) = self.start_running(&saga.id) {
+                break running;
+            }
+            if started.elapsed() > BUSY_WAIT_MAX {
+                return Err(SagaError::Storage(format!("saga {} is busy", saga.id)));
+            }
+            tokio::time::sleep(BUSY_POLL).await;
         };
         // What was read may be stale: the saga may have ended since.
         let saga = self.read(&saga.id).await?.unwrap_or(saga);
@@ -253,6 +258,30 @@ impl Sagas {
             Plan::Transfer(_) => self.resume_transfer(saga).await,
             Plan::Region(_) => self.resume_region(saga).await,
         }
+    }
+
+    /// A request sent again with its `Idempotency-Key` while the saga it started is still
+    /// open (its answer was lost to a failure that left the saga waiting): that saga, taken
+    /// to its end, if it completes. `None`: start afresh.
+    async fn again(&self, idem: Option<&IdemTag>) -> Result<Option<Saga>, SagaError> {
+        let Some(tag) = idem else {
+            return Ok(None);
+        };
+        let archive = self.archive.clone();
+        let open = tokio::task::spawn_blocking(move || open_sagas(&archive))
+            .await
+            .map_err(|e| SagaError::Storage(e.to_string()))??;
+        let same_key = open
+            .into_iter()
+            .find(|s| s.idem.as_ref().is_some_and(|t| t.key == tag.key));
+        let Some(saga) = same_key else {
+            return Ok(None);
+        };
+        if saga.idem.as_ref().map(|t| t.body_hash) != Some(tag.body_hash) {
+            return Err(SagaError::KeyReused);
+        }
+        let ended = self.resume(saga).await?;
+        Ok((ended.phase == Phase::Completed).then_some(ended))
     }
 
     /// Resumes every open saga (at start-up, before the server is ready); how many.
@@ -293,17 +322,6 @@ pub fn open_sagas(archive: &Archive) -> Result<Vec<Saga>, WalError> {
         .iter()
         .map(|bytes| decode_frame(bytes, &|| "an open saga".into()))
         .collect()
-}
-
-/// The highest order sequence number an open saga set aside (its orders may not exist yet:
-/// the next orders must not take their numbers).
-pub fn max_order_seq(open: &[Saga]) -> Option<u64> {
-    open.iter()
-        .filter_map(|s| match &s.plan {
-            Plan::Region(r) => r.parts.iter().map(|p| p.order_id.seq()).max(),
-            Plan::Transfer(_) => None,
-        })
-        .max()
 }
 
 /// A fresh id with `prefix` and 16 hex digits from the OS's CSPRNG.

@@ -9,12 +9,13 @@
 //! out while the process was down, and the stock went meanwhile) cancels the orders
 //! already placed. Resumed, a saga that had not decided goes back; one that had, forward.
 
+use super::steps::{Step, StepAnswer};
 use super::{Phase, Plan, Saga, SagaError, Sagas, fresh_id, now};
-use crate::actor::{StockOf, now_ms};
+use crate::actor::now_ms;
 use crate::domain::region::{Candidate, REGION_STORES_MAX, distance_m, route};
 use crate::domain::{
-    Command, Customer, DraftItem, Location, OrderDraft, OrderId, PaymentMethod, ProductId,
-    ReservationId, ReservationLine, StoreId, TimeMs,
+    Customer, DraftItem, Location, OrderId, PaymentMethod, ProductId, ReservationId,
+    ReservationLine, StoreId, TimeMs,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -76,16 +77,16 @@ impl Regions {
     /// Creates or replaces a region; returns once it is on stable storage.
     pub async fn put(&self, region: Region) -> Result<Region, SagaError> {
         if region.store_ids.is_empty() || region.store_ids.len() > REGION_STORES_MAX {
-            return Err(SagaError::InvalidRegion("1 to 1,000 store ids"));
+            return Err(SagaError::InvalidRegion("1 to 1,000 store ids".into()));
         }
         let mut seen = std::collections::HashSet::new();
         if !region.store_ids.iter().all(|s| seen.insert(s)) {
-            return Err(SagaError::InvalidRegion("a store is listed twice"));
+            return Err(SagaError::InvalidRegion("a store is listed twice".into()));
         }
         let _writer = self.write.lock().await;
         let mut next = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
         if !next.contains_key(&region.region_id) && next.len() >= REGIONS_MAX {
-            return Err(SagaError::InvalidRegion("too many regions"));
+            return Err(SagaError::InvalidRegion("too many regions".into()));
         }
         next.insert(region.region_id.clone(), region.clone());
         let list: Vec<&Region> = next.values().collect();
@@ -122,12 +123,12 @@ pub struct RegionRequest {
     pub allow_split: bool,
 }
 
-/// One store's share of a region order: its hold and order ids, drawn before it ran.
+/// One store's share of a region order: its hold's id, drawn before it ran (the order
+/// placed for the hold is found by it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedPart {
     pub store_id: StoreId,
     pub hold_id: ReservationId,
-    pub order_id: OrderId,
     pub lines: Vec<ReservationLine>,
     /// The prices the client saw, per line (checked when the order is placed).
     pub unit_prices: Vec<Option<crate::domain::Paise>>,
@@ -139,12 +140,8 @@ pub struct RegionOrder {
     pub customer: Customer,
     pub payment_method: PaymentMethod,
     pub parts: Vec<PlannedPart>,
-}
-
-impl RegionOrder {
-    pub fn order_ids(&self) -> impl Iterator<Item = OrderId> + '_ {
-        self.parts.iter().map(|p| p.order_id)
-    }
+    /// The orders placed, one per part, once it completed.
+    pub orders: Vec<OrderId>,
 }
 
 impl Sagas {
@@ -157,10 +154,12 @@ impl Sagas {
     ) -> Vec<Candidate> {
         let mut out = Vec::new();
         for store in &region.store_ids {
-            let Ok((Some(location), available)) =
-                self.dir.call(store, StockOf(products.to_vec())).await
+            let step = Step::Stock {
+                products: products.to_vec(),
+            };
+            let Ok(StepAnswer::Stock(Some(location), available)) = self.run(store, step).await
             else {
-                continue; // not here, or without a location
+                continue; // not in the region's processes, unreachable, or without a location
             };
             out.push(Candidate {
                 store_id: store.clone(),
@@ -196,14 +195,9 @@ impl Sagas {
         let mut parts = Vec::with_capacity(routed.len());
         for part in routed {
             let hold = fresh_id("RSV")?;
-            let seq = self
-                .dir
-                .order_seq
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             parts.push(PlannedPart {
                 store_id: part.store_id,
                 hold_id: ReservationId::parse(&hold).expect("RSV + hex is valid"),
-                order_id: OrderId::from_seq(seq),
                 unit_prices: part.lines.iter().map(|(id, _)| price_of(id)).collect(),
                 lines: part
                     .lines
@@ -220,6 +214,7 @@ impl Sagas {
             customer: req.customer,
             payment_method: req.payment_method,
             parts,
+            orders: Vec::new(),
         };
         let id = fresh_id("RGN")?;
         let Some(_running) = self.start_running(&id) else {
@@ -235,12 +230,12 @@ impl Sagas {
         self.record(&saga).await?;
         self.fault_point("region:started");
         for (i, part) in order.parts.iter().enumerate() {
-            let hold = Command::Reserve {
-                reservation_id: part.hold_id.clone(),
+            let hold = Step::Hold {
+                hold_id: part.hold_id.clone(),
                 lines: part.lines.clone(),
                 ttl_ms: HOLD_TTL_MS,
             };
-            if let Err(e) = self.step(&part.store_id, hold).await {
+            if let Err(e) = self.run(&part.store_id, hold).await {
                 self.release(&order.parts[..i]).await?;
                 saga.phase = Phase::Failed(e.to_string().into());
                 self.record(&saga).await?;
@@ -254,18 +249,13 @@ impl Sagas {
         self.commit(saga).await
     }
 
-    /// Releases the holds of `parts` that are still open.
+    /// Releases the holds of `parts` (a hold already gone is fine).
     async fn release(&self, parts: &[PlannedPart]) -> Result<(), SagaError> {
         for part in parts {
-            let marks = self
-                .marks(&part.store_id, Some(&part.hold_id), None)
-                .await?;
-            if marks.hold_open {
-                let release = Command::Release {
-                    reservation_id: part.hold_id.clone(),
-                };
-                self.step(&part.store_id, release).await?;
-            }
+            let release = Step::Release {
+                hold_id: part.hold_id.clone(),
+            };
+            self.run(&part.store_id, release).await?;
         }
         Ok(())
     }
@@ -273,42 +263,24 @@ impl Sagas {
     /// Places each part's order (from its hold, or without it if it ran out); an order
     /// already placed is left. A refusal cancels the orders placed and releases the rest.
     async fn commit(&self, mut saga: Saga) -> Result<Saga, SagaError> {
-        let Plan::Region(order) = saga.plan.clone() else {
+        let Plan::Region(mut order) = saga.plan.clone() else {
             unreachable!("called for region orders only")
         };
+        let mut placed = Vec::with_capacity(order.parts.len());
         for (i, part) in order.parts.iter().enumerate() {
-            if self.order_exists(part.order_id).await? {
-                continue;
-            }
-            let marks = self
-                .marks(&part.store_id, Some(&part.hold_id), None)
-                .await?;
-            let draft = OrderDraft {
-                order_id: part.order_id,
+            let place = Step::Place {
+                hold_id: part.hold_id.clone(),
                 customer: order.customer.clone(),
-                items: part
-                    .lines
-                    .iter()
-                    .zip(&part.unit_prices)
-                    .map(|(l, price)| DraftItem {
-                        product_id: l.product_id.clone(),
-                        quantity: l.quantity,
-                        unit_price: *price,
-                    })
-                    .collect(),
                 payment_method: order.payment_method,
-                reservation_id: marks.hold_open.then(|| part.hold_id.clone()),
-                payment_ttl_ms: 0, // set by the store
-                allow_partial: false,
+                lines: part.lines.clone(),
+                unit_prices: part.unit_prices.clone(),
             };
-            match self
-                .step(&part.store_id, Command::PlaceOrder(Box::new(draft)))
-                .await
-            {
-                Ok(_) => {}
+            match self.run(&part.store_id, place).await {
+                Ok(StepAnswer::Placed(id)) => placed.push((part.store_id.clone(), id)),
+                Ok(other) => return Err(SagaError::Storage(format!("unexpected {other:?}"))),
                 Err(e) if e.is_passing() => return Err(e),
                 Err(e) => {
-                    self.undo(&order.parts[..i]).await?;
+                    self.undo(&placed).await?;
                     self.release(&order.parts[i..]).await?;
                     saga.phase = Phase::Failed(e.to_string().into());
                     self.record(&saga).await?;
@@ -319,19 +291,21 @@ impl Sagas {
                 self.fault_point("region:placed");
             }
         }
+        order.orders = placed.into_iter().map(|(_, id)| id).collect();
+        saga.plan = Plan::Region(order);
         saga.phase = Phase::Completed;
         self.record(&saga).await?;
         Ok(saga)
     }
 
-    /// Cancels the orders of `parts` (a region order that could not complete).
-    async fn undo(&self, parts: &[PlannedPart]) -> Result<(), SagaError> {
-        for part in parts {
-            let cancel = Command::Cancel {
-                order_id: part.order_id,
-                reason: Some("region order could not complete".into()),
+    /// Cancels the orders placed (a region order that could not complete).
+    async fn undo(&self, placed: &[(StoreId, OrderId)]) -> Result<(), SagaError> {
+        for (store, order_id) in placed {
+            let cancel = Step::Cancel {
+                order_id: *order_id,
+                reason: "region order could not complete".into(),
             };
-            match self.step(&part.store_id, cancel).await {
+            match self.run(store, cancel).await {
                 Ok(_) => {}
                 // Already cancelled (or expired) by someone else: nothing left to undo.
                 Err(SagaError::Domain { .. }) => {}
@@ -339,14 +313,6 @@ impl Sagas {
             }
         }
         Ok(())
-    }
-
-    async fn order_exists(&self, id: OrderId) -> Result<bool, SagaError> {
-        let archive = self.dir.archive.clone();
-        let found = tokio::task::spawn_blocking(move || archive.order(id))
-            .await
-            .map_err(|e| SagaError::Storage(e.to_string()))??;
-        Ok(found.is_some())
     }
 
     pub(super) async fn resume_region(&self, mut saga: Saga) -> Result<Saga, SagaError> {

@@ -7,9 +7,9 @@
 //! open → add (a no-op if already added) and send; no hold and nothing sent → nothing
 //! happened (the hold was never placed, or was released): failed.
 
+use super::steps::Step;
 use super::{Phase, Plan, Saga, SagaError, Sagas, fresh_id, now};
-use crate::actor::Availability;
-use crate::domain::{Command, ReservationId, ReservationLine, StoreId};
+use crate::domain::{ReservationId, ReservationLine, StoreId};
 use serde::{Deserialize, Serialize};
 
 /// A transfer's hold never runs out: only the transfer ends it. (A hold's deadline is
@@ -39,28 +39,13 @@ impl Sagas {
         if t.from_store == t.to_store {
             return Err(SagaError::SameStore);
         }
+        if let Some(done) = self.again(idem.as_ref()).await? {
+            return Ok(done);
+        }
         // Both stores have every product, in units each can count (before anything moves).
         for store in [&t.from_store, &t.to_store] {
-            let check = Availability {
-                lines: t
-                    .lines
-                    .iter()
-                    .map(|l| (l.product_id.clone(), l.quantity))
-                    .collect(),
-                alternatives: false,
-            };
-            let call = |error| SagaError::Call {
-                store: store.clone(),
-                error,
-            };
-            self.dir
-                .call(store, check)
-                .await
-                .map_err(call)?
-                .map_err(|error| SagaError::Domain {
-                    store: store.clone(),
-                    error,
-                })?;
+            let lines = t.lines.clone();
+            self.run(store, Step::Check { lines }).await?;
         }
         let id = fresh_id("TRF")?;
         let Some(_running) = self.start_running(&id) else {
@@ -75,12 +60,12 @@ impl Sagas {
         };
         self.record(&saga).await?;
         self.fault_point("transfer:started");
-        let hold = Command::Reserve {
-            reservation_id: hold_id(&id),
+        let hold = Step::Hold {
+            hold_id: hold_id(&id),
             lines: t.lines.clone(),
             ttl_ms: HOLD_TTL_MS,
         };
-        if let Err(e) = self.step(&t.from_store, hold).await {
+        if let Err(e) = self.run(&t.from_store, hold).await {
             if !e.is_passing() {
                 saga.phase = Phase::Failed(e.to_string().into());
                 self.record(&saga).await?;
@@ -94,28 +79,28 @@ impl Sagas {
     /// With the hold in place: adds at the target (once), then sends from the source. A
     /// refusal at the target releases the hold.
     async fn add_and_send(&self, mut saga: Saga, t: &Transfer) -> Result<Saga, SagaError> {
-        let add = Command::TransferIn {
+        let add = Step::TransferIn {
             transfer_id: saga.id.clone(),
             lines: t.lines.clone(),
         };
-        if let Err(e) = self.step(&t.to_store, add).await {
+        if let Err(e) = self.run(&t.to_store, add).await {
             if e.is_passing() {
                 return Err(e);
             }
-            let release = Command::Release {
-                reservation_id: hold_id(&saga.id),
+            let release = Step::Release {
+                hold_id: hold_id(&saga.id),
             };
-            self.step(&t.from_store, release).await?;
+            self.run(&t.from_store, release).await?;
             saga.phase = Phase::Failed(e.to_string().into());
             self.record(&saga).await?;
             return Err(e);
         }
         self.fault_point("transfer:added");
-        let send = Command::TransferOut {
-            reservation_id: hold_id(&saga.id),
+        let send = Step::TransferOut {
+            hold_id: hold_id(&saga.id),
             transfer_id: saga.id.clone(),
         };
-        self.step(&t.from_store, send).await?;
+        self.run(&t.from_store, send).await?;
         self.fault_point("transfer:sent");
         saga.phase = Phase::Completed;
         self.record(&saga).await?;

@@ -993,6 +993,7 @@ mod tests {
             reservation_id: None,
             payment_ttl_ms: 1000,
             allow_partial: false,
+            saga_key: None,
         };
         let (_, events) = state
             .execute(Command::PlaceOrder(Box::new(draft)), 2)

@@ -472,6 +472,7 @@ mod tests {
                 reservation_id: None,
                 payment_ttl_ms: 1000,
                 allow_partial: false,
+                saga_key: None,
             };
             records.push(record(&mut state, Command::PlaceOrder(Box::new(draft))));
         }
