@@ -58,8 +58,9 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Writes the nodes file and nginx's configuration, and starts nginx in the foreground.
-async fn start_nginx(dir: &Path, nodes: &[SocketAddr]) -> Nginx {
+/// Writes the nodes file and nginx's configuration, and starts nginx in the foreground on
+/// `addr`.
+async fn start_nginx(dir: &Path, addr: SocketAddr, nodes: &[SocketAddr]) -> Nginx {
     let repo = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("bash")
         .arg(format!("{repo}/scripts/nginx.sh"))
@@ -73,7 +74,6 @@ async fn start_nginx(dir: &Path, nodes: &[SocketAddr]) -> Nginx {
         .unwrap()
         .trim()
         .to_string();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let nodes: Vec<Value> = nodes
         .iter()
         .enumerate()
@@ -127,7 +127,8 @@ async fn three_processes_behind_nginx_serve_one_api() {
         nodes.push(TestServer::start_at(&data(i), addr, &[], &[]).await);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let nginx = start_nginx(dir.path(), &addrs).await;
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let nginx = start_nginx(dir.path(), proxy, &addrs).await;
 
     // The seed walkthrough, through the proxy: the store lives on n2, so calls that carry
     // it only in the body (or name only the order) are searched for, n1 first.
@@ -362,5 +363,279 @@ async fn three_processes_behind_nginx_serve_one_api() {
         listed["items"].as_array().map(Vec::len),
         Some(4),
         "{listed}"
+    );
+}
+
+/// The region of the saga test: nodes started with `--cluster-proxy`, restartable in place.
+struct Region {
+    dir: tempfile::TempDir,
+    listen: Vec<String>,
+    proxy: String,
+    nodes: Vec<Option<TestServer>>,
+}
+
+impl Region {
+    async fn start(&mut self, i: usize, env: &[(&str, &str)]) {
+        let data = self.dir.path().join(format!("n{}", i + 1));
+        let extra = ["--cluster-proxy", self.proxy.as_str()];
+        let node = TestServer::start_at(&data, &self.listen[i], &extra, env).await;
+        self.nodes[i] = Some(node);
+    }
+
+    /// Waits until node `i` has died by itself (an injected crash).
+    async fn wait_gone(&mut self, i: usize) {
+        let node = self.nodes[i].as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while node.try_wait().is_none() {
+            assert!(Instant::now() < deadline, "node {i} did not abort");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.nodes[i] = None;
+    }
+}
+
+/// (on_hand, reserved) of R at `store`, read through the proxy.
+async fn counts(nginx: &Nginx, store: &str) -> (Value, Value) {
+    let r = nginx
+        .send(
+            "GET",
+            &format!("/api/v1/inventory/products/{store}/R"),
+            false,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{store}: {:?}", r.json());
+    let p = r.json();
+    (p["on_hand"].clone(), p["reserved"].clone())
+}
+
+async fn keyed(nginx: &Nginx, path: &str, key: &str, body: Value) -> Response {
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [("authorization", auth.as_str()), ("idempotency-key", key)];
+    let mut conn = Conn::connect(nginx.addr).await.unwrap();
+    conn.send("POST", path, &headers, Some(Bytes::from(body.to_string())))
+        .await
+        .expect("a request through nginx")
+}
+
+fn transfer(from: &str, to: &str, q: u32) -> Value {
+    json!({"from_store": from, "to_store": to, "items": [{"product_id": "R", "quantity": q}]})
+}
+
+/// The transfer movements of R at `store` (`transfer_in` or `transfer_out`).
+async fn moved(nginx: &Nginx, store: &str, kind: &str) -> usize {
+    let path = format!("/api/v1/inventory/products/{store}/R/movements?limit=100");
+    let r = nginx.send("GET", &path, true, None).await.json();
+    r["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == json!(kind))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_and_split_orders_across_processes_happen_exactly_once() {
+    // Goal: A lives on n1 (which coordinates), C on n3. Transfers both ways and a split
+    // region order work across the processes; with C's process dead the transfer waits
+    // (503) and a retry with its key completes it once C is back; with the coordinator
+    // killed mid-way (after C took the units; after A's order of a split) it completes
+    // when the coordinator restarts. Every change happens exactly once.
+    let mut region = Region {
+        dir: temp_dir(),
+        listen: (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect(),
+        proxy: format!("127.0.0.1:{}", free_port()),
+        nodes: vec![None, None, None],
+    };
+    for i in 0..3 {
+        region.start(i, &[]).await;
+    }
+    let addrs: Vec<SocketAddr> = region.listen.iter().map(|a| a.parse().unwrap()).collect();
+    let nginx = start_nginx(region.dir.path(), region.proxy.parse().unwrap(), &addrs).await;
+    for (store, lat, lon) in [("A", 18.9067, 72.8147), ("C", 19.2183, 72.9781)] {
+        let body = json!({"name": store, "location": {"lat": lat, "lon": lon}});
+        assert_eq!(
+            nginx
+                .send("PUT", &format!("/api/v1/stores/{store}"), true, Some(body))
+                .await
+                .status,
+            200
+        );
+        let body = json!({"product_name": "Rice", "unit": "kg", "unit_price": 50, "stock": 5});
+        let path = format!("/api/v1/inventory/products/{store}/R");
+        assert_eq!(nginx.send("PUT", &path, true, Some(body)).await.status, 200);
+    }
+    let body = json!({"name": "Mumbai", "store_ids": ["A", "C"]});
+    assert_eq!(
+        nginx
+            .send("PUT", "/api/v1/regions/MUM", true, Some(body))
+            .await
+            .status,
+        200
+    );
+
+    // Both ways across the processes.
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/transfers",
+            true,
+            Some(transfer("A", "C", 2)),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (201, json!("completed")),
+        "{:?}",
+        r.json()
+    );
+    let r = nginx
+        .send(
+            "POST",
+            "/api/v1/transfers",
+            true,
+            Some(transfer("C", "A", 1)),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert_eq!(counts(&nginx, "A").await, (json!(4), json!(0)));
+    assert_eq!(counts(&nginx, "C").await, (json!(6), json!(0)));
+
+    // A split region order: 4 kg at A (nearer), 4 at C.
+    let mut body = order("ignored", &[("R", json!(8))]);
+    body.as_object_mut().unwrap().remove("store_id");
+    body["delivery_location"] = json!({"lat": 18.91, "lon": 72.82});
+    body["allow_split"] = json!(true);
+    let r = keyed(
+        &nginx,
+        "/api/v1/regions/MUM/orders",
+        "split-1",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let orders = r.json()["orders"].as_array().unwrap().clone();
+    assert_eq!(orders.len(), 2);
+    for o in &orders {
+        let path = format!("/api/v1/orders/{}", o["order_id"].as_str().unwrap());
+        assert_eq!(nginx.send("GET", &path, false, None).await.json(), *o);
+    }
+    assert_eq!(counts(&nginx, "A").await, (json!(0), json!(0)));
+    assert_eq!(counts(&nginx, "C").await, (json!(2), json!(0)));
+    for store in ["A", "C"] {
+        let path = format!("/api/v1/inventory/products/{store}/R/adjustments");
+        let body = json!({"quantity_change": 10, "reason": "delivery"});
+        assert_eq!(
+            nginx.send("POST", &path, true, Some(body)).await.status,
+            200
+        );
+    }
+
+    // C's process dies as the units arrive: the transfer waits (503, A's units held), and
+    // completes once C is back, when the client sends it again with its key.
+    region.nodes[2].as_mut().unwrap().stop();
+    region
+        .start(2, &[("GODOWN_TEST_SAGA_CRASH", "step:transfer_in")])
+        .await;
+    let r = keyed(&nginx, "/api/v1/transfers", "t-down", transfer("A", "C", 3)).await;
+    let error = r.json()["error"].clone();
+    assert_eq!(
+        (r.status, error),
+        (503, json!("Store unavailable")),
+        "{:?}",
+        r.json()
+    );
+    region.wait_gone(2).await;
+    let held = counts(&nginx, "A").await;
+    assert_eq!(held, (json!(10), json!(3)), "held meanwhile");
+    region.start(2, &[]).await;
+    let r = keyed(&nginx, "/api/v1/transfers", "t-down", transfer("A", "C", 3)).await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (201, json!("completed")),
+        "{:?}",
+        r.json()
+    );
+    assert_eq!(counts(&nginx, "A").await, (json!(7), json!(0)));
+    assert_eq!(counts(&nginx, "C").await, (json!(15), json!(0)));
+
+    // The coordinator dies after C took the units, before A sent them: restarted, it
+    // finishes the transfer; the retry gets the same transfer.
+    region.nodes[0].as_mut().unwrap().stop();
+    region
+        .start(0, &[("GODOWN_TEST_SAGA_CRASH", "transfer:added")])
+        .await;
+    let sent = Conn::connect(nginx.addr)
+        .await
+        .unwrap()
+        .send(
+            "POST",
+            "/api/v1/transfers",
+            &[
+                ("authorization", &format!("Bearer {ADMIN}")),
+                ("idempotency-key", "t-crash"),
+            ],
+            Some(Bytes::from(transfer("A", "C", 2).to_string())),
+        )
+        .await;
+    assert!(
+        sent.map(|r| r.status >= 500).unwrap_or(true),
+        "no answer from a dead coordinator"
+    );
+    region.wait_gone(0).await;
+    region.start(0, &[]).await;
+    assert_eq!(
+        counts(&nginx, "A").await,
+        (json!(5), json!(0)),
+        "completed at start-up"
+    );
+    assert_eq!(counts(&nginx, "C").await, (json!(17), json!(0)));
+    let r = keyed(
+        &nginx,
+        "/api/v1/transfers",
+        "t-crash",
+        transfer("A", "C", 2),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert_eq!(counts(&nginx, "A").await, (json!(5), json!(0)), "once");
+
+    // The coordinator dies after A's part of a split order, before C's: restarted, it
+    // places C's part; the retry gets both orders.
+    region.nodes[0].as_mut().unwrap().stop();
+    region
+        .start(0, &[("GODOWN_TEST_SAGA_CRASH", "region:placed")])
+        .await;
+    // 20 kg: no store has it (A 5, C 17); A (nearer) 5, C 15.
+    body["items"][0]["quantity"] = json!(20);
+    let _ = Conn::connect(nginx.addr)
+        .await
+        .unwrap()
+        .send(
+            "POST",
+            "/api/v1/regions/MUM/orders",
+            &[
+                ("authorization", &format!("Bearer {ADMIN}")),
+                ("idempotency-key", "split-crash"),
+            ],
+            Some(Bytes::from(body.to_string())),
+        )
+        .await;
+    region.wait_gone(0).await;
+    region.start(0, &[]).await;
+    assert_eq!(counts(&nginx, "A").await, (json!(0), json!(0)));
+    assert_eq!(counts(&nginx, "C").await, (json!(2), json!(0)));
+    let r = keyed(&nginx, "/api/v1/regions/MUM/orders", "split-crash", body).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["orders"].as_array().map(Vec::len), Some(2));
+    assert_eq!(counts(&nginx, "C").await, (json!(2), json!(0)), "once");
+    assert_eq!(
+        (
+            moved(&nginx, "A", "transfer_out").await,
+            moved(&nginx, "C", "transfer_in").await
+        ),
+        (3, 3)
     );
 }

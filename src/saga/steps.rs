@@ -81,12 +81,40 @@ pub struct Remote {
     pub admin_token: Option<String>,
 }
 
+impl Step {
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Check { .. } => "check",
+            Step::Stock { .. } => "stock",
+            Step::Hold { .. } => "hold",
+            Step::Release { .. } => "release",
+            Step::TransferIn { .. } => "transfer_in",
+            Step::TransferOut { .. } => "transfer_out",
+            Step::Place { .. } => "place",
+            Step::Cancel { .. } => "cancel",
+            Step::Marks { .. } => "marks",
+        }
+    }
+}
+
+/// Aborts the process before running a step, if a test asked for it: `step:transfer_in`
+/// in [`super::CRASH_AT_ENV`] kills the process that holds the store as the step arrives.
+fn fault_point(step: &Step) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(super::CRASH_AT_ENV).ok());
+    if at.as_deref().and_then(|a| a.strip_prefix("step:")) == Some(step.name()) {
+        tracing::warn!(step = step.name(), "injected crash");
+        std::process::abort();
+    }
+}
+
 /// Runs `step` at `store` in this process, once (see the module's doc).
 pub async fn run_local(
     dir: &Directory,
     store: &StoreId,
     step: Step,
 ) -> Result<StepAnswer, SagaError> {
+    fault_point(&step);
     let marks = |hold: Option<&ReservationId>, transfer: Option<&str>| {
         let msg = SagaMarks {
             hold: hold.cloned(),
