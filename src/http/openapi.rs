@@ -231,6 +231,9 @@ fn paths() -> Value {
         "/api/v1/transfers": {
             "post": op("Move stock from one store to another, both or neither (Idempotency-Key honoured)", Access::Admin, vec![idem.clone()], Some("TransferInput"), (201, "Transfer"), &[400, 404, 409]),
         },
+        "/api/v1/stores/{store_id}/saga-steps": {
+            "post": op("A step of a transfer or region order, sent by another process of the region through its proxy (internal; safe to send again)", Access::Admin, vec![store()], Some("SagaStep"), (200, "SagaStepResult"), &[400]),
+        },
         "/api/v1/transfers/{transfer_id}": {
             "get": op("Read a transfer", Access::Admin, vec![id_param("transfer_id")], None, (200, "Transfer"), &[404]),
         },
@@ -567,6 +570,7 @@ const ERROR_PHRASES: &[&str] = &[
     "Same store",
     "Transfer not found",
     "Region not found",
+    "Store unavailable",
     "Invalid region",
     "delivery_location is required",
     "store_ids is required",
@@ -851,6 +855,8 @@ fn schemas() -> Value {
             "updated": {"type": "integer", "minimum": 0},
             "unchanged": {"type": "integer", "minimum": 0},
         })),
+        "SagaStep": {"type": "object", "description": "One externally tagged step (Check, Stock, Hold, Release, TransferIn, TransferOut, Place, Cancel, Marks) as src/saga/steps.rs defines it"},
+        "SagaStepResult": {"type": "object", "description": "{\"Ok\": answer} or {\"Err\": refusal}: the step's result, refusals included"},
         "RegionInput": object(&["name", "store_ids"], json!({
             "name": name,
             "store_ids": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": id},
