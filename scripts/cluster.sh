@@ -53,6 +53,7 @@ case $cmd in
       demo=()
       [[ $k -eq 1 ]] && demo=(--demo)
       "$godown" serve --listen "127.0.0.1:$((port + k))" --data-dir "$dir/n$k" "${demo[@]}" \
+        --cluster-proxy "127.0.0.1:$port" \
         > "$dir/n$k.out" 2> "$dir/n$k.log" &
       echo $! > "$dir/n$k.pid"
     done
