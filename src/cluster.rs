@@ -23,6 +23,8 @@ pub const SEARCH_HEADER: &str = "x-godown-search";
 pub const NODES_MAX: usize = 64;
 /// What nginx answers when the node that holds a store does not answer (503, JSON).
 pub const UNAVAILABLE: &str = r#"{"error":"Store unavailable","message":"The process that holds this store is not answering; retry shortly."}"#;
+/// Requests over one keep-alive connection (client or upstream) before nginx closes it.
+const KEEPALIVE_REQUESTS: u32 = 1_000_000;
 /// Idle keep-alive connections nginx keeps to each node.
 const KEEPALIVE: u32 = 32;
 
@@ -112,6 +114,9 @@ pub fn nginx_config(file: &NodesFile) -> String {
     }
     // A CSV import takes up to 50 MiB; event streams stay open; answers stream through.
     let _ = writeln!(w, "    client_max_body_size 51m;\n    proxy_buffering off;");
+    // Keep-alive connections live on (nginx closes one after 1,000 requests by default,
+    // which a client pipelining orders over a few connections feels as errors).
+    let _ = writeln!(w, "    keepalive_requests {KEEPALIVE_REQUESTS};");
     let _ = writeln!(w, "    proxy_read_timeout 1h;\n    proxy_http_version 1.1;");
     let _ = writeln!(
         w,
@@ -123,7 +128,7 @@ pub fn nginx_config(file: &NodesFile) -> String {
     for n in &file.nodes {
         let _ = writeln!(
             w,
-            "    upstream node_{} {{ server {}; keepalive {KEEPALIVE}; }}",
+            "    upstream node_{} {{ server {}; keepalive {KEEPALIVE}; keepalive_requests {KEEPALIVE_REQUESTS}; }}",
             n.name, n.addr
         );
     }
@@ -135,7 +140,10 @@ pub fn nginx_config(file: &NodesFile) -> String {
         // max_fails=0: a node that fails is never taken out, so its stores never move.
         let _ = writeln!(w, "        server {} max_fails=0;", n.addr);
     }
-    let _ = writeln!(w, "        keepalive {KEEPALIVE};\n    }}\n");
+    let _ = writeln!(
+        w,
+        "        keepalive {KEEPALIVE};\n        keepalive_requests {KEEPALIVE_REQUESTS};\n    }}\n"
+    );
     let _ = writeln!(
         w,
         "    map $store_key $store_node {{\n        default by_hash;"
