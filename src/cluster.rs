@@ -125,6 +125,14 @@ pub fn nginx_config(file: &NodesFile) -> String {
     // A store's calls go to its node or nowhere: never to another node because its own is
     // down (a store created there would be a second copy of it).
     let _ = writeln!(w, "    proxy_next_upstream off;\n");
+    upstreams(w, file);
+    server(w, file);
+    let _ = writeln!(w, "}}");
+    c
+}
+
+/// One upstream per node, the consistent-hash group, and the map of pinned stores.
+fn upstreams(w: &mut String, file: &NodesFile) {
     for n in &file.nodes {
         let _ = writeln!(
             w,
@@ -140,9 +148,10 @@ pub fn nginx_config(file: &NodesFile) -> String {
         // max_fails=0: a node that fails is never taken out, so its stores never move.
         let _ = writeln!(w, "        server {} max_fails=0;", n.addr);
     }
+    let _ = writeln!(w, "        keepalive {KEEPALIVE};");
     let _ = writeln!(
         w,
-        "        keepalive {KEEPALIVE};\n        keepalive_requests {KEEPALIVE_REQUESTS};\n    }}\n"
+        "        keepalive_requests {KEEPALIVE_REQUESTS};\n    }}\n"
     );
     let _ = writeln!(
         w,
@@ -153,11 +162,12 @@ pub fn nginx_config(file: &NodesFile) -> String {
             let _ = writeln!(w, "        \"{s}\" node_{};", n.name);
         }
     }
-    let _ = writeln!(
-        w,
-        "    }}\n\n    server {{\n        listen {};",
-        file.listen
-    );
+    let _ = writeln!(w, "    }}\n");
+}
+
+/// The server: routes by the store in the path, the search, the first node for the rest.
+fn server(w: &mut String, file: &NodesFile) {
+    let _ = writeln!(w, "    server {{\n        listen {};", file.listen);
     // A node that does not answer: the contract's JSON, and a hint to retry.
     let _ = writeln!(w, "        error_page 502 504 = @unavailable;");
     let _ = writeln!(
@@ -195,8 +205,7 @@ pub fn nginx_config(file: &NodesFile) -> String {
         w,
         "        location / {{ proxy_pass http://node_{first}; }}"
     );
-    let _ = writeln!(w, "    }}\n}}");
-    c
+    let _ = writeln!(w, "    }}");
 }
 
 /// One step of the search: ask node `i`; on 421, the next (the last is asked plainly).

@@ -82,7 +82,7 @@ async fn an_order_goes_to_the_nearest_store_that_has_everything() {
     // farther complete one; without a single complete store a split uses the fewest
     // stores; nothing possible is 400 with the region's totals, and changes nothing.
     let dir = temp_dir();
-    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    let mut server = TestServer::start(&dir.path().join("db"), &[]).await;
     setup(&server, [("NEAR", 10, 2), ("MID", 10, 10), ("FAR", 3, 10)]).await;
 
     let r = server
@@ -180,6 +180,18 @@ async fn an_order_goes_to_the_nearest_store_that_has_everything() {
         )
         .await;
     assert_eq!(r.status, 401);
+
+    // The region is on disk: after kill -9 it is still there.
+    let before = server
+        .admin("GET", "/api/v1/regions/MUM", json!(null))
+        .await
+        .json();
+    server.kill9();
+    let server = TestServer::start(&dir.path().join("db"), &[]).await;
+    let after = server
+        .admin("GET", "/api/v1/regions/MUM", json!(null))
+        .await;
+    assert_eq!((after.status, after.json()), (200, before));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,21 +170,19 @@ impl Sagas {
         out
     }
 
-    /// Routes and places a region order; the saga as it ended.
-    pub async fn region_order(
+    /// Routes a region order: which stores, what each ships, and the id of each hold.
+    async fn plan(
         &self,
         region_id: &StoreId,
         req: RegionRequest,
-        idem: Option<crate::wal::IdemTag>,
-    ) -> Result<Saga, SagaError> {
+    ) -> Result<RegionOrder, SagaError> {
         let region = self
             .regions
             .get(region_id)
             .ok_or(SagaError::RegionNotFound)?;
         let products: Vec<ProductId> = req.items.iter().map(|i| i.product_id.clone()).collect();
-        let candidates = self
-            .candidates(&region, &products, &req.delivery_location)
-            .await;
+        let to = &req.delivery_location;
+        let candidates = self.candidates(&region, &products, to).await;
         let lines: Vec<(ProductId, crate::domain::Qty)> = req
             .items
             .iter()
@@ -209,13 +207,29 @@ impl Sagas {
                     .collect(),
             });
         }
-        let order = RegionOrder {
+        Ok(RegionOrder {
             region_id: region_id.clone(),
             customer: req.customer,
             payment_method: req.payment_method,
             parts,
             orders: Vec::new(),
-        };
+        })
+    }
+
+    /// Routes and places a region order; the saga as it ended.
+    pub async fn region_order(
+        &self,
+        region_id: &StoreId,
+        req: RegionRequest,
+        idem: Option<crate::wal::IdemTag>,
+    ) -> Result<Saga, SagaError> {
+        if self.regions.get(region_id).is_none() {
+            return Err(SagaError::RegionNotFound);
+        }
+        if let Some(done) = self.again(idem.as_ref()).await? {
+            return Ok(done);
+        }
+        let order = self.plan(region_id, req).await?;
         let id = fresh_id("RGN")?;
         let Some(_running) = self.start_running(&id) else {
             return Err(SagaError::Storage("saga id drawn twice".into()));

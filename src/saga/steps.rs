@@ -115,17 +115,6 @@ pub async fn run_local(
     step: Step,
 ) -> Result<StepAnswer, SagaError> {
     fault_point(&step);
-    let marks = |hold: Option<&ReservationId>, transfer: Option<&str>| {
-        let msg = SagaMarks {
-            hold: hold.cloned(),
-            transfer: transfer.map(Into::into),
-        };
-        async move {
-            dir.call(store, msg)
-                .await
-                .map_err(|error| call(store, error))
-        }
-    };
     let command = match step {
         Step::Check { lines } => {
             let lines = lines
@@ -150,16 +139,16 @@ pub async fn run_local(
             return Ok(StepAnswer::Stock(location, available));
         }
         Step::Marks { hold, transfer } => {
-            return Ok(StepAnswer::Marks(
-                marks(hold.as_ref(), transfer.as_deref()).await?,
-            ));
+            let found = marks(dir, store, hold.as_ref(), transfer.as_deref()).await?;
+            return Ok(StepAnswer::Marks(found));
         }
+        Step::Place { .. } => return place(dir, store, step).await,
         Step::Hold {
             hold_id,
             lines,
             ttl_ms,
         } => {
-            if marks(Some(&hold_id), None).await?.hold_open {
+            if marks(dir, store, Some(&hold_id), None).await?.hold_open {
                 return Ok(StepAnswer::Done);
             }
             Command::Reserve {
@@ -168,15 +157,14 @@ pub async fn run_local(
                 ttl_ms,
             }
         }
-        Step::Release { hold_id } => Command::Release {
-            reservation_id: hold_id,
-        },
-        Step::TransferIn { transfer_id, lines } => Command::TransferIn { transfer_id, lines },
         Step::TransferOut {
             hold_id,
             transfer_id,
         } => {
-            if marks(None, Some(&transfer_id)).await?.transferred {
+            if marks(dir, store, None, Some(&transfer_id))
+                .await?
+                .transferred
+            {
                 return Ok(StepAnswer::Done);
             }
             Command::TransferOut {
@@ -184,44 +172,11 @@ pub async fn run_local(
                 transfer_id,
             }
         }
-        Step::Place {
-            hold_id,
-            customer,
-            payment_method,
-            lines,
-            unit_prices,
-        } => {
-            let marks = marks(Some(&hold_id), None).await?;
-            if let Some(id) = marks.order {
-                return Ok(StepAnswer::Placed(id));
-            }
-            let held = marks.hold_open;
-            let items = lines
-                .into_iter()
-                .zip(unit_prices)
-                .map(|(l, unit_price)| DraftItem {
-                    product_id: l.product_id,
-                    quantity: l.quantity,
-                    unit_price,
-                })
-                .collect();
-            let key = Some(hold_id.as_str().into());
-            let draft = OrderDraft {
-                order_id: OrderId(0), // the store's next
-                customer,
-                items,
-                payment_method,
-                reservation_id: held.then_some(hold_id),
-                payment_ttl_ms: 0, // the store's own
-                allow_partial: false,
-                saga_key: key,
-            };
-            let reply = exec(dir, store, Command::PlaceOrder(Box::new(draft)), false).await?;
-            return match reply {
-                crate::actor::Reply::Order(o) => Ok(StepAnswer::Placed(o.order_id)),
-                _ => Err(SagaError::Storage("unexpected reply to an order".into())),
-            };
-        }
+        Step::Release { hold_id } => Command::Release {
+            reservation_id: hold_id,
+        },
+        // Once per transfer id by itself (the store's marks).
+        Step::TransferIn { transfer_id, lines } => Command::TransferIn { transfer_id, lines },
         Step::Cancel { order_id, reason } => Command::Cancel {
             order_id,
             reason: Some(reason),
@@ -235,6 +190,61 @@ pub async fn run_local(
             ..
         }) if release => Ok(StepAnswer::Done),
         other => other.map(|_| StepAnswer::Done),
+    }
+}
+
+/// What earlier steps left in `store`.
+async fn marks(
+    dir: &Directory,
+    store: &StoreId,
+    hold: Option<&ReservationId>,
+    transfer: Option<&str>,
+) -> Result<Marks, SagaError> {
+    let msg = SagaMarks {
+        hold: hold.cloned(),
+        transfer: transfer.map(Into::into),
+    };
+    dir.call(store, msg).await.map_err(|e| call(store, e))
+}
+
+/// Places the order for a hold, unless one was placed for it already (then its id).
+async fn place(dir: &Directory, store: &StoreId, step: Step) -> Result<StepAnswer, SagaError> {
+    let Step::Place {
+        hold_id,
+        customer,
+        payment_method,
+        lines,
+        unit_prices,
+    } = step
+    else {
+        unreachable!("called for Place only")
+    };
+    let found = marks(dir, store, Some(&hold_id), None).await?;
+    if let Some(id) = found.order {
+        return Ok(StepAnswer::Placed(id));
+    }
+    let items = lines
+        .into_iter()
+        .zip(unit_prices)
+        .map(|(l, unit_price)| DraftItem {
+            product_id: l.product_id,
+            quantity: l.quantity,
+            unit_price,
+        })
+        .collect();
+    let draft = OrderDraft {
+        order_id: OrderId(0), // the store chooses it (`given_ids: false`)
+        customer,
+        items,
+        payment_method,
+        saga_key: Some(hold_id.as_str().into()),
+        reservation_id: found.hold_open.then_some(hold_id),
+        payment_ttl_ms: 0, // the store's own
+        allow_partial: false,
+    };
+    match exec(dir, store, Command::PlaceOrder(Box::new(draft)), false).await? {
+        crate::actor::Reply::Order(o) => Ok(StepAnswer::Placed(o.order_id)),
+        _ => Err(SagaError::Storage("unexpected reply to an order".into())),
     }
 }
 
