@@ -174,16 +174,23 @@ pub async fn post_region_order(
 ) -> ApiResult {
     state.require_admin(&req)?;
     let region_id = parse_store_id(&path).map_err(|_| ApiError::invalid_id("region_id"))?;
+    run_keyed(state, req, body, move |sagas, req, body, idem| async move {
+        let request = parse_region_order(&req, &body)?;
+        Ok(sagas.region_order(&region_id, request, idem).await?)
+    })
+    .await
+}
+
+/// Starts a saga once per `Idempotency-Key` (see `keyed`) and answers with how it ended.
+async fn run_keyed<F, Fut>(state: Data, req: HttpRequest, body: Bytes, start: F) -> ApiResult
+where
+    F: FnOnce(Arc<Sagas>, HttpRequest, Bytes, Option<crate::wal::IdemTag>) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<Saga, ApiError>> + 'static,
+{
     let work = {
         let (state, req, body) = (state.clone(), req.clone(), body.clone());
         move |idem| async move {
-            let run = async {
-                let request = parse_region_order(&req, &body)?;
-                let saga = sagas(&state)?
-                    .region_order(&region_id, request, idem)
-                    .await?;
-                Ok::<Saga, ApiError>(saga)
-            };
+            let run = async { start(sagas(&state)?.clone(), req, body, idem).await };
             match run.await {
                 Ok(saga) => saga_answer(&state, &saga)
                     .await
@@ -237,23 +244,11 @@ fn parse_transfer(req: &HttpRequest, body: &[u8]) -> Result<Transfer, ApiError> 
 
 pub async fn post_transfer(state: Data, req: HttpRequest, body: Bytes) -> ApiResult {
     state.require_admin(&req)?;
-    let work = {
-        let (state, req, body) = (state.clone(), req.clone(), body.clone());
-        move |idem| async move {
-            let run = async {
-                let transfer = parse_transfer(&req, &body)?;
-                Ok::<Saga, ApiError>(sagas(&state)?.transfer(transfer, idem).await?)
-            };
-            match run.await {
-                Ok(saga) => saga_answer(&state, &saga)
-                    .await
-                    .unwrap_or_else(|e| e.answer()),
-                Err(e) => e.answer(),
-            }
-        }
-    };
-    let answer = keyed::once_per_key(&state, &req, &body, work).await?;
-    Ok(keyed::respond(&answer))
+    run_keyed(state, req, body, |sagas, req, body, idem| async move {
+        let transfer = parse_transfer(&req, &body)?;
+        Ok(sagas.transfer(transfer, idem).await?)
+    })
+    .await
 }
 
 pub async fn get_transfer(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
