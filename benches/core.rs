@@ -104,6 +104,7 @@ fn core(c: &mut Criterion) {
                 events,
                 idem: None,
                 first_event_id: 0,
+                batch: None,
             };
             encode_record(&record)
         })
@@ -152,6 +153,7 @@ fn wal(c: &mut Criterion) {
                 events,
                 idem: None,
                 first_event_id: 0,
+                batch: None,
             })
         })
         .collect();
@@ -221,6 +223,7 @@ fn snapshot_and_recovery(c: &mut Criterion) {
                 events,
                 idem: None,
                 first_event_id: 0,
+                batch: None,
             });
             handle.submit_waiting(ItemBody::Record {
                 store_id: id.clone(),

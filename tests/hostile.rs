@@ -179,6 +179,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/stores/{S}/webhooks"),
     ("DELETE", "/api/v1/stores/{S}/webhooks/{R}"),
     ("GET", "/api/v1/stores/{S}/webhooks/{R}/deliveries"),
+    ("POST", "/api/v1/stores/{S}/orders/batch"),
     ("POST", "/api/v1/transfers"),
     ("GET", "/api/v1/transfers/{R}"),
     ("PUT", "/api/v1/regions/{S}"),

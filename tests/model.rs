@@ -744,3 +744,93 @@ fn tokens_and_webhooks_per_store_are_bounded_and_a_refusal_changes_nothing() {
     s.execute(remove, 0).unwrap();
     s.execute(hook(1000), 0).unwrap();
 }
+
+/// One order of a generated batch: lines (product index 0..=PRODUCTS: the last is not in
+/// the catalogue), payment, partial, and whether it claims a stale price.
+type BatchOrder = (Vec<(usize, u64)>, bool, bool, bool);
+
+fn batch_order() -> impl Strategy<Value = BatchOrder> {
+    let lines = proptest::collection::btree_map(0..=PRODUCTS, 1u64..6, 1..4)
+        .prop_map(|m| m.into_iter().collect::<Vec<_>>());
+    (
+        lines,
+        any::<bool>(),
+        any::<bool>(),
+        proptest::bool::weighted(0.1),
+    )
+}
+
+fn batch_draft(n: u64, (lines, online, partial, stale): &BatchOrder) -> OrderDraft {
+    OrderDraft {
+        order_id: OrderId::from_seq(n),
+        customer: Customer {
+            phone: "".into(),
+            name: "".into(),
+            delivery_address: "".into(),
+        },
+        items: lines
+            .iter()
+            .map(|&(p, q)| DraftItem {
+                product_id: pid(p),
+                quantity: Qty::from_units(q),
+                unit_price: stale.then_some(Paise(999)),
+            })
+            .collect(),
+        payment_method: if *online {
+            PaymentMethod::Upi
+        } else {
+            PaymentMethod::Cod
+        },
+        reservation_id: None,
+        payment_ttl_ms: 60_000,
+        allow_partial: *partial,
+        saga_key: None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Goal (issue 17): a batch and the same orders sent one by one leave identical state
+    /// (byte for byte), with the same outcome for each order.
+    #[test]
+    fn a_batch_leaves_the_state_that_its_orders_one_by_one_leave(
+        orders in proptest::collection::vec(batch_order(), 1..40),
+    ) {
+        let mut one_by_one = big_store(12);
+        for i in 1..PRODUCTS {
+            let info = ProductInfo {
+                product_id: pid(i),
+                name: format!("P{i}").into(),
+                unit: Unit::Pieces,
+                unit_price: Paise(100),
+                low_stock_threshold: Qty::from_units(2),
+                category: None,
+                lead_time_days: 2,
+                safety_stock_days: 1,
+            };
+            let command = Command::SetProduct { info, stock: Some(Qty::from_units(7)) };
+            one_by_one.execute(command, 0).unwrap();
+        }
+        let mut batched = decode_state(&encode_state(&one_by_one), &|| "copy".into()).unwrap();
+        let drafts: Vec<OrderDraft> = orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| batch_draft(i as u64 + 1, o))
+            .collect();
+        let singles: Vec<Result<OrderId, DomainError>> = drafts
+            .iter()
+            .map(|d| {
+                let id = d.order_id;
+                one_by_one
+                    .execute(Command::PlaceOrder(Box::new(d.clone())), 5)
+                    .map(|_| id)
+            })
+            .collect();
+        let (outcome, _) = batched.execute(Command::PlaceBatch(drafts), 5).unwrap();
+        let Outcome::Batch(results) = outcome else { panic!("a batch outcome") };
+        prop_assert_eq!(results, singles);
+        prop_assert_eq!(encode_state(&batched), encode_state(&one_by_one));
+        batched.check_invariants();
+    }
+}

@@ -50,6 +50,8 @@ pub enum Reply {
     Reservation(Reservation),
     Released(ReservationId),
     Order(Arc<Order>),
+    /// Each order of a batch as placed, or why not.
+    Batch(Vec<Result<Arc<Order>, DomainError>>),
     Token(StoreToken),
     TokenRevoked(TokenId),
     Webhook(Box<Webhook>),
@@ -261,6 +263,7 @@ impl StoreActor {
         &mut self,
         events: Vec<Event>,
         idem: Option<IdemTag>,
+        batch: Option<Vec<Result<OrderId, DomainError>>>,
         wait: bool,
     ) -> Option<oneshot::Receiver<Durable>> {
         // The state has applied these events: its counter is past their public ones.
@@ -270,6 +273,7 @@ impl StoreActor {
             events,
             idem,
             first_event_id,
+            batch,
         };
         let frame = encode_record(&record);
         self.submitted += 1;
@@ -345,7 +349,7 @@ impl StoreActor {
             .state
             .execute(Command::ExpireDue, now)
             .expect("expiry cannot fail");
-        self.log(events, None, wait)
+        self.log(events, None, None, wait)
     }
 
     /// Forgets finished orders that are durable in the archive, oldest first.
@@ -391,6 +395,19 @@ impl StoreActor {
                 .state
                 .order(*order_id)
                 .map_or(Reply::None, |o| Reply::Order(o.clone())),
+            Outcome::Batch(results) => Reply::Batch(
+                results
+                    .iter()
+                    .map(|r| {
+                        r.clone().and_then(|id| {
+                            self.state
+                                .order(id)
+                                .cloned()
+                                .ok_or(DomainError::OrderNotFound)
+                        })
+                    })
+                    .collect(),
+            ),
             Outcome::Expired { .. }
             | Outcome::Imported { .. }
             | Outcome::TransferredIn { .. }
@@ -412,7 +429,7 @@ impl Actor for StoreActor {
         if self.fresh {
             self.wal.claim();
             let create = Event::StoreSet(self.state.config.clone());
-            self.log(vec![create], None, false);
+            self.log(vec![create], None, None, false);
         }
         ctx.run_interval(TICK, |actor, _| {
             actor.expire_due(false);
@@ -483,6 +500,14 @@ impl StoreActor {
         if let Command::PlaceOrder(draft) = &mut command {
             draft.payment_ttl_ms = self.shared.payment_ttl_ms;
         }
+        if let Command::PlaceBatch(drafts) = &mut command {
+            for draft in drafts {
+                draft.payment_ttl_ms = self.shared.payment_ttl_ms;
+                if !msg.given_ids {
+                    draft.order_id = self.fresh_order_id();
+                }
+            }
+        }
         match &mut command {
             _ if msg.given_ids => {}
             Command::PlaceOrder(draft) => draft.order_id = self.fresh_order_id(),
@@ -543,7 +568,11 @@ impl StoreActor {
             self.wal.release_claim();
             None
         } else {
-            self.log(events, msg.idem, true)
+            let batch = match &outcome {
+                Outcome::Batch(results) => Some(results.clone()),
+                _ => None,
+            };
+            self.log(events, msg.idem, batch, true)
         };
         Ok(Applied {
             outcome,

@@ -19,6 +19,9 @@ use std::sync::Arc;
 /// Most lines in one order, hold or availability check: a big kirana basket is ~100 lines;
 /// 500 keeps one command's work (and one WAL record) small and bounded.
 pub const ITEMS_MAX: usize = 500;
+/// Most orders in one batch (API.md "Batch orders"): one batch is one log record, and 500
+/// orders of a few lines each keep it well under a megabyte.
+pub const BATCH_ORDERS_MAX: usize = 500;
 /// Most open holds per store: bounds the actor's memory against abandoned carts.
 pub const OPEN_RESERVATIONS_MAX: usize = 100_000;
 /// Most orders awaiting payment per store: each keeps its units reserved and a deadline in
@@ -100,6 +103,10 @@ pub enum DomainError {
     /// Row `row` (from 0) of an import was refused; nothing of the import was applied.
     #[error("import row {row}: {error}")]
     ImportRow { row: usize, error: Box<DomainError> },
+    /// More than [`BATCH_ORDERS_MAX`] orders in one batch. New variants go last: a
+    /// refusal's place in this enum is its encoding in a batch's log record.
+    #[error("too many orders in one batch")]
+    TooManyOrders,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -187,6 +194,8 @@ pub enum Command {
         reservation_id: ReservationId,
     },
     PlaceOrder(Box<OrderDraft>),
+    /// Places each order on its own (each all or nothing), as one change: one log record.
+    PlaceBatch(Vec<OrderDraft>),
     Pay {
         order_id: OrderId,
         succeeded: bool,
@@ -252,6 +261,8 @@ pub enum Outcome {
     Reserved(Reservation),
     Released(ReservationId),
     Order(OrderId),
+    /// Each order of a batch: placed, or why not.
+    Batch(Vec<Result<OrderId, DomainError>>),
     Returned {
         order_id: OrderId,
         return_id: ReturnId,
@@ -610,6 +621,20 @@ impl StoreState {
                 Outcome::Released(reservation_id)
             }
             Command::PlaceOrder(draft) => self.place_order(&mut events, *draft, now_ms)?,
+            Command::PlaceBatch(drafts) => {
+                if drafts.len() > BATCH_ORDERS_MAX {
+                    return Err(DomainError::TooManyOrders);
+                }
+                // `place_order` changes nothing when it refuses, so each order stands alone.
+                let results = drafts
+                    .into_iter()
+                    .map(|draft| {
+                        let id = draft.order_id;
+                        self.place_order(&mut events, draft, now_ms).map(|_| id)
+                    })
+                    .collect();
+                Outcome::Batch(results)
+            }
             Command::Pay {
                 order_id,
                 succeeded,

@@ -206,6 +206,7 @@ impl From<DomainError> for ApiError {
                 .with("product_id", id.as_str()),
             InvalidQuantity(id) => ApiError::invalid_quantity(format!("Product {id}")).with("product_id", id.as_str()),
             TooManyItems => ApiError::bad_request("Too many items", "At most 500 items per request."),
+            TooManyOrders => ApiError::bad_request("Too many orders", "At most 500 orders per batch."),
             NoItems => ApiError::bad_request("Order must contain at least one item", "Send at least one item."),
             PriceChanged { product_id, unit_price } => ApiError::bad_request(
                 "Price changed",

@@ -506,7 +506,7 @@ pub async fn post_store_order(state: Data, req: HttpRequest, body: Bytes) -> Api
 /// The order body with `store_id` set to `store`: added when absent (as text, so that every
 /// number keeps the exact form it was sent in), refused when it names another store. A
 /// body that is not a JSON object is passed on as it is, to be refused as usual.
-fn with_store(store: &str, body: Bytes) -> Result<Bytes, ApiError> {
+pub(super) fn with_store(store: &str, body: Bytes) -> Result<Bytes, ApiError> {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&body) else {
         return Ok(body);
     };

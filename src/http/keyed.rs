@@ -64,8 +64,9 @@ where
                 // Detached, so a client that hangs up cannot cut the work (and the
                 // publication of its answer) in half.
                 let (state, key) = (state.clone(), key.clone());
+                let (req, body) = (req.clone(), body.clone());
                 let task = actix_web::rt::spawn(async move {
-                    let answer = match saved_answer(&state, &key, hash).await? {
+                    let answer = match saved_answer(&state, &key, hash, &req, &body).await? {
                         Some(answer) => answer,
                         None => {
                             let tag = IdemTag {
@@ -115,6 +116,8 @@ async fn saved_answer(
     state: &AppState,
     key: &Arc<str>,
     hash: [u8; 16],
+    req: &HttpRequest,
+    body: &Bytes,
 ) -> Result<Option<Answer>, ApiError> {
     let (archive, k) = (state.archive.clone(), key.clone());
     let saved = web::block(move || archive.saved_answer(&k))
@@ -141,6 +144,9 @@ async fn saved_answer(
                 &state.order_ids,
             )))
         }
+        SavedAnswer::Batch(results) => super::batch::saved_answer(state, req, body, results)
+            .await
+            .map(Some),
         SavedAnswer::Saga(id) => super::regions::saved_saga_answer(state, &id)
             .await
             .map(Some),
@@ -157,6 +163,16 @@ async fn saved_answer(
             )))
         }
     }
+}
+
+/// Makes an answer that changed nothing durable under its key before it is given.
+pub(super) async fn remember_answer(
+    state: &AppState,
+    key: &str,
+    hash: [u8; 16],
+    answer: &Answer,
+) -> Result<(), ApiError> {
+    remember_refusal(state, key, hash, answer).await
 }
 
 /// Makes a refusal durable under its key before it is answered.

@@ -3,6 +3,7 @@
 
 mod analytics;
 pub mod auth;
+mod batch;
 mod catalogue_csv;
 mod dashboard;
 pub mod error;
@@ -219,6 +220,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .get(listing::list_orders)
                 .post(post_store_order),
         )
+        .service(web::resource("/api/v1/stores/{store_id}/orders/batch").post(batch::post_batch))
         .service(web::resource("/api/v1/stores/{store_id}/orders/{order_id}").get(get_order))
         .service(
             web::resource("/api/v1/stores/{store_id}/orders/{order_id}/payment").post(post_payment),

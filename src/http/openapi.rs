@@ -249,6 +249,9 @@ fn paths() -> Value {
                      param("after", "query", json!({"type": "string", "pattern": "^(ORD([0-9A-F]{16}|[0-9A-F]{8}))?$", "description": "An order_id; empty: from the newest"}))],
                 None, (200, "OrderList"), &[400, 404]),
         },
+        "/api/v1/stores/{store_id}/orders/batch": {
+            "post": op("Place up to 500 orders at this store in one call: one {status, body} per order, each what the single route would answer; durable as a whole (Idempotency-Key covers the batch)", Access::Client, vec![store(), idem.clone()], Some("BatchInput"), (200, "BatchResult"), &[400, 404, 409]),
+        },
         "/api/v1/stores/{store_id}/orders/{order_id}": {
             "get": in_store(op("Read an order of this store", Access::Client, vec![order()], None, (200, "Order"), &[400, 404])),
         },
@@ -570,6 +573,9 @@ const ERROR_PHRASES: &[&str] = &[
     "Same store",
     "Transfer not found",
     "Region not found",
+    "Too many orders",
+    "Batch must contain at least one order",
+    "orders is required",
     "Store unavailable",
     "Invalid region",
     "delivery_location is required",
@@ -857,6 +863,13 @@ fn schemas() -> Value {
         })),
         "SagaStep": {"type": "object", "description": "One externally tagged step (Check, Stock, Hold, Release, TransferIn, TransferOut, Place, Cancel, Marks) as src/saga/steps.rs defines it"},
         "SagaStepResult": {"type": "object", "description": "{\"Ok\": answer} or {\"Err\": refusal}: the step's result, refusals included"},
+        "BatchInput": object(&["orders"], json!({
+            "orders": {"type": "array", "minItems": 1, "maxItems": 500, "items": {"description": "an order body (OrderInput; store_id optional, and if given this store); anything else is that order's 400, in its place in the answer"}},
+        })),
+        "BatchResult": {"type": "array", "items": object(&["status", "body"], json!({
+            "status": {"type": "integer"},
+            "body": {"type": "object", "description": "the Order, or the Error, that the single route would answer"},
+        }))},
         "RegionInput": object(&["name", "store_ids"], json!({
             "name": name,
             "store_ids": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": id},

@@ -28,6 +28,8 @@ pub enum SavedAnswer {
     Answer(Vec<u8>),
     /// The request ran this saga; its answer is the saga's record.
     Saga(Box<str>),
+    /// The request placed this batch: each order's outcome, in order.
+    Batch(Vec<Result<OrderId, crate::domain::DomainError>>),
 }
 
 /// An idempotency key's entry: the hash of the first request's body and its answer.
@@ -120,6 +122,7 @@ impl Archive {
             },
             IdemAnswer::Answer(bytes) => SavedAnswer::Answer(bytes),
             IdemAnswer::Saga(id) => SavedAnswer::Saga(id),
+            IdemAnswer::Batch(results) => SavedAnswer::Batch(results),
             IdemAnswer::LegacyRefused { status, body } => {
                 SavedAnswer::Answer(legacy_answer(status, &body))
             }

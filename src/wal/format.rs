@@ -145,6 +145,8 @@ pub enum IdemAnswer {
     },
     /// The request ran this saga; its answer is the saga as it ended (see [`SagaEntry`]).
     Saga(Box<str>),
+    /// The request placed this batch: each order's outcome, in order.
+    Batch(Vec<Result<OrderId, crate::domain::DomainError>>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,14 +166,27 @@ pub struct WalRecord {
     /// The id of the first public event its facts give (`domain::events`); 0 in records
     /// of format version 1, written before events, which give none.
     pub first_event_id: u64,
+    /// For a batch of orders: each order's outcome, in the batch's order (the answer an
+    /// `Idempotency-Key` gets again). Absent in records before batches.
+    #[serde(deserialize_with = "batch_since_batches")]
+    pub batch: Option<Vec<Result<OrderId, crate::domain::DomainError>>>,
 }
 
-/// The format version of record frames: 4 since analytics (3: orders carry returns; 2:
-/// records carry `first_event_id`; 1: the first).
-pub const RECORD_VERSION: u8 = 4;
+type BatchOutcome = Option<Vec<Result<OrderId, crate::domain::DomainError>>>;
+
+fn batch_since_batches<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BatchOutcome, D::Error> {
+    crate::domain::layout::added_after(Layout::BeforeTransfers, None, d)
+}
+
+/// The format version of record frames: 5 since batches (4: analytics; 3: orders carry
+/// returns; 2: records carry `first_event_id`; 1: the first).
+pub const RECORD_VERSION: u8 = 5;
 /// Record versions with `first_event_id`, still read, and the domain layout each holds.
-const RECORD_VERSIONS_READ: [(u8, Layout); 2] =
-    [(2, Layout::BeforeReturns), (3, Layout::BeforeAnalytics)];
+const RECORD_VERSIONS_READ: [(u8, Layout); 3] = [
+    (2, Layout::BeforeReturns),
+    (3, Layout::BeforeAnalytics),
+    (4, Layout::BeforeTransfers),
+];
 
 /// A record as format version 1 wrote it.
 #[derive(Deserialize)]
@@ -198,6 +213,7 @@ pub fn decode_record(bytes: &[u8], what: &dyn Fn() -> String) -> Result<WalRecor
             events: old.events,
             idem: old.idem,
             first_event_id: 0,
+            batch: None,
         });
     }
     for (version, layout) in RECORD_VERSIONS_READ {
@@ -638,7 +654,7 @@ pub fn view_writes(record: WalRecord) -> Vec<ViewWrite> {
             });
         }
     }
-    let mut answer = None;
+    let mut answer = record.batch.map(IdemAnswer::Batch);
     let mut moved: Vec<Movement> = Vec::new();
     for event in record.events {
         if let Event::Moved(m) = event {
@@ -748,6 +764,7 @@ mod tests {
                 events: ids.map(|i| Event::Moved(movement(i))).collect(),
                 idem: None,
                 first_event_id: 0,
+                batch: None,
             };
             for w in view_writes(record) {
                 let ViewWrite::Movements { store, movements } = w else {
@@ -928,6 +945,8 @@ mod tests {
     const PRODUCT_ADDED: [u8; 2] = [2, 1];
     const STATE_ADDED: [u8; 2] = [0, 0];
     const RECEIPTS_ADDED: [u8; 1] = [0];
+    /// What a record gained with batches: no batch outcome (`None`, one byte).
+    const BATCH_ADDED: [u8; 1] = [0];
 
     fn before_returns(bytes: &[u8], order: &crate::domain::Order) -> Vec<u8> {
         without_added(bytes, order, &ORDER_ADDED)
@@ -1007,11 +1026,11 @@ mod tests {
             events: vec![Event::OrderSet(Arc::new(order.clone()))],
             idem: None,
             first_event_id: 5,
+            batch: None,
         };
-        let old = reframe(
-            2,
-            &before_returns(&encode_record(&record)[HEADER_LEN..], &order),
-        );
+        let payload = &encode_record(&record)[HEADER_LEN..];
+        let payload = &payload[..payload.len() - BATCH_ADDED.len()];
+        let old = reframe(2, &before_returns(payload, &order));
         assert_eq!(decode_record(&old, &what).unwrap(), record);
         assert!(decode_versioned::<WalRecord>(&old, &what, 2).is_err());
 
@@ -1061,8 +1080,17 @@ mod tests {
             ],
             idem: None,
             first_event_id: 0,
+            batch: None,
         };
         let payload = &encode_record(&record)[HEADER_LEN..];
+        let payload = &payload[..payload.len() - BATCH_ADDED.len()];
+        let v4 = reframe(4, payload);
+        assert_eq!(
+            decode_record(&v4, &what).unwrap(),
+            record,
+            "version 4: no batch"
+        );
+        assert!(decode_versioned::<WalRecord>(&v4, &what, RECORD_VERSION).is_err());
         let old = without_added(payload, &state.config, &STORE_ADDED);
         let old = reframe(3, &without_added(&old, &info, &PRODUCT_ADDED));
         assert_eq!(decode_record(&old, &what).unwrap(), record);

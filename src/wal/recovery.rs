@@ -419,6 +419,7 @@ mod tests {
             events,
             idem: None,
             first_event_id: 0,
+            batch: None,
         }
     }
 
@@ -441,6 +442,7 @@ mod tests {
             events: vec![Event::StoreSet(config.clone())],
             idem: None,
             first_event_id: 0,
+            batch: None,
         }];
         state.apply_event(&records[0].events[0]);
         let info = ProductInfo {
