@@ -368,6 +368,47 @@ fn actors(c: &mut Criterion) {
                 .mul_f64(iters as f64 / (per_task * IN_FLIGHT) as f64)
         })
     });
+
+    // The same orders, 100 per message (`Command::PlaceBatch`, one log record each): what
+    // the batch route gives the actors. An element is one order of 3 lines.
+    const BATCH: u64 = 100;
+    const BATCHES_IN_FLIGHT: u64 = 16;
+    g.throughput(Throughput::Elements(3 * BATCH));
+    g.bench_function("batches_of_100_orders_3_lines", |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(BATCHES_IN_FLIGHT);
+            let t = Instant::now();
+            sys.block_on(async {
+                let tasks: Vec<_> = (0..BATCHES_IN_FLIGHT)
+                    .map(|k| {
+                        let stores = stores.clone();
+                        let mut rng = fastrand::Rng::with_seed(k);
+                        let batches: Vec<_> = (0..per_task)
+                            .map(|_| {
+                                let drafts = (0..BATCH)
+                                    .map(|_| match draft(&mut rng, 3) {
+                                        Command::PlaceOrder(d) => *d,
+                                        _ => unreachable!("draft makes orders"),
+                                    })
+                                    .collect();
+                                Command::PlaceBatch(drafts)
+                            })
+                            .collect();
+                        actix::spawn(async move {
+                            for batch in batches {
+                                exec_durably(stores[rng.usize(..STORES)].clone(), batch).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            t.elapsed()
+                .mul_f64(iters as f64 / (per_task * BATCHES_IN_FLIGHT) as f64)
+        })
+    });
     g.finish();
 }
 
