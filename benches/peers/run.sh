@@ -46,7 +46,7 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 for s in "${SCENARIOS[@]}"; do
-    [[ $s == @(throughput|flash|mixed) ]] || die "unknown scenario $s in SCENARIOS (throughput flash mixed)"
+    [[ $s == @(throughput|flash|mixed|batch) ]] || die "unknown scenario $s in SCENARIOS (throughput flash mixed batch)"
 done
 for s in "${SYSTEMS[@]}"; do
     [[ $s == @(godown|postgres|redis) ]] || die "unknown system $s in SYSTEMS (godown postgres redis)"

@@ -69,6 +69,30 @@ impl HttpBackend {
                 self.send("POST", "/api/v1/orders/", Some(body), false)
                     .await
             }
+            Op::Batch(store, orders) => {
+                self.body.clear();
+                self.body.push_str(r#"{"orders":["#);
+                for (k, lines) in orders.iter().enumerate() {
+                    let comma = if k == 0 { "" } else { "," };
+                    let _ = write!(
+                        self.body,
+                        r#"{comma}{{"customer_phone":"9876543210","customer_name":"Load","delivery_address":"Loopback","payment_method":"cod","items":["#
+                    );
+                    for (i, (p, q)) in lines.iter().enumerate() {
+                        let comma = if i == 0 { "" } else { "," };
+                        let _ = write!(
+                            self.body,
+                            r#"{comma}{{"product_id":"{}","quantity":{q}}}"#,
+                            product_id(*p)
+                        );
+                    }
+                    self.body.push_str("]}");
+                }
+                self.body.push_str("]}");
+                let path = format!("/api/v1/stores/{}/orders/batch", store_id(*store));
+                let body = Bytes::from(self.body.clone());
+                self.send("POST", &path, Some(body), false).await
+            }
             Op::Read(s, p) => {
                 let path = format!(
                     "/api/v1/inventory/products/{}/{}",

@@ -28,7 +28,13 @@ pub enum Scenario {
     Mixed,
     /// `GET /health`: what the HTTP stack serves with no engine behind it.
     Trivial,
+    /// [`BATCH_ORDERS`] `throughput` orders of one store per request: godown's batch
+    /// route, Redis pipelining the order script, PostgreSQL one call placing them all.
+    Batch,
 }
+
+/// Orders per request in the `batch` scenario (req/s × this = orders/s).
+pub const BATCH_ORDERS: usize = 100;
 
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
@@ -52,6 +58,8 @@ pub struct LoadConfig {
 pub enum Op {
     /// (store index, [(product index, units)])
     Order(usize, Vec<(usize, u64)>),
+    /// Orders of one store, each all or nothing on its own, in one request.
+    Batch(usize, Vec<Vec<(usize, u64)>>),
     Read(usize, usize),
     Restock(usize, usize, u64),
     Health,
@@ -86,6 +94,16 @@ pub fn next_op(scenario: Scenario, rng: &mut fastrand::Rng, stores: usize, produ
         Scenario::Trivial => Op::Health,
         Scenario::Flash => Op::Order(FLASH_STORE, vec![(FLASH_PRODUCT, 1)]),
         Scenario::Throughput => random_order(rng, stores, products),
+        Scenario::Batch => {
+            let store = rng.usize(0..stores);
+            let orders = (0..BATCH_ORDERS)
+                .map(|_| match random_order(rng, 1, products) {
+                    Op::Order(_, lines) => lines,
+                    _ => unreachable!("random_order makes orders"),
+                })
+                .collect();
+            Op::Batch(store, orders)
+        }
         Scenario::Mixed => match rng.u32(0..100) {
             0..80 => random_order(rng, stores, products),
             80..95 => Op::Read(rng.usize(0..stores), rng.usize(0..products)),

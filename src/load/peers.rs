@@ -137,8 +137,48 @@ END
 $$;
 ";
 
+/// Many orders of one store in one call (the `batch` scenario): `p_counts[i]` lines each,
+/// laid end to end in `p_products` / `p_quantities`. Each order runs in its own
+/// subtransaction (`BEGIN … EXCEPTION`), so each is all or nothing on its own, and the call
+/// commits once: one round trip and one WAL flush for the batch, as godown's batch route
+/// makes one log record. The batch's rows are locked up front, in one order (no deadlock
+/// between batches). Returns how many were placed.
+const PLACE_ORDERS: &str = "
+CREATE OR REPLACE FUNCTION place_orders(p_store text, p_counts int[], p_products text[], p_quantities bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_placed integer := 0;
+    v_from   integer := 1;
+    v_n      integer;
+BEGIN
+    -- Every stock row of the batch locked first, in product-id order: two batches (whose
+    -- orders would otherwise lock rows in their own order, holding the earlier orders'
+    -- locks) cannot deadlock.
+    PERFORM 1 FROM stock
+      WHERE store_id = p_store AND product_id = ANY (p_products)
+      ORDER BY product_id
+        FOR UPDATE;
+    FOREACH v_n IN ARRAY p_counts LOOP
+        BEGIN
+            PERFORM place_order(p_store, p_products[v_from:v_from + v_n - 1],
+                                p_quantities[v_from:v_from + v_n - 1]);
+            v_placed := v_placed + 1;
+        EXCEPTION WHEN SQLSTATE 'IS001' THEN
+            NULL; -- this order is refused; the others stand
+        END;
+        v_from := v_from + v_n;
+    END LOOP;
+    RETURN v_placed;
+END
+$$;
+";
+
 struct PgStatements {
     place_order: Statement,
+    place_orders: Statement,
     read: Statement,
     restock: Statement,
     health: Statement,
@@ -148,8 +188,9 @@ struct PgStatements {
 impl PgStatements {
     async fn prepare(client: &Client) -> Result<PgStatements, tokio_postgres::Error> {
         // Joined futures share the connection: the preparations go out together.
-        let (place_order, read, restock, health, on_hand) = tokio::try_join!(
+        let (place_order, place_orders, read, restock, health, on_hand) = tokio::try_join!(
             client.prepare("SELECT place_order($1, $2, $3)"),
+            client.prepare("SELECT place_orders($1, $2, $3, $4)"),
             client.prepare(
                 "SELECT on_hand - reserved FROM stock WHERE store_id = $1 AND product_id = $2"
             ),
@@ -161,6 +202,7 @@ impl PgStatements {
         )?;
         Ok(PgStatements {
             place_order,
+            place_orders,
             read,
             restock,
             health,
@@ -242,6 +284,7 @@ impl PgBackend {
     pub async fn run(&mut self, op: &Op) -> Outcome {
         let result = match op {
             Op::Order(s, lines) => self.order(*s, lines).await,
+            Op::Batch(s, orders) => self.batch(*s, orders).await,
             Op::Read(s, p) => self.read(*s, *p).await,
             Op::Restock(s, p, q) => self.restock(*s, *p, *q).await,
             Op::Health => self.health().await,
@@ -282,6 +325,30 @@ impl PgBackend {
             Err(e) if e.code().map(SqlState::code) == Some(SHORT_SQLSTATE) => Ok(Outcome::Short),
             Err(e) => Err(e),
         }
+    }
+
+    async fn batch(
+        &mut self,
+        s: usize,
+        orders: &[Vec<(usize, u64)>],
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let store = store_id(s);
+        let (mut counts, mut products, mut quantities) = (Vec::new(), Vec::new(), Vec::new());
+        for lines in orders {
+            // Each order's lines sorted by product (the scenarios never repeat one).
+            let mut lines = lines.clone();
+            lines.sort_unstable_by_key(|&(p, _)| p);
+            counts.push(lines.len() as i32);
+            for (p, q) in lines {
+                products.push(product_id(p));
+                quantities.push(q as i64);
+            }
+        }
+        let st = self.statements().await?.place_orders.clone();
+        self.client
+            .query_one(&st, &[&store, &counts, &products, &quantities])
+            .await?;
+        Ok(Outcome::Ok)
     }
 
     async fn read(&mut self, s: usize, p: usize) -> Result<Outcome, tokio_postgres::Error> {
@@ -335,6 +402,10 @@ impl PgBackend {
             .batch_execute(PLACE_ORDER)
             .await
             .map_err(|e| err("creating place_order()", e))?;
+        self.client
+            .batch_execute(PLACE_ORDERS)
+            .await
+            .map_err(|e| err("creating place_orders()", e))?;
         let insert = self
             .client
             .prepare(
@@ -427,6 +498,8 @@ fn stock_key(s: usize, p: usize) -> String {
 
 pub struct RedisBackend {
     conn: redis::aio::MultiplexedConnection,
+    /// Whether the order script is loaded (a pipeline calls it by hash, with no retry).
+    script_loaded: bool,
 }
 
 impl RedisBackend {
@@ -451,7 +524,46 @@ impl RedisBackend {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-        Ok(RedisBackend { conn })
+        Ok(RedisBackend {
+            conn,
+            script_loaded: false,
+        })
+    }
+
+    /// The batch: one pipeline of the order script, once per order (with `appendfsync
+    /// always` Redis writes and syncs the pipeline's effects before it answers).
+    async fn batch(
+        &mut self,
+        s: usize,
+        orders: &[Vec<(usize, u64)>],
+    ) -> redis::RedisResult<Outcome> {
+        if !self.script_loaded {
+            ORDER_SCRIPT
+                .prepare_invoke()
+                .load_async(&mut self.conn)
+                .await?;
+            self.script_loaded = true;
+        }
+        let store = store_id(s);
+        let mut pipe = redis::pipe();
+        for lines in orders {
+            let call = pipe
+                .cmd("EVALSHA")
+                .arg(ORDER_SCRIPT.get_hash())
+                .arg(lines.len());
+            for &(p, _) in lines {
+                call.arg(stock_key(s, p));
+            }
+            call.arg(&store);
+            for &(_, q) in lines {
+                call.arg(q);
+            }
+            for &(p, _) in lines {
+                call.arg(product_id(p));
+            }
+        }
+        let _ids: Vec<i64> = pipe.query_async(&mut self.conn).await?;
+        Ok(Outcome::Ok)
     }
 
     pub async fn run(&mut self, op: &Op) -> Outcome {
@@ -473,6 +585,7 @@ impl RedisBackend {
                     .await
                     .map(|id| if id == 0 { Outcome::Short } else { Outcome::Ok })
             }
+            Op::Batch(s, orders) => self.batch(*s, orders).await,
             Op::Read(s, p) => redis::cmd("GET")
                 .arg(stock_key(*s, *p))
                 .query_async::<Option<i64>>(&mut self.conn)
