@@ -180,6 +180,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/stores/{S}/webhooks/{R}"),
     ("GET", "/api/v1/stores/{S}/webhooks/{R}/deliveries"),
     ("POST", "/api/v1/stores/{S}/orders/batch"),
+    ("POST", "/api/v1/stores/{S}/saga-steps"),
     ("POST", "/api/v1/transfers"),
     ("GET", "/api/v1/transfers/{R}"),
     ("PUT", "/api/v1/regions/{S}"),
