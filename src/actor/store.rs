@@ -66,9 +66,9 @@ pub struct Exec {
     /// When the command happened, for generated history (the demo's past days); `None`,
     /// as for every request: now, by the store's clock.
     pub at_ms: Option<TimeMs>,
-    /// Keep the order or hold id the command carries instead of choosing a fresh one: a
-    /// saga's step (`crate::saga`) names its hold and order before it runs, so that the
-    /// step resumed after a crash finds them. The saga draws them as the actor would.
+    /// Keep the hold id the command carries instead of choosing a fresh one: a saga's step
+    /// (`crate::saga`) names its hold before it runs, so that the step sent again after a
+    /// crash finds it. The saga draws it from the OS's CSPRNG, as the actor would.
     pub given_ids: bool,
 }
 

@@ -4,7 +4,8 @@
 //! (written whole, synced, then renamed over the old one: a region change is rare and
 //! small). A region order is routed by `domain::region::route`, then run as a saga: a hold
 //! in each chosen store; then, once every hold is in place, the decision to commit is
-//! logged and each hold becomes that store's order (with the order id the saga drew).
+//! logged and each hold becomes that store's order (the store notes the order under the
+//! hold's id, so a resent step finds it).
 //! Any refusal before the decision releases every hold; a refusal after it (a hold that ran
 //! out while the process was down, and the stock went meanwhile) cancels the orders
 //! already placed. Resumed, a saga that had not decided goes back; one that had, forward.
