@@ -102,9 +102,10 @@ enum Route {
     ListWebhooks,
     RemoveWebhook,
     Deliveries,
+    SagaSteps,
 }
 
-const STORE_ROUTES: [Route; 24] = [
+const STORE_ROUTES: [Route; 25] = [
     Route::PutStore,
     Route::IssueToken,
     Route::ListTokens,
@@ -129,6 +130,7 @@ const STORE_ROUTES: [Route; 24] = [
     Route::ListWebhooks,
     Route::RemoveWebhook,
     Route::Deliveries,
+    Route::SagaSteps,
 ];
 
 /// Registers a webhook of store A as the admin; returns its id.
@@ -145,7 +147,11 @@ impl Route {
     fn admin_only(self) -> bool {
         matches!(
             self,
-            Route::PutStore | Route::IssueToken | Route::ListTokens | Route::RevokeToken
+            Route::PutStore
+                | Route::IssueToken
+                | Route::ListTokens
+                | Route::RevokeToken
+                | Route::SagaSteps
         )
     }
 
@@ -241,6 +247,12 @@ impl Route {
                 let path = format!("/api/v1/stores/A/webhooks/{id}/deliveries");
                 ("GET", path, Value::Null)
             }
+            // Another process's saga step: the admin token only (what the proxy carries).
+            Route::SagaSteps => (
+                "POST",
+                "/api/v1/stores/A/saga-steps".into(),
+                json!({"Marks": {"hold": null, "transfer": null}}),
+            ),
         }
     }
 }

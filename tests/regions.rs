@@ -7,7 +7,6 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 
 /// Three Mumbai-area stores: `NEAR` (Colaba), `MID` (Dadar), `FAR` (Thane); the customer
 /// is in Colaba. Rice `R` (kg) and noodles `N` (pieces) at 50.00 and 14.00 everywhere.
@@ -260,14 +259,7 @@ async fn crash_at(data: &std::path::Path, point: &str) {
         sent.is_err(),
         "{point}: no answer comes from a process that died"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.try_wait().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{point}: the process did not abort"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.wait_gone().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 
 /// Stores `A` and `B`: `P` in pieces (10 at A, 2 at B), `K` in kg (5 at A, 0 at B); `Q`
 /// only at A.
@@ -206,14 +205,7 @@ async fn crash_at(data: &std::path::Path, point: &str) {
         sent.is_err(),
         "{point}: no answer comes from a process that died"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.try_wait().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{point}: the process did not abort"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.wait_gone().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,11 @@ fn short_answer(short: &[RegionShort]) -> ApiError {
     .with("items", Value::Array(items))
 }
 
+/// A region id: the same alphabet and length as a store id.
+fn parse_region_id(s: &str) -> Result<StoreId, ApiError> {
+    parse_store_id(s).map_err(|_| ApiError::invalid_id("region_id"))
+}
+
 fn sagas(state: &AppState) -> Result<&Arc<Sagas>, ApiError> {
     state.sagas.get().ok_or_else(ApiError::not_ready)
 }
@@ -99,7 +104,7 @@ pub async fn put_region(
 ) -> ApiResult {
     state.require_admin(&req)?;
     let sagas = sagas(&state)?;
-    let region_id = parse_store_id(&path).map_err(|_| ApiError::invalid_id("region_id"))?;
+    let region_id = parse_region_id(&path)?;
     let parsed: RegionBody = parse_body(&req, &body)?;
     let name = parse_name(parsed.name.as_deref(), "name")?;
     let store_ids = parsed
@@ -114,7 +119,7 @@ pub async fn put_region(
 
 pub async fn get_region(state: Data, req: HttpRequest, path: web::Path<String>) -> ApiResult {
     state.require_admin(&req)?;
-    let region_id = parse_store_id(&path).map_err(|_| ApiError::invalid_id("region_id"))?;
+    let region_id = parse_region_id(&path)?;
     let region = sagas(&state)?
         .regions
         .get(&region_id)
@@ -173,7 +178,7 @@ pub async fn post_region_order(
     body: Bytes,
 ) -> ApiResult {
     state.require_admin(&req)?;
-    let region_id = parse_store_id(&path).map_err(|_| ApiError::invalid_id("region_id"))?;
+    let region_id = parse_region_id(&path)?;
     run_keyed(state, req, body, move |sagas, req, body, idem| async move {
         let request = parse_region_order(&req, &body)?;
         Ok(sagas.region_order(&region_id, request, idem).await?)

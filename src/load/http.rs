@@ -6,6 +6,24 @@ use bytes::Bytes;
 use std::fmt::Write;
 use std::net::SocketAddr;
 
+/// Appends a cod order's JSON body (naming its store, if given) to `out`.
+fn write_order(out: &mut String, store: Option<usize>, lines: &[(usize, u64)]) {
+    out.push('{');
+    if let Some(s) = store {
+        let _ = write!(out, r#""store_id":"{}","#, store_id(s));
+    }
+    out.push_str(r#""customer_phone":"9876543210","customer_name":"Load","delivery_address":"Loopback","payment_method":"cod","items":["#);
+    for (i, (p, q)) in lines.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(
+            out,
+            r#"{comma}{{"product_id":"{}","quantity":{q}}}"#,
+            product_id(*p)
+        );
+    }
+    out.push_str("]}");
+}
+
 pub struct HttpBackend {
     conn: Conn,
     auth: Option<String>,
@@ -51,20 +69,7 @@ impl HttpBackend {
             Op::Health => self.send("GET", "/health", None, false).await,
             Op::Order(store, lines) => {
                 self.body.clear();
-                let _ = write!(
-                    self.body,
-                    r#"{{"store_id":"{}","customer_phone":"9876543210","customer_name":"Load","delivery_address":"Loopback","payment_method":"cod","items":["#,
-                    store_id(*store)
-                );
-                for (i, (p, q)) in lines.iter().enumerate() {
-                    let comma = if i == 0 { "" } else { "," };
-                    let _ = write!(
-                        self.body,
-                        r#"{comma}{{"product_id":"{}","quantity":{q}}}"#,
-                        product_id(*p)
-                    );
-                }
-                self.body.push_str("]}");
+                write_order(&mut self.body, Some(*store), lines);
                 let body = Bytes::from(self.body.clone());
                 self.send("POST", "/api/v1/orders/", Some(body), false)
                     .await
@@ -73,20 +78,10 @@ impl HttpBackend {
                 self.body.clear();
                 self.body.push_str(r#"{"orders":["#);
                 for (k, lines) in orders.iter().enumerate() {
-                    let comma = if k == 0 { "" } else { "," };
-                    let _ = write!(
-                        self.body,
-                        r#"{comma}{{"customer_phone":"9876543210","customer_name":"Load","delivery_address":"Loopback","payment_method":"cod","items":["#
-                    );
-                    for (i, (p, q)) in lines.iter().enumerate() {
-                        let comma = if i == 0 { "" } else { "," };
-                        let _ = write!(
-                            self.body,
-                            r#"{comma}{{"product_id":"{}","quantity":{q}}}"#,
-                            product_id(*p)
-                        );
+                    if k > 0 {
+                        self.body.push(',');
                     }
-                    self.body.push_str("]}");
+                    write_order(&mut self.body, None, lines);
                 }
                 self.body.push_str("]}");
                 let path = format!("/api/v1/stores/{}/orders/batch", store_id(*store));

@@ -295,6 +295,18 @@ impl TestServer {
             .expect("try_wait on the godown process")
     }
 
+    /// Waits (at most 20 s) for the process to end by itself: an injected crash.
+    pub async fn wait_gone(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.try_wait().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the process did not end by itself"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Like `start`, but when the server does not become ready it returns why (it exited,
     /// with its status, or `/ready` did not answer 200 within `timeout`) and the end of its
     /// log, instead of panicking; and it stops waiting as soon as the process is gone.
