@@ -293,7 +293,7 @@ fn actors(c: &mut Criterion) {
             wal,
             godown::wal::Archive::new(storage),
             900_000,
-            1,
+            godown::domain::ids::order_partition(0),
         ))
     });
     const STORES: usize = 100;

@@ -10,7 +10,9 @@
 //! - [`http`]: actix-web routes; JSON in and out exactly as `shared/API.md` says.
 //! - [`delivery`]: webhook delivery (signed, retried, resumed from the log).
 //! - [`saga`]: changes across stores (transfers, region orders), crash-safe; regions.
-//! - [`cluster`]: several processes behind nginx (the nodes file, the nginx config).
+//! - [`cluster`]: several processes behind nginx (the nodes file, the nginx config, the
+//!   mover that moves a store between them).
+//! - [`moving`]: a process's side of a store move (leaving, arriving, who is where).
 //! - [`client`]: a small keep-alive HTTP client for the load generator and the tests.
 //! - [`load`]: the load generator behind `godown load` (and, with `peers`, PostgreSQL/Redis).
 //! - [`server`]: start-up (recovery, demo data), snapshot scheduling, shutdown.
@@ -26,6 +28,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod load;
+pub mod moving;
 pub mod saga;
 pub mod server;
 pub mod telemetry;

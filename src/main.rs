@@ -56,6 +56,22 @@ enum ClusterCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Move a store to another node while it takes orders, then pin it there in the nodes
+    /// file, rewrite nginx's configuration (--nginx-conf) and reload nginx (--nginx-pid).
+    /// Prints what it moved and the cutover time as JSON. Uses GODOWN_ADMIN_TOKEN.
+    Move {
+        #[arg(long)]
+        nodes: PathBuf,
+        #[arg(long)]
+        store: String,
+        /// The name of the node it moves to.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        nginx_conf: Option<PathBuf>,
+        #[arg(long)]
+        nginx_pid: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +117,10 @@ enum Cmd {
         /// and region orders reach other processes' stores through it.
         #[arg(long)]
         cluster_proxy: Option<SocketAddr>,
+        /// This process's share of order numbers in a region of several processes (0-15,
+        /// one per process, never reused; they share `order-ids.key`) [default: 0].
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..16))]
+        order_partition: Option<u8>,
     },
     /// Closed-loop load generator: a table of req/s, statuses and latency percentiles.
     Load {
@@ -240,6 +260,7 @@ fn main() -> ExitCode {
             wal_segment_bytes,
             threads,
             cluster_proxy,
+            order_partition,
         } => {
             let file = match config
                 .as_deref()
@@ -253,6 +274,11 @@ fn main() -> ExitCode {
                 }
             };
             let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let order_partition = order_partition.or(file.order_partition).unwrap_or(0);
+            if order_partition >= godown::domain::ids::ORDER_PARTITIONS {
+                eprintln!("godown: order_partition is 0 to 15");
+                return ExitCode::FAILURE;
+            }
             let config = godown::server::ServeConfig {
                 listen: listen
                     .or(file.listen)
@@ -291,6 +317,7 @@ fn main() -> ExitCode {
                 webhook_hosts: env("GODOWN_WEBHOOK_HOSTS").or(file.webhook_hosts),
                 threads: threads.or(file.threads).unwrap_or(0),
                 cluster_proxy: cluster_proxy.or(file.cluster_proxy),
+                order_partition,
             };
             match godown::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -304,6 +331,25 @@ fn main() -> ExitCode {
         Cmd::Cluster {
             what: ClusterCmd::Nginx { nodes, out },
         } => cluster_nginx(&nodes, out.as_deref()),
+        Cmd::Cluster {
+            what:
+                ClusterCmd::Move {
+                    nodes,
+                    store,
+                    to,
+                    nginx_conf,
+                    nginx_pid,
+                },
+        } => cluster_move(godown::cluster::mover::MoveConfig {
+            nodes,
+            store,
+            to,
+            nginx_conf,
+            nginx_pid,
+            admin_token: std::env::var("GODOWN_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        }),
         cmd @ (Cmd::Import { .. } | Cmd::Export { .. }) => transfer(cmd),
         Cmd::Load {
             target,
@@ -430,6 +476,29 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
 
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn cluster_move(config: godown::cluster::mover::MoveConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("godown: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(godown::cluster::mover::run(config)) {
+        Ok(report) => {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("godown cluster move: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn cluster_nginx(nodes: &std::path::Path, out: Option<&std::path::Path>) -> ExitCode {

@@ -44,6 +44,7 @@ pub struct FileConfig {
     pub client_token: Option<String>,
     pub webhook_hosts: Option<String>,
     pub cluster_proxy: Option<SocketAddr>,
+    pub order_partition: Option<u8>,
 }
 
 impl FileConfig {
@@ -76,6 +77,8 @@ pub struct ServeConfig {
     /// The region's proxy (nginx), when stores of this region live in other processes too:
     /// transfers and region orders reach those stores through it (see `saga::steps`).
     pub cluster_proxy: Option<SocketAddr>,
+    /// This process's order numbers (`domain::ids::order_partition`).
+    pub order_partition: u8,
     /// Arbiters for store actors and actix-web workers (each); 0 = one per core.
     pub threads: usize,
 }
@@ -211,6 +214,10 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         ms = report.elapsed.as_millis() as u64,
         "recovery done"
     );
+    let partition = crate::domain::ids::order_partition(config.order_partition);
+    let next_order_seq = recovered
+        .next_order_seq(&storage, partition.clone())
+        .map_err(std::io::Error::other)?;
     let writer_config = writer::WriterConfig {
         durability: config.durability,
         views_every_records: config.views_every_records,
@@ -231,7 +238,7 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
         wal,
         Archive::new(storage.clone()),
         config.payment_ttl.as_millis() as i64,
-        recovered.next_order_seq,
+        next_order_seq..partition.end,
     ));
     let regions = crate::saga::region::Regions::load(&config.data_dir)?;
     let fresh = recovered.states.is_empty();
@@ -240,17 +247,17 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
             .mark_store_orders_indexed()
             .map_err(std::io::Error::other)?;
     }
+    let placements = crate::moving::Placements::load(&config.data_dir)?;
     let webhooks: Vec<(crate::domain::StoreId, crate::domain::Webhook)> = recovered
         .states
         .iter()
+        .filter(|s| placements.serves(&s.config.store_id))
         .flat_map(|s| {
             let store = s.config.store_id.clone();
             s.webhooks().iter().map(move |w| (store.clone(), w.clone()))
         })
         .collect();
-    for s in recovered.states {
-        dir.adopt(s);
-    }
+    placements.adopt(&dir, recovered.states).await;
     // Transfers and region orders a crash interrupted end before the first answer.
     let remote = config
         .cluster_proxy
@@ -311,6 +318,15 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     for (store, webhook) in webhooks {
         deliverer.start(store, webhook);
     }
+    let moves = crate::moving::Moves::new(
+        dir.clone(),
+        Archive::new(storage.clone()),
+        &config.data_dir,
+        placements,
+        state.order_ids.fingerprint(),
+        Some(deliverer.clone()),
+    );
+    let _ = state.moves.set(Arc::new(moves));
     let _ = state.deliverer.set(deliverer);
     let _ = state.sagas.set(sagas);
     let _ = state.directory.set(dir.clone());

@@ -48,8 +48,21 @@ async fn send(
     body: Option<Value>,
 ) -> Response {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> =
+        auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    if let Some(bytes) = body.as_ref().and_then(|b| b["octets"].as_array()) {
+        let bytes: Vec<u8> = bytes.iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        headers.push(("content-type", "application/octet-stream"));
+        let mut conn = godown::client::Conn::connect(server.addr).await.unwrap();
+        let body = Some(bytes::Bytes::from(bytes));
+        return conn.send(method, path, &headers, body).await.unwrap();
+    }
     server.req(method, path, &headers, body).await
+}
+
+/// A body of raw bytes (a move step's frame), as [`send`] takes it.
+fn octets<T: serde::Serialize>(step: &T) -> Value {
+    json!({"octets": godown::wal::format::encode_frame(step)})
 }
 
 async fn issue_token(server: &TestServer, store: &str) -> (String, String) {
@@ -103,9 +116,11 @@ enum Route {
     RemoveWebhook,
     Deliveries,
     SagaSteps,
+    MoveOut,
+    MoveIn,
 }
 
-const STORE_ROUTES: [Route; 25] = [
+const STORE_ROUTES: [Route; 27] = [
     Route::PutStore,
     Route::IssueToken,
     Route::ListTokens,
@@ -131,6 +146,8 @@ const STORE_ROUTES: [Route; 25] = [
     Route::RemoveWebhook,
     Route::Deliveries,
     Route::SagaSteps,
+    Route::MoveOut,
+    Route::MoveIn,
 ];
 
 /// Registers a webhook of store A as the admin; returns its id.
@@ -152,6 +169,8 @@ impl Route {
                 | Route::ListTokens
                 | Route::RevokeToken
                 | Route::SagaSteps
+                | Route::MoveOut
+                | Route::MoveIn
         )
     }
 
@@ -253,6 +272,18 @@ impl Route {
                 "/api/v1/stores/A/saga-steps".into(),
                 json!({"Marks": {"hold": null, "transfer": null}}),
             ),
+            // A store move's steps (bincode frames): giving up a move that never began
+            // changes nothing; activating a store that is not arriving is refused (409).
+            Route::MoveOut => (
+                "POST",
+                "/api/v1/stores/A/move-out".into(),
+                octets(&godown::moving::OutStep::Abort),
+            ),
+            Route::MoveIn => (
+                "POST",
+                "/api/v1/stores/A/move-in".into(),
+                octets(&godown::moving::InStep::Activate),
+            ),
         }
     }
 }
@@ -332,6 +363,7 @@ async fn every_store_route_answers_each_caller_as_written() {
                 Who::Nobody | Who::Wrong => 401,
                 Who::OtherStore | Who::Client => 403,
                 Who::OwnStore if route.admin_only() => 403,
+                Who::Admin if matches!(route, Route::MoveIn) => 409,
                 Who::OwnStore | Who::Admin => 200,
             };
             let (method, path, body) = route.request(&server, n).await;

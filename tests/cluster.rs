@@ -374,10 +374,37 @@ struct Region {
     nodes: Vec<Option<TestServer>>,
 }
 
+/// The order id key every node of a region shares (as `scripts/cluster.sh` arranges).
+const REGION_KEY: [u8; 32] = [7; 32];
+
 impl Region {
+    fn new(nodes: usize) -> Region {
+        Region {
+            dir: temp_dir(),
+            listen: (0..nodes)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            proxy: format!("127.0.0.1:{}", free_port()),
+            nodes: (0..nodes).map(|_| None).collect(),
+        }
+    }
+
+    /// Starts node `i` (again) on its data directory: one order id key for all, a
+    /// partition of order numbers each.
     async fn start(&mut self, i: usize, env: &[(&str, &str)]) {
         let data = self.dir.path().join(format!("n{}", i + 1));
-        let extra = ["--cluster-proxy", self.proxy.as_str()];
+        std::fs::create_dir_all(&data).unwrap();
+        let key = data.join("order-ids.key");
+        if !key.exists() {
+            std::fs::write(&key, REGION_KEY).unwrap();
+        }
+        let partition = i.to_string();
+        let extra = [
+            "--cluster-proxy",
+            self.proxy.as_str(),
+            "--order-partition",
+            &partition,
+        ];
         let node = TestServer::start_at(&data, &self.listen[i], &extra, env).await;
         self.nodes[i] = Some(node);
     }
@@ -436,14 +463,7 @@ async fn transfers_and_split_orders_across_processes_happen_exactly_once() {
     // (503) and a retry with its key completes it once C is back; with the coordinator
     // killed mid-way (after C took the units; after A's order of a split) it completes
     // when the coordinator restarts. Every change happens exactly once.
-    let mut region = Region {
-        dir: temp_dir(),
-        listen: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect(),
-        proxy: format!("127.0.0.1:{}", free_port()),
-        nodes: vec![None, None, None],
-    };
+    let mut region = Region::new(3);
     for i in 0..3 {
         region.start(i, &[]).await;
     }
@@ -632,5 +652,377 @@ async fn transfers_and_split_orders_across_processes_happen_exactly_once() {
             moved(&nginx, "C", "transfer_in").await
         ),
         (3, 3)
+    );
+}
+
+/// Products of the moved store, and the few its orders buy (each from a large stock).
+const MOVED_PRODUCTS: usize = 10_000;
+const SOLD_PRODUCTS: usize = 20;
+const MOVED_STOCK: u64 = 1_000_000;
+
+/// A client of the moved store: orders one unit at a time through nginx, by the store's
+/// path and by the body-routed path in turn, each with its own Idempotency-Key, sent again
+/// with the same key while the store answers 503 (its cutover). Returns what was
+/// acknowledged: (key, order id, product).
+async fn move_client(
+    proxy: SocketAddr,
+    client: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<(String, String, String)> {
+    use std::sync::atomic::Ordering;
+    let auth = format!("Bearer {ADMIN}");
+    let mut done = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("c{client}-{n}");
+        let product = format!("P{}", (client * 7 + n) % SOLD_PRODUCTS);
+        let path = if n % 2 == 0 {
+            "/api/v1/stores/A/orders"
+        } else {
+            "/api/v1/orders"
+        };
+        let body = Bytes::from(order("A", &[(product.as_str(), json!(1))]).to_string());
+        let headers = [("authorization", auth.as_str()), ("idempotency-key", &key)];
+        let mut tries = 0;
+        let r = loop {
+            tries += 1;
+            assert!(tries < 5_000, "{key}: the store never came back");
+            let Ok(mut conn) = Conn::connect(proxy).await else {
+                continue;
+            };
+            match conn.send("POST", path, &headers, Some(body.clone())).await {
+                Ok(r) if r.status == 503 => {
+                    // Retry-After says a second; a client in a hurry retries sooner.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(r) => break r,
+                Err(_) => {}
+            }
+        };
+        assert_eq!(r.status, 200, "{key}: {:?}", r.json());
+        let id = r.json()["order_id"].as_str().unwrap().to_string();
+        done.push((key, id, product));
+        acked.fetch_add(1, Ordering::Relaxed);
+        n += 1;
+    }
+    done
+}
+
+/// Waits until `acked` reaches `n`.
+async fn wait_acked(acked: &std::sync::atomic::AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "the clients stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every acknowledged order through nginx (the first one cancelled after the move), and
+/// the stock of the products sold.
+async fn check_moved_store(nginx: &Nginx, acked: &[(String, String, String)]) {
+    let mut sold = std::collections::HashMap::<&str, u64>::new();
+    for (i, (key, id, product)) in acked.iter().enumerate() {
+        let r = nginx
+            .send("GET", &format!("/api/v1/orders/{id}"), true, None)
+            .await;
+        assert_eq!(r.status, 200, "{key} {id}: {:?}", r.json());
+        assert_eq!(r.json()["store_id"], json!("A"));
+        assert_eq!(r.json()["items"][0]["product_id"], json!(product));
+        let status = if i == 0 { "cancelled" } else { "confirmed" };
+        assert_eq!(r.json()["status"], json!(status), "{key} {id}");
+        if i > 0 {
+            *sold.entry(product.as_str()).or_default() += 1;
+        }
+    }
+    for i in 0..SOLD_PRODUCTS {
+        let p = format!("P{i}");
+        let r = nginx
+            .send(
+                "GET",
+                &format!("/api/v1/inventory/products/A/{p}"),
+                true,
+                None,
+            )
+            .await;
+        let left = MOVED_STOCK - sold.get(p.as_str()).copied().unwrap_or(0);
+        assert_eq!(
+            r.json()["on_hand"],
+            json!(left),
+            "{p}: each order taken once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moved_between_processes_keeps_every_acknowledged_order() {
+    // Goal: store A (10,000 products) moves from n1 to n3 while clients keep ordering
+    // through nginx. Every order acknowledged before, during or after the move is found
+    // through nginx afterwards, each product's stock is down by exactly the orders taken
+    // (none lost, none twice), a retry with an old key finds its order on n3, n1 no longer
+    // serves A, and all of it holds after `kill -9` of both processes.
+    let mut region = Region::new(3);
+    for i in 0..3 {
+        region.start(i, &[]).await;
+    }
+    let addrs: Vec<SocketAddr> = region.listen.iter().map(|a| a.parse().unwrap()).collect();
+    let proxy: SocketAddr = region.proxy.parse().unwrap();
+    let nginx = start_nginx(region.dir.path(), proxy, &addrs).await;
+    let body = json!({"name": "A"});
+    let r = nginx
+        .send("PUT", "/api/v1/stores/A", true, Some(body))
+        .await;
+    assert_eq!(r.status, 200);
+    let mut csv = String::from("product_id,product_name,unit,unit_price,on_hand\n");
+    for i in 0..MOVED_PRODUCTS {
+        csv.push_str(&format!("P{i},Product {i},pieces,10,{MOVED_STOCK}\n"));
+    }
+    let mut conn = Conn::connect(proxy).await.unwrap();
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "text/csv"),
+    ];
+    let path = "/api/v1/inventory/products/A/import";
+    let r = conn
+        .send("POST", path, &headers, Some(Bytes::from(csv)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.json());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|c| tokio::spawn(move_client(proxy, c, stop.clone(), acked.clone())))
+        .collect();
+    wait_acked(&acked, 200).await;
+    let dir = region.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_godown"))
+            .args(["cluster", "move", "--store", "A", "--to", "n3", "--nodes"])
+            .arg(dir.join("nodes.json"))
+            .arg("--nginx-conf")
+            .arg(dir.join("nginx.conf"))
+            .arg("--nginx-pid")
+            .arg(dir.join("nginx.pid"))
+            .env("GODOWN_ADMIN_TOKEN", ADMIN)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("move: {report}");
+    assert_eq!(
+        (report["from"].as_str(), report["to"].as_str()),
+        (Some("n1"), Some("n3"))
+    );
+    let during = acked.load(std::sync::atomic::Ordering::Relaxed);
+    wait_acked(&acked, during + 200).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut done = Vec::new();
+    for c in clients {
+        done.extend(c.await.unwrap());
+    }
+    assert!(done.len() >= 400);
+    // An order from before the move, cancelled by its id alone (nginx searches n1 first:
+    // it holds the order's old history, and must send the search on to n3).
+    let cancel = format!("/api/v1/orders/{}/cancel", done[0].1);
+    let r = nginx.send("POST", &cancel, true, Some(json!({}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    check_moved_store(&nginx, &done).await;
+
+    // n3 serves A; n1 does not (503 to a client, 421 to nginx's search).
+    let direct = |i: usize| addrs[i];
+    let status = |addr: SocketAddr| async move {
+        let auth = format!("Bearer {ADMIN}");
+        let mut conn = Conn::connect(addr).await.unwrap();
+        let headers = [("authorization", auth.as_str())];
+        let r = conn.send("GET", "/api/v1/stores/A", &headers, None).await;
+        r.unwrap().status
+    };
+    assert_eq!(status(direct(2)).await, 200);
+    assert_eq!(status(direct(0)).await, 503);
+
+    // An order acknowledged before the move, sent again with its key: the same order,
+    // nothing taken twice (the key's answer moved with the store).
+    let (key, id, product) = &done[0];
+    let r = keyed(
+        &nginx,
+        "/api/v1/stores/A/orders",
+        key,
+        order("A", &[(product.as_str(), json!(1))]),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["order_id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+
+    // Both processes killed and restarted: the same.
+    for i in [0, 2] {
+        region.nodes[i].as_mut().unwrap().kill9();
+        region.start(i, &[]).await;
+    }
+    check_moved_store(&nginx, &done).await;
+    assert_eq!(status(direct(0)).await, 503, "A stays gone from n1");
+}
+
+/// Runs `godown cluster move` of `store` to `to` in `region` (with `env`); its exit status
+/// and its report or error.
+async fn run_move(dir: &Path, store: &str, to: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_godown"));
+    cmd.args(["cluster", "move", "--store", store, "--to", to, "--nodes"])
+        .arg(dir.join("nodes.json"))
+        .arg("--nginx-conf")
+        .arg(dir.join("nginx.conf"))
+        .arg("--nginx-pid")
+        .arg(dir.join("nginx.pid"))
+        .env("GODOWN_ADMIN_TOKEN", ADMIN);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    });
+    (out.status.success(), text.into_owned())
+}
+
+/// Places `n` one-unit orders of R at `store` through nginx; their ids.
+async fn place_orders(nginx: &Nginx, store: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let body = order(store, &[("R", json!(1))]);
+        let r = nginx
+            .send(
+                "POST",
+                &format!("/api/v1/stores/{store}/orders"),
+                true,
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{store}: {:?}", r.json());
+        ids.push(r.json()["order_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// Every order found through nginx, and R's stock down by exactly their number.
+async fn check_orders(nginx: &Nginx, store: &str, ids: &[String]) {
+    for id in ids {
+        let r = nginx
+            .send("GET", &format!("/api/v1/orders/{id}"), true, None)
+            .await;
+        assert_eq!(
+            (r.status, r.json()["store_id"].as_str()),
+            (200, Some(store)),
+            "{id}"
+        );
+    }
+    let left = 1000 - ids.len() as u64;
+    assert_eq!(
+        counts(nginx, store).await,
+        (json!(left), json!(0)),
+        "{store}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_move_is_given_back_or_finished() {
+    // Goal: the mover dies right after freezing the store (A, on n1): the store is frozen
+    // (503), the next move gives it back to its node, and it moves to another node later.
+    // The mover dies right after the target took the store over (C, from n3 to n1): the
+    // next move finishes it. No order is lost or taken twice either way.
+    let mut region = Region::new(3);
+    for i in 0..3 {
+        region.start(i, &[]).await;
+    }
+    let addrs: Vec<SocketAddr> = region.listen.iter().map(|a| a.parse().unwrap()).collect();
+    let nginx = start_nginx(region.dir.path(), region.proxy.parse().unwrap(), &addrs).await;
+    let dir = region.dir.path().to_path_buf();
+    let mut ids = std::collections::HashMap::new();
+    for store in ["A", "C"] {
+        let r = nginx
+            .send(
+                "PUT",
+                &format!("/api/v1/stores/{store}"),
+                true,
+                Some(json!({"name": store})),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let body =
+            json!({"product_name": "Rice", "unit": "pieces", "unit_price": 50, "stock": 1000});
+        let path = format!("/api/v1/inventory/products/{store}/R");
+        assert_eq!(nginx.send("PUT", &path, true, Some(body)).await.status, 200);
+        ids.insert(store, place_orders(&nginx, store, 20).await);
+    }
+
+    let crash = [(godown::cluster::mover::CRASH_AT_ENV, "frozen")];
+    let (ok, why) = run_move(&dir, "A", "n3", &crash).await;
+    assert!(!ok, "{why}");
+    // Frozen: reads answer, changes wait (503 + Retry-After, nothing applied).
+    let body = order("A", &[("R", json!(1))]);
+    let r = nginx
+        .send("POST", "/api/v1/stores/A/orders", true, Some(body))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (503, json!("Store unavailable"))
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let (ok, why) = run_move(&dir, "A", "n3", &[]).await;
+    assert!(!ok && why.contains("serves it again"), "{why}");
+    ids.get_mut("A")
+        .unwrap()
+        .extend(place_orders(&nginx, "A", 5).await);
+    check_orders(&nginx, "A", &ids["A"]).await;
+    let (ok, why) = run_move(&dir, "A", "n3", &[]).await;
+    assert!(
+        !ok && why.contains("held the store before"),
+        "n3 keeps its copy: {why}"
+    );
+    let (ok, why) = run_move(&dir, "A", "n2", &[]).await;
+    assert!(ok, "{why}");
+    ids.get_mut("A")
+        .unwrap()
+        .extend(place_orders(&nginx, "A", 5).await);
+    check_orders(&nginx, "A", &ids["A"]).await;
+
+    let crash = [(godown::cluster::mover::CRASH_AT_ENV, "activated")];
+    let (ok, why) = run_move(&dir, "C", "n1", &crash).await;
+    assert!(!ok, "{why}");
+    let (ok, why) = run_move(&dir, "C", "n1", &[]).await;
+    assert!(ok, "{why}");
+    ids.get_mut("C")
+        .unwrap()
+        .extend(place_orders(&nginx, "C", 5).await);
+    check_orders(&nginx, "C", &ids["C"]).await;
+    let direct = |i: usize| {
+        let addr = addrs[i];
+        async move {
+            let auth = format!("Bearer {ADMIN}");
+            let mut conn = Conn::connect(addr).await.unwrap();
+            let headers = [("authorization", auth.as_str())];
+            conn.send("GET", "/api/v1/stores/C", &headers, None)
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(
+        (direct(0).await, direct(2).await),
+        (200, 503),
+        "C lives on n1 only"
     );
 }

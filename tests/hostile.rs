@@ -181,6 +181,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/stores/{S}/webhooks/{R}/deliveries"),
     ("POST", "/api/v1/stores/{S}/orders/batch"),
     ("POST", "/api/v1/stores/{S}/saga-steps"),
+    ("POST", "/api/v1/stores/{S}/move-out"),
+    ("POST", "/api/v1/stores/{S}/move-in"),
     ("POST", "/api/v1/transfers"),
     ("GET", "/api/v1/transfers/{R}"),
     ("PUT", "/api/v1/regions/{S}"),
@@ -275,8 +277,17 @@ async fn hostile_requests_get_json_4xx_and_change_nothing() {
     ));
     let _ = state.directory.set(dir.clone());
     let regions = godown::saga::region::Regions::load(dir_tmp.path()).unwrap();
-    let sagas = godown::saga::Sagas::new(dir.clone(), Archive::new(storage), regions, None);
+    let sagas = godown::saga::Sagas::new(dir.clone(), Archive::new(storage.clone()), regions, None);
     let _ = state.sagas.set(Arc::new(sagas));
+    let moves = godown::moving::Moves::new(
+        dir.clone(),
+        Archive::new(storage),
+        dir_tmp.path(),
+        godown::moving::Placements::default(),
+        state.order_ids.fingerprint(),
+        None,
+    );
+    let _ = state.moves.set(Arc::new(moves));
     let app = test::init_service(
         App::new()
             .app_data(state.clone())

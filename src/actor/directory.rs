@@ -29,12 +29,25 @@ pub enum CallError {
     TooManyStores,
     #[error("store stopped")]
     Stopped,
+    /// The store is arriving here from another process, or has left for one
+    /// (`crate::moving`).
+    #[error("store moved")]
+    Moved,
+}
+
+/// A store that is here only in part: arriving from another process (not yet taking
+/// requests), or gone to one.
+enum Away {
+    Arriving(StoreEntry),
+    Gone,
 }
 
 /// Maps store ids to their actors. The lock guards only this map (who owns a store), never
 /// stock: it is taken for a read on every request and for a write when a store is created.
 pub struct Directory {
     stores: RwLock<HashMap<StoreId, StoreEntry>>,
+    /// Stores moving in or gone (never also in `stores`).
+    away: RwLock<HashMap<StoreId, Away>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
     pub wal: WalHandle,
@@ -43,6 +56,8 @@ pub struct Directory {
     pub payment_ttl_ms: i64,
     /// The next order sequence number (see `OrderId`).
     pub order_seq: Arc<std::sync::atomic::AtomicU64>,
+    /// The end of this process's order numbers (its partition's).
+    pub order_seq_end: u64,
     /// The store actors' time (see `clock`).
     pub clock: Arc<dyn super::Clock>,
     /// Which store each live token acts for.
@@ -55,18 +70,20 @@ impl Directory {
         wal: WalHandle,
         archive: Archive,
         payment_ttl_ms: i64,
-        next_order_seq: u64,
+        order_seqs: std::ops::Range<u64>,
     ) -> Directory {
         assert!(!arbiters.is_empty());
-        assert!(next_order_seq > 0);
+        assert!(order_seqs.start > 0);
         Directory {
             stores: RwLock::new(HashMap::new()),
+            away: RwLock::new(HashMap::new()),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             wal,
             archive,
             payment_ttl_ms,
-            order_seq: Arc::new(std::sync::atomic::AtomicU64::new(next_order_seq)),
+            order_seq: Arc::new(std::sync::atomic::AtomicU64::new(order_seqs.start)),
+            order_seq_end: order_seqs.end,
             clock: Arc::new(super::SystemClock::new()),
             tokens: Arc::default(),
         }
@@ -79,16 +96,23 @@ impl Directory {
     }
 
     fn spawn(&self, state: StoreState, fresh: bool) -> StoreEntry {
+        self.spawn_frozen(state, fresh, false)
+    }
+
+    fn spawn_frozen(&self, state: StoreState, fresh: bool, frozen: bool) -> StoreEntry {
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
         let (wal, archive) = (self.wal.clone(), self.archive.clone());
         let shared = super::store::Shared {
             payment_ttl_ms: self.payment_ttl_ms,
             order_seq: self.order_seq.clone(),
+            order_seq_end: self.order_seq_end,
             clock: self.clock.clone(),
             tokens: self.tokens.clone(),
         };
         let addr = StoreActor::start_in_arbiter(&self.arbiters[i], move |_| {
-            StoreActor::new(state, wal, archive, fresh, shared)
+            let mut actor = StoreActor::new(state, wal, archive, fresh, shared);
+            actor.frozen = frozen;
+            actor
         });
         StoreEntry {
             addr,
@@ -107,6 +131,62 @@ impl Directory {
             .insert(id, entry);
     }
 
+    /// Starts a frozen actor for a store arriving from another process (not reachable by
+    /// [`Directory::call`] until [`Directory::arrive`]); replaces an earlier arrival of it.
+    pub fn adopt_arriving(&self, state: StoreState) -> Result<StoreEntry, CallError> {
+        let id = state.config.store_id.clone();
+        if self.get(&id).is_some() {
+            return Err(CallError::Moved);
+        }
+        let entry = self.spawn_frozen(state, false, true);
+        self.away_map().insert(id, Away::Arriving(entry.clone()));
+        Ok(entry)
+    }
+
+    /// The actor of a store that is arriving here.
+    pub fn arriving(&self, id: &StoreId) -> Option<StoreEntry> {
+        match self.away.read().unwrap_or_else(|e| e.into_inner()).get(id) {
+            Some(Away::Arriving(entry)) => Some(entry.clone()),
+            _ => None,
+        }
+    }
+
+    /// An arriving store takes requests from now on (its actor must be told too).
+    pub fn arrive(&self, id: &StoreId, tokens: &crate::domain::Tokens) -> Option<StoreEntry> {
+        let mut away = self.away_map();
+        let Some(Away::Arriving(entry)) = away.remove(id) else {
+            return None;
+        };
+        self.tokens.set_store(id, tokens);
+        let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
+        stores.insert(id.clone(), entry.clone());
+        Some(entry)
+    }
+
+    /// A store that has left for another process: its actor stops, its tokens stop acting
+    /// for it here, and calls for it answer [`CallError::Moved`].
+    pub fn mark_gone(&self, id: &StoreId) {
+        let mut away = self.away_map();
+        self.tokens.set_store(id, &crate::domain::Tokens::default());
+        self.stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        away.insert(id.clone(), Away::Gone);
+    }
+
+    /// Whether `id` is arriving here or has gone from here.
+    pub fn is_away(&self, id: &StoreId) -> bool {
+        self.away
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
+    fn away_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<StoreId, Away>> {
+        self.away.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn get(&self, id: &StoreId) -> Option<StoreEntry> {
         self.stores
             .read()
@@ -119,6 +199,9 @@ impl Directory {
     pub fn get_or_create(&self, config: &StoreConfig) -> Result<StoreEntry, CallError> {
         if let Some(entry) = self.get(&config.store_id) {
             return Ok(entry);
+        }
+        if self.is_away(&config.store_id) {
+            return Err(CallError::Moved);
         }
         let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = stores.get(&config.store_id) {
@@ -166,7 +249,13 @@ impl Directory {
         StoreActor: Handler<M>,
         <StoreActor as Actor>::Context: ToEnvelope<StoreActor, M>,
     {
-        let entry = self.get(id).ok_or(CallError::StoreNotFound)?;
+        let Some(entry) = self.get(id) else {
+            return Err(if self.is_away(id) {
+                CallError::Moved
+            } else {
+                CallError::StoreNotFound
+            });
+        };
         Self::call_entry(&entry, msg).await
     }
 

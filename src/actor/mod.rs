@@ -7,6 +7,7 @@
 
 mod clock;
 mod directory;
+pub mod moving;
 mod store;
 mod tokens;
 

@@ -28,6 +28,9 @@ pub enum StoreError {
     Overloaded,
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The store is moving between processes (`crate::moving`): retry shortly.
+    #[error("the store is moving")]
+    Moving,
 }
 
 /// What a successful command hands back: the outcome, what to show, and when it is durable.
@@ -208,8 +211,8 @@ impl Message for ExpireNow {
 }
 
 pub struct StoreActor {
-    state: StoreState,
-    wal: WalHandle,
+    pub(super) state: StoreState,
+    pub(super) wal: WalHandle,
     /// Where evicted orders are read back from (off this thread).
     archive: Archive,
     /// Set for a store created in this process: its first record must create it.
@@ -222,6 +225,10 @@ pub struct StoreActor {
     recent: VecDeque<(OrderId, u64)>,
     last_touch: HashMap<OrderId, u64>,
     shared: Shared,
+    /// While the store is being moved out: its records since the move began.
+    pub(super) tap: Option<super::moving::Tap>,
+    /// Takes no change and runs no expiry: leaving for, or arriving from, another process.
+    pub(super) frozen: bool,
 }
 
 /// What every store of a process shares.
@@ -229,6 +236,8 @@ pub struct Shared {
     pub payment_ttl_ms: i64,
     /// The next order sequence number.
     pub order_seq: Arc<AtomicU64>,
+    /// The end of the process's order numbers: none is issued at or past it.
+    pub order_seq_end: u64,
     /// Deadlines are set and checked by it.
     pub clock: Arc<dyn super::Clock>,
     /// Kept in step with each store's tokens.
@@ -255,11 +264,13 @@ impl StoreActor {
             recent,
             last_touch,
             shared,
+            tap: None,
+            frozen: false,
         }
     }
 
     /// Hands events to the WAL. The room was claimed by the caller.
-    fn log(
+    pub(super) fn log(
         &mut self,
         events: Vec<Event>,
         idem: Option<IdemTag>,
@@ -276,6 +287,9 @@ impl StoreActor {
             batch,
         };
         let frame = encode_record(&record);
+        if let Some(tap) = &mut self.tap {
+            tap.push(&frame);
+        }
         self.submitted += 1;
         for event in &record.events {
             if let Some(o) = event.order() {
@@ -306,8 +320,16 @@ impl StoreActor {
     }
 
     /// A fresh order id from the process-wide order sequence.
-    fn fresh_order_id(&mut self) -> OrderId {
-        OrderId::from_seq(self.shared.order_seq.fetch_add(1, Ordering::Relaxed))
+    fn fresh_order_id(&mut self) -> Result<OrderId, StoreError> {
+        let seq = self.shared.order_seq.fetch_add(1, Ordering::Relaxed);
+        if seq >= self.shared.order_seq_end {
+            // Never into another process's partition: refuse (503) and say why.
+            tracing::error!("this process has issued all the order numbers of its partition");
+            return Err(StoreError::Storage(
+                "order numbers of this process's partition are used up".into(),
+            ));
+        }
+        Ok(OrderId::from_seq(seq))
     }
 
     /// The order a command changes, if it was evicted from memory (it is in the archive).
@@ -340,7 +362,7 @@ impl StoreActor {
     /// Releases what is due. Its record goes ahead of whatever command comes next.
     fn expire_due(&mut self, wait: bool) -> Option<oneshot::Receiver<Durable>> {
         let now = self.shared.clock.now_ms();
-        if self.state.next_deadline_ms().is_none_or(|t| t > now) {
+        if self.frozen || self.state.next_deadline_ms().is_none_or(|t| t > now) {
             return None;
         }
         // Expiry is not optional: it goes to the log even past the in-flight bound.
@@ -490,6 +512,9 @@ fn injected_panic(store: &StoreId) -> bool {
 
 impl StoreActor {
     fn exec(&mut self, msg: Exec) -> Result<Applied, StoreError> {
+        if self.frozen {
+            return Err(StoreError::Moving);
+        }
         if matches!(msg.command, Command::PlaceOrder(_))
             && injected_panic(&self.state.config.store_id)
         {
@@ -504,13 +529,13 @@ impl StoreActor {
             for draft in drafts {
                 draft.payment_ttl_ms = self.shared.payment_ttl_ms;
                 if !msg.given_ids {
-                    draft.order_id = self.fresh_order_id();
+                    draft.order_id = self.fresh_order_id()?;
                 }
             }
         }
         match &mut command {
             _ if msg.given_ids => {}
-            Command::PlaceOrder(draft) => draft.order_id = self.fresh_order_id(),
+            Command::PlaceOrder(draft) => draft.order_id = self.fresh_order_id()?,
             Command::Reserve { reservation_id, .. } => loop {
                 // A hold's id is a capability: 64 bits from the OS's CSPRNG. If that ever
                 // fails, refuse (503) rather than fall back to a guessable number.

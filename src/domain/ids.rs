@@ -105,6 +105,20 @@ const SEQ_TAG: u64 = 1 << 63;
 /// The largest sequence number (so that it fits under the tag).
 pub const ORDER_SEQ_MAX: u64 = SEQ_TAG - 1;
 
+/// Order numbers one process may issue: 2³². The processes of a region each take their
+/// own partition of the numbers (`serve --order-partition N`) and share the order id key, so
+/// an order keeps its number and its public id when its store moves to another process.
+pub const ORDER_PARTITION_LEN: u64 = 1 << 32;
+/// Partitions: the archive keys order blocks by a 32-bit block number (`wal::views`), which
+/// bounds order numbers by 16 × 2³² = 2³⁶, 16 partitions of 2³².
+pub const ORDER_PARTITIONS: u8 = 16;
+
+/// The order numbers of partition `p` (below [`ORDER_PARTITIONS`]): partition 0 starts at 1.
+pub fn order_partition(p: u8) -> std::ops::Range<u64> {
+    let start = u64::from(p) * ORDER_PARTITION_LEN;
+    start.max(1)..start + ORDER_PARTITION_LEN
+}
+
 /// Ids of orders placed before private ids were a public bijection of a 32-bit sequence
 /// number (still read: such orders keep their `ORD` + 8 hex digit ids).
 const LEGACY_MUL: u32 = 0x9E37_79B1;
@@ -175,6 +189,20 @@ const FEISTEL_ROUNDS: u8 = 4;
 impl OrderIdCodec {
     pub fn new(key: [u8; 32]) -> OrderIdCodec {
         OrderIdCodec { key }
+    }
+
+    /// A name for the key that does not reveal it: the first 8 bytes of SHA-256 over a
+    /// label and the key, in hex. Two processes can move stores between them only if these
+    /// are equal (their orders keep their public ids).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"godown order id key fingerprint");
+        h.update(self.key);
+        h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn round(&self, round: u8, half: u32) -> u32 {

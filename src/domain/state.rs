@@ -495,6 +495,11 @@ impl StoreState {
         self.sagas.get(key).and_then(|(_, order)| *order)
     }
 
+    /// The id the store's next ledger movement will take.
+    pub fn next_movement_id(&self) -> u64 {
+        self.next_movement_id
+    }
+
     /// The id the store's next public event will have.
     pub fn next_event_id(&self) -> u64 {
         self.next_event_id

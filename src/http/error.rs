@@ -10,6 +10,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
 use std::fmt;
 
+/// The message of [`ApiError::not_here`] (the search middleware knows it by it).
+pub const NOT_HERE: &str = "This process does not serve this store now (it is moving to or from another process). Retry in a second.";
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -95,6 +98,30 @@ impl ApiError {
     /// A per-store bound is reached: 503 "Overloaded" (nothing was applied), with why.
     pub fn store_full(message: &str) -> ApiError {
         let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", message);
+        e.retry_after_s = Some(1);
+        e
+    }
+
+    /// The store is moving between processes (`crate::moving`): 503 "Store unavailable"
+    /// for the second or so of its cutover; nothing was applied.
+    pub fn moving() -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Store unavailable",
+            "This store is moving to another process; the request was not applied. Retry in a second.",
+        );
+        e.retry_after_s = Some(1);
+        e
+    }
+
+    /// The store is arriving here from another process or has left for one: 503 "Store
+    /// unavailable" (while a proxy searches the region, 421: ask the next process).
+    pub fn not_here() -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Store unavailable",
+            NOT_HERE,
+        );
         e.retry_after_s = Some(1);
         e
     }
@@ -293,6 +320,7 @@ impl From<StoreError> for ApiError {
             StoreError::Domain(d) => d.into(),
             StoreError::Overloaded => ApiError::overloaded(),
             StoreError::Storage(why) => ApiError::storage(why),
+            StoreError::Moving => ApiError::moving(),
         }
     }
 }
@@ -307,6 +335,7 @@ impl From<CallError> for ApiError {
                 "This server hosts the most stores it may.",
             ),
             CallError::Stopped => ApiError::storage("the store has stopped"),
+            CallError::Moved => ApiError::not_here(),
         }
     }
 }

@@ -369,6 +369,10 @@ pub(super) async fn order_by_path(state: &AppState, req: &HttpRequest) -> Result
     let order = read_order(state, id)
         .await?
         .ok_or_else(ApiError::order_not_found)?;
+    if state.dir()?.is_away(&order.store_id) {
+        // Its history is here, but another process serves the store.
+        return Err(ApiError::not_here());
+    }
     match info.get("store_id") {
         Some(store) if store != order.store_id.as_str() => Err(ApiError::order_not_found()),
         _ => Ok(order),

@@ -11,6 +11,7 @@ pub mod events;
 mod handlers;
 mod keyed;
 mod listing;
+mod moves;
 pub mod openapi;
 mod partial;
 mod regions;
@@ -53,6 +54,11 @@ pub struct AppState {
     pub sagas: OnceLock<Arc<crate::saga::Sagas>>,
     /// Delivers webhooks; set once recovery is done.
     pub deliverer: OnceLock<Arc<crate::delivery::Deliverer>>,
+    /// This process's side of store moves; set once recovery is done.
+    pub moves: OnceLock<Arc<crate::moving::Moves>>,
+    /// A random id drawn at the start, shown to a probe (`cluster::PROBE_HEADER`): the
+    /// mover learns from it which process nginx sends a store's calls to.
+    pub instance: String,
     /// Event streams open now (the bus also counts webhook tasks, which are not streams).
     pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Set to true when the server shuts down: event streams end.
@@ -70,6 +76,8 @@ impl AppState {
             bus: Arc::default(),
             sse_streams: Arc::default(),
             deliverer: OnceLock::new(),
+            moves: OnceLock::new(),
+            instance: format!("{:016x}", fastrand::u64(..)),
             sagas: OnceLock::new(),
             webhook_hosts: None,
             closing: tokio::sync::watch::channel(false).0,
@@ -208,6 +216,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/v1/stores/{store_id}/saga-steps").post(regions::post_saga_step),
         )
+        .service(
+            web::resource("/api/v1/stores/{store_id}/move-out")
+                .app_data(web::PayloadConfig::new(moves::MOVE_BODY_MAX))
+                .post(moves::post_move_out),
+        )
+        .service(
+            web::resource("/api/v1/stores/{store_id}/move-in")
+                .app_data(web::PayloadConfig::new(moves::MOVE_BODY_MAX))
+                .post(moves::post_move_in),
+        )
         .service(web::resource("/api/v1/transfers/{transfer_id}").get(regions::get_transfer))
         .service(web::resource(["/api/v1/orders", "/api/v1/orders/"]).post(post_order))
         .service(web::resource("/api/v1/orders/{order_id}").get(get_order))
@@ -289,26 +307,49 @@ pub async fn request_context(
 
 /// While a proxy searches for the node that holds an order or a store (it sends
 /// [`crate::cluster::SEARCH_HEADER`]), "Store not found" and "Order not found" answer 421
-/// (not here: ask the next node) instead of 404. Nothing else changes.
+/// (not here: ask the next node) instead of 404, and so does a store that has moved away or
+/// is still arriving ([`error::ApiError::not_here`]). Nothing else changes.
 pub async fn cluster_search(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    use actix_web::http::StatusCode;
     let searching = req.headers().contains_key(crate::cluster::SEARCH_HEADER);
-    let res = next.call(req).await?.map_into_boxed_body();
-    if !searching || res.status() != actix_web::http::StatusCode::NOT_FOUND {
+    let instance = req
+        .headers()
+        .contains_key(crate::cluster::PROBE_HEADER)
+        .then(|| {
+            req.app_data::<web::Data<AppState>>()
+                .map(|s| s.instance.clone())
+        })
+        .flatten();
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    if let Some(id) = instance.and_then(|i| header::HeaderValue::from_str(&i).ok()) {
+        let name = header::HeaderName::from_static(crate::cluster::INSTANCE_HEADER);
+        res.headers_mut().insert(name, id);
+    }
+    if !searching
+        || !matches!(
+            res.status(),
+            StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+        )
+    {
         return Ok(res);
     }
+    let res_status = res.status();
     let (req, res) = res.into_parts();
     let (head, body) = res.into_parts();
     let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
-    let miss = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .is_some_and(|e| e == "Store not found" || e == "Order not found");
+    let body = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+    let miss = match (res_status, body["error"].as_str()) {
+        (StatusCode::NOT_FOUND, Some(e)) => e == "Store not found" || e == "Order not found",
+        // Arriving here, or gone from here: another process serves the store. (A store
+        // frozen for its cutover answers 503 plainly: the client retries in a second.)
+        _ => body["message"].as_str() == Some(error::NOT_HERE),
+    };
     let mut res = head.set_body(BoxBody::new(bytes));
     if miss {
-        *res.status_mut() = actix_web::http::StatusCode::MISDIRECTED_REQUEST;
+        *res.status_mut() = StatusCode::MISDIRECTED_REQUEST;
     }
     Ok(ServiceResponse::new(req, res))
 }

@@ -234,6 +234,12 @@ fn paths() -> Value {
         "/api/v1/stores/{store_id}/saga-steps": {
             "post": op("A step of a transfer or region order, sent by another process of the region through its proxy (internal; safe to send again)", Access::Admin, vec![store()], Some("SagaStep"), (200, "SagaStepResult"), &[400]),
         },
+        "/api/v1/stores/{store_id}/move-out": {
+            "post": octet_op(op("A step of moving this store to another process, asked of the process it leaves by `godown cluster move` (internal: a bincode frame in, a frame out)", Access::Admin, vec![store()], Some("MoveStep"), (200, "MoveReply"), &[400, 404, 409]), true),
+        },
+        "/api/v1/stores/{store_id}/move-in": {
+            "post": octet_op(op("A step of moving this store here from another process, sent by `godown cluster move` (internal: a bincode frame in)", Access::Admin, vec![store()], Some("MoveStep"), (200, "MoveAccepted"), &[400, 404, 409]), false),
+        },
         "/api/v1/transfers/{transfer_id}": {
             "get": op("Read a transfer", Access::Admin, vec![id_param("transfer_id")], None, (200, "Transfer"), &[404]),
         },
@@ -492,6 +498,17 @@ fn op(
     op
 }
 
+/// An internal operation whose body (and with `octets_out`, whose answer) is a bincode frame.
+fn octet_op(mut op: Value, octets_out: bool) -> Value {
+    let binary =
+        json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}});
+    op["requestBody"]["content"] = binary.clone();
+    if octets_out {
+        op["responses"]["200"]["content"] = binary;
+    }
+    op
+}
+
 /// An operations endpoint: open, no body.
 fn plain(summary: &str, ok: (u16, &str), errors: &[u16]) -> Value {
     let mut o = op(summary, Access::Open, vec![], None, ok, &[]);
@@ -577,6 +594,8 @@ const ERROR_PHRASES: &[&str] = &[
     "Batch must contain at least one order",
     "orders is required",
     "Store unavailable",
+    "Move refused",
+    "Invalid move step",
     "Invalid region",
     "delivery_location is required",
     "store_ids is required",
@@ -862,6 +881,9 @@ fn schemas() -> Value {
             "unchanged": {"type": "integer", "minimum": 0},
         })),
         "SagaStep": {"type": "object", "description": "One externally tagged step (Check, Stock, Hold, Release, TransferIn, TransferOut, Place, Cancel, Marks) as src/saga/steps.rs defines it"},
+        "MoveStep": {"type": "string", "format": "binary", "description": "A checksummed bincode frame of an OutStep or InStep (src/moving.rs)"},
+        "MoveReply": {"type": "string", "format": "binary", "description": "A checksummed bincode frame of an OutReply (src/moving.rs)"},
+        "MoveAccepted": {"type": "object", "required": ["store_id", "status"], "properties": {"store_id": {"type": "string"}, "status": {"type": "string", "enum": ["ok"]}}},
         "SagaStepResult": {"type": "object", "description": "{\"Ok\": answer} or {\"Err\": refusal}: the step's result, refusals included"},
         "BatchInput": object(&["orders"], json!({
             "orders": {"type": "array", "minItems": 1, "maxItems": 500, "items": {"description": "an order body (OrderInput; store_id optional, and if given this store); anything else is that order's 400, in its place in the answer"}},

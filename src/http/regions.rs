@@ -327,8 +327,10 @@ pub(super) async fn saga_answer(state: &AppState, saga: &Saga) -> Result<Answer,
         Plan::Transfer(t) => (201, transfer_view(saga, t)),
         Plan::Region(r) => {
             let mut orders = Vec::with_capacity(r.parts.len());
-            for &id in &r.orders {
-                let order: Order = super::handlers::read_order(state, id)
+            for (part, &id) in r.parts.iter().zip(&r.orders) {
+                // Read where its store lives (another process's orders are not here).
+                let order: Order = sagas(state)?
+                    .order(&part.store_id, id)
                     .await?
                     .ok_or_else(|| ApiError::storage("a region order's order is missing"))?;
                 orders.push(

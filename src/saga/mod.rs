@@ -14,7 +14,7 @@ pub mod steps;
 pub mod transfer;
 
 use crate::actor::{CallError, Directory, Marks, now_ms};
-use crate::domain::{DomainError, ReservationId, StoreId, TimeMs};
+use crate::domain::{DomainError, Order, OrderId, ReservationId, StoreId, TimeMs};
 use crate::wal::archive::saga_step;
 use crate::wal::format::{SagaEntry, decode_frame, encode_frame};
 use crate::wal::{Archive, IdemTag, WalError};
@@ -188,6 +188,19 @@ impl Sagas {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(why)) => Err(SagaError::Storage(why.to_string())),
             Err(_) => Err(SagaError::Storage("the write-ahead log stopped".into())),
+        }
+    }
+
+    /// An order of `store`, read where the store lives.
+    pub async fn order(&self, store: &StoreId, id: OrderId) -> Result<Option<Order>, SagaError> {
+        match self
+            .run(store, steps::Step::ReadOrder { order_id: id })
+            .await?
+        {
+            steps::StepAnswer::Order(order) => Ok(order.map(|o| *o)),
+            _ => Err(SagaError::Storage(
+                "unexpected answer to an order read".into(),
+            )),
         }
     }
 

@@ -104,7 +104,7 @@ impl Regions {
 
 /// Replaces `path` with `bytes`, durably: a temporary file, synced, renamed over it, and
 /// the directory synced (the rename itself is then durable).
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;

@@ -9,8 +9,8 @@
 use super::SagaError;
 use crate::actor::{Availability, Directory, Exec, Marks, SagaMarks, StockOf, StoreError};
 use crate::domain::{
-    Command, Customer, DomainError, DraftItem, Location, OrderDraft, OrderId, Paise, PaymentMethod,
-    ProductId, Qty, ReservationId, ReservationLine, StoreId,
+    Command, Customer, DomainError, DraftItem, Location, Order, OrderDraft, OrderId, Paise,
+    PaymentMethod, ProductId, Qty, ReservationId, ReservationLine, StoreId,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -63,6 +63,10 @@ pub enum Step {
         hold: Option<ReservationId>,
         transfer: Option<Box<str>>,
     },
+    /// An order of the store as it is now (a region order's answer shows its parts).
+    ReadOrder {
+        order_id: OrderId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +75,7 @@ pub enum StepAnswer {
     Placed(OrderId),
     Stock(Option<Location>, Vec<Qty>),
     Marks(Marks),
+    Order(Option<Box<Order>>),
 }
 
 /// Where a store's steps go when it is not in this process.
@@ -93,6 +98,7 @@ impl Step {
             Step::Place { .. } => "place",
             Step::Cancel { .. } => "cancel",
             Step::Marks { .. } => "marks",
+            Step::ReadOrder { .. } => "read_order",
         }
     }
 }
@@ -143,6 +149,14 @@ pub async fn run_local(
             return Ok(StepAnswer::Marks(found));
         }
         Step::Place { .. } => return place(dir, store, step).await,
+        Step::ReadOrder { order_id } => {
+            let archive = dir.archive.clone();
+            let read = tokio::task::spawn_blocking(move || archive.order(order_id)).await;
+            let order = read
+                .map_err(|e| SagaError::Storage(e.to_string()))??
+                .filter(|o| &o.store_id == store);
+            return Ok(StepAnswer::Order(order.map(Box::new)));
+        }
         Step::Hold {
             hold_id,
             lines,
@@ -285,6 +299,10 @@ async fn exec(
                 store: store.clone(),
             },
             StoreError::Storage(why) => SagaError::Storage(why),
+            StoreError::Moving => SagaError::Unreachable {
+                store: store.clone(),
+                why: "the store is moving between processes".into(),
+            },
         })?;
     if let Some(rx) = applied.durable.take() {
         match rx.await {

@@ -284,6 +284,21 @@ impl Archive {
     }
 
     /// Idempotency entries added since the process started (see `PendingViews`).
+    /// A chunk of a store's history for a move (see `wal::moving`).
+    pub fn store_history(
+        &self,
+        store: &StoreId,
+        cursor: &super::moving::HistoryCursor,
+        bounds: super::moving::HistoryBounds,
+    ) -> Result<(super::moving::HistoryEntry, super::moving::HistoryCursor), WalError> {
+        super::moving::read_history(&self.storage, store, cursor, bounds)
+    }
+
+    /// Whether the views hold anything of `store`.
+    pub fn holds_store(&self, store: &StoreId) -> Result<bool, WalError> {
+        super::moving::holds_history(&self.storage, store)
+    }
+
     pub fn answers_added(&self) -> u64 {
         self.storage.pending.idem_added()
     }

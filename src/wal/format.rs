@@ -473,6 +473,9 @@ pub enum EntryKind {
     Snapshot = 3,
     /// A [`SagaEntry`] frame: a step of a saga.
     Saga = 4,
+    /// A `moving::HistoryEntry` frame: part of the history of a store moved in from
+    /// another process (views only; its state comes as a snapshot).
+    History = 5,
 }
 
 impl EntryKind {
@@ -482,6 +485,7 @@ impl EntryKind {
             2 => Some(EntryKind::Remembered),
             3 => Some(EntryKind::Snapshot),
             4 => Some(EntryKind::Saga),
+            5 => Some(EntryKind::History),
             _ => None,
         }
     }

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod bus;
 pub mod format;
+pub mod moving;
 pub mod recovery;
 pub mod segments;
 pub mod storage;

@@ -39,7 +39,6 @@ pub struct Recovered {
     /// Where the writer continues the log.
     pub log: LogPosition,
     /// The first order sequence number never used by a durable order.
-    pub next_order_seq: u64,
     pub report: RecoveryReport,
 }
 
@@ -139,15 +138,6 @@ fn finish(r: Replay<'_>, started: Instant) -> Result<Recovered, WalError> {
         .max(r.stores.values().map(|(seq, _)| seq + 1).max().unwrap_or(1))
         .max(r.views_from);
     let states: Vec<StoreState> = r.stores.into_values().map(|(_, s)| s).collect();
-    let archived = views::max_order_seq(r.storage)?;
-    let in_memory = states
-        .iter()
-        .flat_map(|s| s.orders().map(|o| o.order_id.seq()))
-        .max();
-    let next_order_seq = archived
-        .max(in_memory)
-        .map_or(1, |s| s.saturating_add(1))
-        .max(1);
     for state in &states {
         state.check_invariants();
     }
@@ -159,9 +149,31 @@ fn finish(r: Replay<'_>, started: Instant) -> Result<Recovered, WalError> {
             replay_from: r.replay_from,
             views_from: r.views_from,
         },
-        next_order_seq,
         report,
     })
+}
+
+impl Recovered {
+    /// The next order number to issue in `partition` (see `domain::ids::order_partition`):
+    /// after every number of it already used, in the archive or in memory. A store moved in
+    /// from another process brings numbers of that process's partition; they do not count.
+    pub fn next_order_seq(
+        &self,
+        storage: &Storage,
+        partition: std::ops::Range<u64>,
+    ) -> Result<u64, WalError> {
+        let archived = views::max_order_seq(storage, partition.clone())?;
+        let in_memory = self
+            .states
+            .iter()
+            .flat_map(|s| s.orders().map(|o| o.order_id.seq()))
+            .filter(|seq| partition.contains(seq))
+            .max();
+        Ok(archived
+            .max(in_memory)
+            .map_or(partition.start, |s| s.saturating_add(1))
+            .max(partition.start))
+    }
 }
 
 /// Replays every segment, oldest first. A frame that does not check ends the log only if
@@ -267,6 +279,13 @@ fn replay_batch(r: &mut Replay<'_>, entries: &[u8], segment: u64) -> Result<(), 
                 let entry: SagaEntry = decode_frame(e.frame, &what)?;
                 if e.seq >= r.views_from {
                     r.storage.pending.add(saga_views(&entry), &mut r.idem);
+                }
+            }
+            EntryKind::History => {
+                let entry: super::moving::HistoryEntry = decode_frame(e.frame, &what)?;
+                if e.seq >= r.views_from {
+                    let views = super::moving::history_views(&entry)?;
+                    r.storage.pending.add(views, &mut r.idem);
                 }
             }
         }
@@ -520,14 +539,18 @@ mod tests {
     }
 
     /// Asserts what recovering `four_batches` gives, whatever the log's form.
-    fn assert_six_records(r: &Recovered) {
+    fn assert_six_records(r: &Recovered, storage: &Storage) {
         assert_eq!(r.report.records_replayed, 6);
         assert_eq!(r.states.len(), 1);
         let p = r.states[0]
             .product(&ProductId::parse("P").unwrap())
             .unwrap();
         assert_eq!(p.on_hand, Qty::from_units(96));
-        assert_eq!(r.next_order_seq, 5);
+        assert_eq!(
+            r.next_order_seq(storage, crate::domain::ids::order_partition(0))
+                .unwrap(),
+            5
+        );
         assert_eq!(r.log.next_seq, 7);
     }
 
@@ -546,7 +569,7 @@ mod tests {
         );
         assert!(has_order(&storage, 2) && has_order(&storage, 3) && has_order(&storage, 4));
         assert_eq!(storage.pending.len(), (3, 3));
-        assert_six_records(&r);
+        assert_six_records(&r, &storage);
         assert_eq!(r.report.segments, 1);
         assert_eq!(
             r.states[0].orders().count(),
@@ -562,7 +585,7 @@ mod tests {
         let r = recover(&storage, true).unwrap();
         assert_eq!(r.log.views_from, 0);
         assert!((1..=4).all(|seq| has_order(&storage, seq)));
-        assert_six_records(&r);
+        assert_six_records(&r, &storage);
     }
 
     #[test]
@@ -591,7 +614,7 @@ mod tests {
             .insert(views::VIEWS_FROM_KEY, &4u64.to_be_bytes())
             .unwrap();
         let r = recover(&storage, false).unwrap();
-        assert_six_records(&r);
+        assert_six_records(&r, &storage);
         assert_eq!(storage.wal.len(), 4, "verify moved nothing");
         assert!(
             segments::list_segments(&log_dir(&storage))
@@ -600,12 +623,12 @@ mod tests {
         );
 
         let r = recover(&storage, true).unwrap();
-        assert_six_records(&r);
+        assert_six_records(&r, &storage);
         assert_eq!(r.log.views_from, 4);
         assert!(storage.wal.is_empty());
         assert_eq!(segments::list_segments(&log_dir(&storage)).unwrap(), [1]);
         let r = recover(&storage, true).unwrap();
-        assert_six_records(&r);
+        assert_six_records(&r, &storage);
         assert_eq!(r.report.segments, 1);
     }
 
@@ -626,7 +649,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let r = recover(&storage, true).unwrap();
         assert!(r.report.torn_tail);
-        assert_six_records(&r);
+        assert_six_records(&r, &storage);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), end as u64, "cut");
         let r = recover(&storage, true).unwrap();
         assert!(!r.report.torn_tail);
@@ -686,7 +709,11 @@ mod tests {
             .unwrap();
         assert_eq!(saved.answer, crate::wal::SavedAnswer::Answer(vec![9]));
         assert_eq!(r.log.next_seq, 13, "12 entries were logged");
-        assert_eq!(r.next_order_seq, 1);
+        assert_eq!(
+            r.next_order_seq(&storage, crate::domain::ids::order_partition(0))
+                .unwrap(),
+            1
+        );
         let handle = writer_at(&storage, r.log);
         assert_eq!(write(&handle, record_item(&records[2])), 13);
         handle.close();
@@ -695,7 +722,12 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         let r = recover(&storage, true).unwrap();
         assert!(has_order(&storage, 1), "the order's view is rebuilt");
-        assert_eq!(r.next_order_seq, 2, "its id is not issued again");
+        assert_eq!(
+            r.next_order_seq(&storage, crate::domain::ids::order_partition(0))
+                .unwrap(),
+            2,
+            "its id is not issued again"
+        );
         assert_eq!(r.log.next_seq, 14);
     }
 

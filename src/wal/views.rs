@@ -18,6 +18,7 @@ use super::format::{
 use super::storage::Storage;
 use crate::domain::{Movement, Order, OrderId, StoreEvent, StoreId, TimeMs};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
@@ -329,11 +330,23 @@ impl PendingViews {
         found.into_iter().rev().take(limit).collect()
     }
 
-    /// The highest order number held.
-    fn max_order_seq(&self) -> Option<u64> {
+    /// Whether any view of `store` waits here.
+    pub fn holds_store(&self, store: &StoreId) -> bool {
         let g = self.read();
-        let sealed = g.sealed.as_ref().and_then(|p| p.orders.keys().max());
-        g.filling.orders.keys().max().max(sealed).copied()
+        let holds = |p: &Pending| {
+            p.store_orders.contains_key(store)
+                || p.movements.contains_key(store)
+                || p.events.contains_key(store)
+        };
+        holds(&g.filling) || g.sealed.as_deref().is_some_and(holds)
+    }
+
+    /// The highest order number held.
+    fn max_order_seq(&self, range: &Range<u64>) -> Option<u64> {
+        let g = self.read();
+        let in_range = |p: &Pending| p.orders.keys().filter(|s| range.contains(s)).max().copied();
+        let sealed = g.sealed.as_deref().and_then(in_range);
+        in_range(&g.filling).max(sealed)
     }
 }
 
@@ -576,20 +589,28 @@ pub fn read_order(storage: &Storage, id: OrderId) -> Result<Option<Order>, WalEr
     }
 }
 
-/// The highest order number in the views (to continue the sequence after a restart).
-pub fn max_order_seq(storage: &Storage) -> Result<Option<u64>, WalError> {
-    let from_blocks = match storage.order_blocks.last()? {
+/// The highest order number of `range` in the views (to continue the sequence after a
+/// restart).
+pub fn max_order_seq(storage: &Storage, range: Range<u64>) -> Result<Option<u64>, WalError> {
+    // Blocks never straddle a partition: a partition's length is a multiple of a block's.
+    let blocks = block_key(range.start)..block_key(range.end);
+    let from_blocks = match storage.order_blocks.range(blocks).next_back().transpose()? {
         Some((_, bytes)) => decode_frame::<Block>(&bytes, &|| "an order block".into())?
-            .last()
-            .map(|(s, _)| *s),
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| range.contains(s))
+            .max(),
         None => None,
     };
     let legacy = storage
         .orders
         .last()?
         .and_then(|(k, _)| k.as_ref().try_into().ok().map(u32::from_be_bytes))
-        .map(u64::from);
-    Ok(from_blocks.max(legacy).max(storage.pending.max_order_seq()))
+        .map(u64::from)
+        .filter(|s| range.contains(s));
+    Ok(from_blocks
+        .max(legacy)
+        .max(storage.pending.max_order_seq(&range)))
 }
 
 /// Reads a store's ledger along a chain of ids, keeping the last run it decoded (a
@@ -825,7 +846,7 @@ mod tests {
         assert_eq!(status(&storage, 7), Some(OrderStatus::Confirmed));
         assert_eq!(status(&storage, 8), Some(OrderStatus::PendingPayment));
         assert_eq!(status(&storage, 30), Some(OrderStatus::Confirmed));
-        assert_eq!(max_order_seq(&storage).unwrap(), Some(30));
+        assert_eq!(max_order_seq(&storage, 1..u64::MAX).unwrap(), Some(30));
 
         // The archive before blocks is still read.
         storage
@@ -836,7 +857,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(status(&storage, 99), Some(OrderStatus::Cancelled));
-        assert_eq!(max_order_seq(&storage).unwrap(), Some(99));
+        assert_eq!(max_order_seq(&storage, 1..u64::MAX).unwrap(), Some(99));
         assert_eq!(count_views(&storage).unwrap().orders, 22);
     }
 

@@ -70,6 +70,11 @@ pub enum ItemBody {
         frame: Vec<u8>,
         views: Vec<ViewWrite>,
     },
+    /// A chunk of a moved-in store's history (a `moving::HistoryEntry` frame) and its views.
+    History {
+        frame: Vec<u8>,
+        views: Vec<ViewWrite>,
+    },
     /// Writes nothing; completes once everything submitted before it is durable.
     Barrier,
     /// Writes nothing; completes once a checkpoint has made everything submitted before it
@@ -103,7 +108,8 @@ impl ItemBody {
                 frame, views: w, ..
             }
             | ItemBody::Remembered { frame, views: w }
-            | ItemBody::Saga { frame, views: w } => frame.len() + views(w),
+            | ItemBody::Saga { frame, views: w }
+            | ItemBody::History { frame, views: w } => frame.len() + views(w),
             ItemBody::Snapshot { state, .. } => state.len(),
             ItemBody::Barrier | ItemBody::Checkpoint => 0,
         }
@@ -612,6 +618,13 @@ impl Writer {
                     views: writes,
                 } => {
                     push_batch_entry(&mut self.entries, seq, EntryKind::Saga, frame);
+                    views.append(writes);
+                }
+                ItemBody::History {
+                    frame,
+                    views: writes,
+                } => {
+                    push_batch_entry(&mut self.entries, seq, EntryKind::History, frame);
                     views.append(writes);
                 }
                 ItemBody::Snapshot { store_id, state } => {

@@ -275,7 +275,7 @@ pub fn in_process_directory(
         wal,
         Archive::new(storage.clone()),
         payment_ttl_ms,
-        1,
+        godown::domain::ids::order_partition(0),
     )
 }
 

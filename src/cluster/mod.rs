@@ -10,8 +10,13 @@
 //! the header [`SEARCH_HEADER`], a node that holds no such store or order answers 421 (see
 //! `http::cluster_search`), and nginx moves on to the next; the last node answers as it
 //! would alone (404). Regions and transfers go to the first node, which keeps the regions.
+//!
+//! [`mover`] moves a store from one node to another while it takes orders (`godown
+//! cluster move`), and pins it to its new node in the file.
 
-use serde::Deserialize;
+pub mod mover;
+
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -19,6 +24,10 @@ use std::net::SocketAddr;
 /// Sent by the proxy while it searches for the node that holds an order or a store: such
 /// a node answers normally, any other 421 ("not here") instead of 404.
 pub const SEARCH_HEADER: &str = "x-godown-search";
+/// Sent by the mover to learn which process answered: the answer then carries
+/// [`INSTANCE_HEADER`], a random id each process draws at its start.
+pub const PROBE_HEADER: &str = "x-godown-probe";
+pub const INSTANCE_HEADER: &str = "x-godown-instance";
 /// Most nodes in one file: each id-routed call may ask every node once.
 pub const NODES_MAX: usize = 64;
 /// What nginx answers when the node that holds a store does not answer (503, JSON).
@@ -28,7 +37,7 @@ const KEEPALIVE_REQUESTS: u32 = 1_000_000;
 /// Idle keep-alive connections nginx keeps to each node.
 const KEEPALIVE: u32 = 32;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodesFile {
     /// Where nginx listens.
@@ -36,7 +45,7 @@ pub struct NodesFile {
     pub nodes: Vec<Node>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     /// A name for logs and the upstream (letters, digits, `_`).
@@ -106,6 +115,13 @@ pub fn nginx_config(file: &NodesFile) -> String {
     let _ = writeln!(
         w,
         "worker_processes 1;\npid nginx.pid;\nerror_log error.log warn;"
+    );
+    // After a reload, old workers end their open calls (event streams never end by
+    // themselves) within this; a store move waits for them (`mover::SWITCH_WAIT`).
+    let _ = writeln!(
+        w,
+        "worker_shutdown_timeout {}s;",
+        mover::SWITCH_WAIT.as_secs()
     );
     let _ = writeln!(w, "events {{ worker_connections 4096; }}\n\nhttp {{");
     let _ = writeln!(w, "    access_log off;");
