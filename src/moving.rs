@@ -309,6 +309,10 @@ impl Moves {
         })
         .await?;
         self.dir.mark_gone(store);
+        let forget = ItemBody::Forget {
+            store_id: store.clone(),
+        };
+        durable(self.submit(forget)).await?;
         if let Some(d) = &self.deliverer {
             webhooks.iter().for_each(|w| d.stop(&w.webhook_id));
         }

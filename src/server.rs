@@ -218,6 +218,12 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
     let next_order_seq = recovered
         .next_order_seq(&storage, partition.clone())
         .map_err(std::io::Error::other)?;
+    // A store gone to another process holds no part of the log back.
+    let placements = crate::moving::Placements::load(&config.data_dir)?;
+    let mut recovered = recovered;
+    for id in &placements.gone {
+        recovered.log.replay_from.remove(id);
+    }
     let writer_config = writer::WriterConfig {
         durability: config.durability,
         views_every_records: config.views_every_records,
@@ -247,7 +253,6 @@ async fn serve(config: ServeConfig) -> std::io::Result<()> {
             .mark_store_orders_indexed()
             .map_err(std::io::Error::other)?;
     }
-    let placements = crate::moving::Placements::load(&config.data_dir)?;
     let webhooks: Vec<(crate::domain::StoreId, crate::domain::Webhook)> = recovered
         .states
         .iter()

@@ -261,6 +261,10 @@ mod tests {
         assert!(c.contains("error_page 421 502 = @search_2;"));
         assert!(c.contains("max_fails=0") && c.contains("proxy_next_upstream off;"));
         assert!(!c.contains("@search_3"), "the last node is asked plainly");
+        assert!(
+            c.contains("worker_shutdown_timeout 10s;"),
+            "old workers end"
+        );
         assert!(c.contains("location /api/v1/transfers { proxy_pass http://node_n1; }"));
     }
 

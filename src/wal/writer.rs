@@ -77,6 +77,9 @@ pub enum ItemBody {
     },
     /// Writes nothing; completes once everything submitted before it is durable.
     Barrier,
+    /// Writes nothing: the store has left this process (`crate::moving`), so its records
+    /// no longer hold the log back from being deleted.
+    Forget { store_id: StoreId },
     /// Writes nothing; completes once a checkpoint has made everything submitted before it
     /// durable in sled too (a clean shutdown, so that a restart rebuilds no views).
     Checkpoint,
@@ -111,7 +114,7 @@ impl ItemBody {
             | ItemBody::Saga { frame, views: w }
             | ItemBody::History { frame, views: w } => frame.len() + views(w),
             ItemBody::Snapshot { state, .. } => state.len(),
-            ItemBody::Barrier | ItemBody::Checkpoint => 0,
+            ItemBody::Barrier | ItemBody::Checkpoint | ItemBody::Forget { .. } => 0,
         }
     }
 }
@@ -583,7 +586,13 @@ impl Writer {
         let mut views: Vec<ViewWrite> = Vec::new();
         let (mut records, mut snaps) = (0u64, 0u64);
         for item in batch.iter_mut() {
-            if matches!(item.body, ItemBody::Barrier | ItemBody::Checkpoint) {
+            if let ItemBody::Forget { store_id } = &item.body {
+                self.replay.forget(store_id);
+            }
+            if matches!(
+                item.body,
+                ItemBody::Barrier | ItemBody::Checkpoint | ItemBody::Forget { .. }
+            ) {
                 if matches!(item.body, ItemBody::Checkpoint)
                     && let Some(done) = item.done.take()
                 {
@@ -650,7 +659,9 @@ impl Writer {
                     tracing::debug!(store = %store_id, seq, "snapshot");
                     snaps += 1;
                 }
-                ItemBody::Barrier | ItemBody::Checkpoint => unreachable!("skipped above"),
+                ItemBody::Barrier | ItemBody::Checkpoint | ItemBody::Forget { .. } => {
+                    unreachable!("skipped above")
+                }
             }
         }
         // The log first, durable before anything derived from it reaches sled: a snapshot or
@@ -738,6 +749,18 @@ impl ReplayPoints {
         *self.counts.entry(seq).or_insert(0) += 1;
     }
 
+    /// The store is gone: it holds nothing back.
+    fn forget(&mut self, store: &StoreId) {
+        if let Some(old) = self.by_store.remove(store)
+            && let Some(n) = self.counts.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&old);
+            }
+        }
+    }
+
     /// A record at `seq`: the store's replay point if it has none yet.
     fn first_record(&mut self, store: &StoreId, seq: u64) {
         if !self.by_store.contains_key(store) {
@@ -798,6 +821,22 @@ pub(crate) mod tests {
             segments::list_segments(&dir).unwrap(),
             segments::read_checkpoint(&dir).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_store_that_left_holds_the_log_back_no_more() {
+        // Goal: the log may be deleted below the oldest replay point; a store moved away
+        // (forgotten) no longer counts, whatever point it had.
+        let (a, b) = (StoreId::parse("A").unwrap(), StoreId::parse("B").unwrap());
+        let mut points = ReplayPoints::new(HashMap::new());
+        points.snapshot(&a, 4);
+        points.first_record(&b, 9);
+        assert_eq!(points.min(), Some(5));
+        points.forget(&a);
+        assert_eq!(points.min(), Some(9));
+        points.forget(&b);
+        points.forget(&b);
+        assert_eq!(points.min(), None);
     }
 
     #[test]
