@@ -31,9 +31,11 @@ import json, sys
 rnd, moved, load = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
 m = json.loads(moved) if moved else {}
 print(f"round {rnd}: move {m.get('from')}->{m.get('to')} copy_ms={m.get('copy_ms')} "
-      f"cutover_ms={m.get('cutover_ms')} records live/frozen={m.get('records_live')}/{m.get('records_frozen')} "
+      f"cutover_ms={m.get('cutover_ms')} orders={m.get('orders')} answers={m.get('answers')} "
+      f"tail_rounds={m.get('tail_rounds')} records live/frozen={m.get('records_live')}/{m.get('records_frozen')} "
       f"| load {round(load['requests_per_s'])} req/s ok={load['ok']} failed={load['failed']} "
       f"p50={load['latency_us']['p50']}us p99={load['latency_us']['p99']}us max={load['latency_us'].get('max')}us")
 PY
+  [[ -n $moved ]] || cat $dir/move.err
   bash "$here/scripts/cluster.sh" stop $dir >/dev/null
 done

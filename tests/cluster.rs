@@ -942,7 +942,8 @@ async fn an_interrupted_move_is_given_back_or_finished() {
     // Goal: the mover dies right after freezing the store (A, on n1): the store is frozen
     // (503), the next move gives it back to its node, and it moves to another node later.
     // The mover dies right after the target took the store over (C, from n3 to n1): the
-    // next move finishes it. No order is lost or taken twice either way.
+    // next run finishes that move, whatever target it names. No order is lost or taken
+    // twice either way.
     let mut region = Region::new(3);
     for i in 0..3 {
         region.start(i, &[]).await;
@@ -1002,8 +1003,15 @@ async fn an_interrupted_move_is_given_back_or_finished() {
     let crash = [(godown::cluster::mover::CRASH_AT_ENV, "activated")];
     let (ok, why) = run_move(&dir, "C", "n1", &crash).await;
     assert!(!ok, "{why}");
-    let (ok, why) = run_move(&dir, "C", "n1", &[]).await;
+    // Run again naming another target: the move that was interrupted is the one finished
+    // (n1 serves C: thawing n3's copy would make two).
+    let (ok, why) = run_move(&dir, "C", "n2", &[]).await;
     assert!(ok, "{why}");
+    let report: Value = serde_json::from_str(&why).unwrap();
+    assert_eq!(
+        (report["from"].as_str(), report["to"].as_str()),
+        (Some("n3"), Some("n1"))
+    );
     ids.get_mut("C")
         .unwrap()
         .extend(place_orders(&nginx, "C", 5).await);

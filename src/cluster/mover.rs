@@ -166,7 +166,8 @@ pub async fn run(config: MoveConfig) -> Result<MoveReport, String> {
     };
     let started = Instant::now();
     // The source is the node that will begin a move of the store (the one that serves it).
-    let mut begun = None;
+    // Every other node is asked: one that an interrupted move left frozen is settled first.
+    let (mut begun, mut frozen) = (None, None);
     for (i, node) in nodes.iter_mut().enumerate() {
         if i == to {
             continue;
@@ -176,16 +177,17 @@ pub async fn run(config: MoveConfig) -> Result<MoveReport, String> {
                 state,
                 bounds,
                 key_fingerprint,
-            }) => {
-                begun = Some((i, state, bounds, key_fingerprint));
-                break;
-            }
-            Err(why) if why.contains(FROZEN) => {
-                let target = file.nodes[to].addr;
-                return finish_interrupted(&config, &mover, &mut file, node, target).await;
-            }
+            }) => begun = Some((i, state, bounds, key_fingerprint)),
+            Err(why) if why.contains(FROZEN) => frozen = Some(i),
             _ => {}
         }
+    }
+    if let Some(stuck) = frozen {
+        if let Some((i, ..)) = begun {
+            // Its tap goes: this run only settles the interrupted move.
+            mover.out(&mut nodes[i], OutStep::Abort).await?;
+        }
+        return finish_interrupted(&config, &mover, &mut file, &mut nodes, stuck).await;
     }
     let Some((from, state, bounds, key_fingerprint)) = begun else {
         return Err(format!(
@@ -229,9 +231,11 @@ pub async fn run(config: MoveConfig) -> Result<MoveReport, String> {
     }
     // The target serves the store from here on: pin it there, switch nginx.
     pin(&mut file, &config.store, &config.to);
-    let switched = switch(&config, &file).await?;
+    let switched = switch(&config, &file, &config.to).await?;
     report.cutover_ms = (switched - frozen).as_millis() as u64;
     let (source, _) = two(&mut nodes, from, to);
+    // A fresh connection: the old one may have idled past the node's keep-alive meanwhile.
+    source.conn = None;
     mover.out(source, OutStep::Finish).await?;
     Ok(report)
 }
@@ -239,37 +243,53 @@ pub async fn run(config: MoveConfig) -> Result<MoveReport, String> {
 /// What a node answers to a new move of a store an interrupted move left frozen there.
 const FROZEN: &str = "the store is frozen";
 
-/// A move was interrupted after its freeze (a crash of the mover or of the source): if the
-/// target took the store over, finish it (pin, switch, mark the source's copy gone); if not,
-/// give the store back to the source (and say so: run the move again, to another node if
-/// the target already holds a copy).
+/// A move was interrupted after its freeze (a crash of the mover or of the source): if a
+/// node serves the store now (the interrupted move's target took it over), finish that move
+/// (pin it there, switch nginx, mark the frozen copy gone); if none does, give the store
+/// back to the node that froze it, and say so (run the move again; to another node if the
+/// interrupted target already holds a copy).
 async fn finish_interrupted(
     config: &MoveConfig,
     mover: &Mover<'_>,
     file: &mut NodesFile,
-    source: &mut Node,
-    target: SocketAddr,
+    nodes: &mut [Node],
+    stuck: usize,
 ) -> Result<MoveReport, String> {
     let path = format!("/api/v1/stores/{}", config.store);
     let auth = config.admin_token.as_ref().map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-    let mut conn = Conn::connect(target).await.map_err(|e| e.to_string())?;
-    let status = conn.send("GET", &path, &headers, None).await;
-    if status.map_err(|e| e.to_string())?.status != 200 {
+    let mut live = None;
+    for (i, node) in nodes.iter().enumerate() {
+        if i == stuck {
+            continue;
+        }
+        // 200 only where the store is served: 404 elsewhere, 503 arriving or gone.
+        let Ok(mut conn) = Conn::connect(node.addr).await else {
+            continue;
+        };
+        if let Ok(r) = conn.send("GET", &path, &headers, None).await
+            && r.status == 200
+        {
+            live = Some(node.name.clone());
+        }
+    }
+    let source = &mut nodes[stuck];
+    let Some(live) = live else {
         mover.out(source, OutStep::Abort).await?;
         return Err(format!(
             "an interrupted move had frozen store {} on {}, which serves it again: run the move again",
             config.store, source.name
         ));
-    }
+    };
     let frozen = Instant::now();
-    pin(file, &config.store, &config.to);
-    let switched = switch(config, file).await?;
+    pin(file, &config.store, &live);
+    let switched = switch(config, file, &live).await?;
+    source.conn = None;
     mover.out(source, OutStep::Finish).await?;
     Ok(MoveReport {
         store_id: config.store.clone(),
         from: source.name.clone(),
-        to: config.to.clone(),
+        to: live,
         orders: 0,
         movements: 0,
         events: 0,
@@ -382,7 +402,7 @@ async fn cut_over(
 /// Writes the nodes file (and nginx's configuration) and reloads nginx; waits until nginx
 /// brings the store's calls to its new node (returns when that happened), then until its
 /// old workers are gone.
-async fn switch(config: &MoveConfig, file: &NodesFile) -> Result<Instant, String> {
+async fn switch(config: &MoveConfig, file: &NodesFile, to: &str) -> Result<Instant, String> {
     let json = serde_json::to_vec_pretty(file).map_err(|e| e.to_string())?;
     crate::saga::region::write_synced(&config.nodes, &json)
         .map_err(|e| format!("writing {}: {e}", config.nodes.display()))?;
@@ -403,7 +423,7 @@ async fn switch(config: &MoveConfig, file: &NodesFile) -> Result<Instant, String
     if !status.success() {
         return Err(format!("nginx (pid {pid}) could not be reloaded"));
     }
-    wait_switched(config, file).await?;
+    wait_switched(config, file, to).await?;
     let switched = Instant::now();
     // nginx's old workers finish what they were doing (and may accept a last connection or
     // two) before they exit: until then a call may still reach the old node (503, frozen).
@@ -429,7 +449,7 @@ fn children(pid: &str) -> usize {
 }
 
 /// Waits until nginx brings the store's calls to its new node.
-async fn wait_switched(config: &MoveConfig, file: &NodesFile) -> Result<(), String> {
+async fn wait_switched(config: &MoveConfig, file: &NodesFile, to: &str) -> Result<(), String> {
     // nginx has switched once the store's page through it comes from the target's process
     // (both answer it: a frozen store still serves reads).
     let path = format!("/api/v1/stores/{}", config.store);
@@ -440,7 +460,7 @@ async fn wait_switched(config: &MoveConfig, file: &NodesFile) -> Result<(), Stri
     let target = &file.nodes[file
         .nodes
         .iter()
-        .position(|n| n.name == config.to)
+        .position(|n| n.name == to)
         .ok_or("no target node")?];
     let instance = |r: crate::client::Response| r.header(super::INSTANCE_HEADER).map(str::to_owned);
     let mut conn = Conn::connect(target.addr)
