@@ -165,51 +165,20 @@ pub async fn run(config: MoveConfig) -> Result<MoveReport, String> {
         auth: config.admin_token.as_ref().map(|t| format!("Bearer {t}")),
     };
     let started = Instant::now();
-    // The source is the node that will begin a move of the store (the one that serves it).
-    // Every other node is asked: one that an interrupted move left frozen is settled first.
-    let (mut begun, mut frozen) = (None, None);
-    for (i, node) in nodes.iter_mut().enumerate() {
-        if i == to {
-            continue;
+    let (from, state, bounds, key_fingerprint) = match find_source(&mover, &mut nodes, to).await? {
+        Source::Begun(from, state, bounds, key) => (from, state, bounds, key),
+        Source::Frozen(stuck) => {
+            return finish_interrupted(&config, &mover, &mut file, &mut nodes, stuck).await;
         }
-        match mover.out(node, OutStep::Begin).await {
-            Ok(OutReply::Begun {
-                state,
-                bounds,
-                key_fingerprint,
-            }) => begun = Some((i, state, bounds, key_fingerprint)),
-            Err(why) if why.contains(FROZEN) => frozen = Some(i),
-            _ => {}
+        Source::None => {
+            return Err(format!(
+                "no node other than {} serves store {}",
+                config.to, config.store
+            ));
         }
-    }
-    if let Some(stuck) = frozen {
-        if let Some((i, ..)) = begun {
-            // Its tap goes: this run only settles the interrupted move.
-            mover.out(&mut nodes[i], OutStep::Abort).await?;
-        }
-        return finish_interrupted(&config, &mover, &mut file, &mut nodes, stuck).await;
-    }
-    let Some((from, state, bounds, key_fingerprint)) = begun else {
-        return Err(format!(
-            "no node other than {} serves store {}",
-            config.to, config.store
-        ));
     };
     let (source, target) = two(&mut nodes, from, to);
-    let mut report = MoveReport {
-        store_id: config.store.clone(),
-        from: source.name.clone(),
-        to: target.name.clone(),
-        orders: 0,
-        movements: 0,
-        events: 0,
-        answers: 0,
-        records_live: 0,
-        records_frozen: 0,
-        tail_rounds: 0,
-        copy_ms: 0,
-        cutover_ms: 0,
-    };
+    let mut report = MoveReport::new(&config.store, &source.name, &target.name);
     let live = copy_and_tail(
         &mover,
         source,
@@ -226,18 +195,80 @@ pub async fn run(config: MoveConfig) -> Result<MoveReport, String> {
     report.copy_ms = started.elapsed().as_millis() as u64;
     let frozen = Instant::now();
     if let Err(why) = cut_over(&mover, source, target, &mut report).await {
-        let _ = mover.out(source, OutStep::Abort).await;
-        return Err(why);
+        // The target may have taken the store over all the same (an answer lost): settle
+        // it as an interrupted move, which never leaves two live copies.
+        return match finish_interrupted(&config, &mover, &mut file, &mut nodes, from).await {
+            Ok(_) => Err(format!("{why} (the move was then finished)")),
+            Err(then) => Err(format!("{why}; then: {then}")),
+        };
     }
     // The target serves the store from here on: pin it there, switch nginx.
     pin(&mut file, &config.store, &config.to);
     let switched = switch(&config, &file, &config.to).await?;
     report.cutover_ms = (switched - frozen).as_millis() as u64;
-    let (source, _) = two(&mut nodes, from, to);
+    let source = &mut nodes[from];
     // A fresh connection: the old one may have idled past the node's keep-alive meanwhile.
     source.conn = None;
     mover.out(source, OutStep::Finish).await?;
     Ok(report)
+}
+
+/// Where the store is, as the nodes answer a request to begin moving it out.
+enum Source {
+    /// This node serves it and has begun: its state, the history's bounds, its key's
+    /// fingerprint.
+    Begun(usize, Vec<u8>, HistoryBounds, String),
+    /// An interrupted move left it frozen on this node (settled before anything else).
+    Frozen(usize),
+    None,
+}
+
+/// Asks every node but the target to begin moving the store out.
+async fn find_source(mover: &Mover<'_>, nodes: &mut [Node], to: usize) -> Result<Source, String> {
+    let (mut begun, mut frozen) = (None, None);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i == to {
+            continue;
+        }
+        match mover.out(node, OutStep::Begin).await {
+            Ok(OutReply::Begun {
+                state,
+                bounds,
+                key_fingerprint,
+            }) => begun = Some(Source::Begun(i, state, bounds, key_fingerprint)),
+            Err(why) if why.contains(FROZEN) => frozen = Some(i),
+            _ => {}
+        }
+    }
+    match (begun, frozen) {
+        (Some(Source::Begun(i, ..)), Some(stuck)) => {
+            // Its tap goes: this run only settles the interrupted move.
+            mover.out(&mut nodes[i], OutStep::Abort).await?;
+            Ok(Source::Frozen(stuck))
+        }
+        (_, Some(stuck)) => Ok(Source::Frozen(stuck)),
+        (Some(begun), None) => Ok(begun),
+        (None, None) => Ok(Source::None),
+    }
+}
+
+impl MoveReport {
+    fn new(store: &str, from: &str, to: &str) -> MoveReport {
+        MoveReport {
+            store_id: store.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            orders: 0,
+            movements: 0,
+            events: 0,
+            answers: 0,
+            records_live: 0,
+            records_frozen: 0,
+            tail_rounds: 0,
+            copy_ms: 0,
+            cutover_ms: 0,
+        }
+    }
 }
 
 /// What a node answers to a new move of a store an interrupted move left frozen there.
@@ -286,20 +317,9 @@ async fn finish_interrupted(
     let switched = switch(config, file, &live).await?;
     source.conn = None;
     mover.out(source, OutStep::Finish).await?;
-    Ok(MoveReport {
-        store_id: config.store.clone(),
-        from: source.name.clone(),
-        to: live,
-        orders: 0,
-        movements: 0,
-        events: 0,
-        answers: 0,
-        records_live: 0,
-        records_frozen: 0,
-        tail_rounds: 0,
-        copy_ms: 0,
-        cutover_ms: (switched - frozen).as_millis() as u64,
-    })
+    let mut report = MoveReport::new(&config.store, &source.name, &live);
+    report.cutover_ms = (switched - frozen).as_millis() as u64;
+    Ok(report)
 }
 
 /// Pins `store` to node `to` (and to no other).
