@@ -5,7 +5,7 @@
 #   bash benches/recovery.sh            # ≈ 3–5 min on a 2-core machine; needs ~3 GB in /tmp
 #
 # Prints the restart's recovery report (records replayed, milliseconds), the time until
-# /ready answers 200, and the RSS after recovery. Everything runs on 127.0.0.1:8092 with
+# /ready answers 200, and the RSS live before the kill and after recovery. Everything runs on 127.0.0.1:8092 with
 # data in a temporary directory that is removed at the end (kept with KEEP=1).
 # STORES, PRODUCTS and ORDERS change the sizes.
 set -euo pipefail
@@ -61,6 +61,7 @@ echo "products only: ready after ${READY_S} s; RSS $(rss_mb) MB"
 "$GODOWN" load --target "http://$ADDR" --scenario throughput --stores "$STORES" \
     --products "$PRODUCTS" --requests "$ORDERS" --skip-setup --quiet --json >"$TMP/orders.json"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   %d orders at %.0f/s, failed %s" % (r["requests"], r["requests_per_s"], r["failed"]))' "$TMP/orders.json" >&2
+echo "live with the same data (before kill -9): RSS $(rss_mb) MB"
 log "   kill -9"
 kill -9 "$PID"
 wait "$PID" 2>/dev/null || true
