@@ -224,6 +224,13 @@ impl Moves {
     pub async fn out(&self, store: &StoreId, step: OutStep) -> Result<OutReply, MoveError> {
         match step {
             OutStep::Begin => {
+                if !self.archive.store_orders_indexed()? {
+                    // The store's orders are found through the index: it must be whole.
+                    return Err(MoveError::Conflict(
+                        "orders of an earlier version are still being indexed; retry shortly"
+                            .into(),
+                    ));
+                }
                 let begun = self.live(store)?.addr.send(BeginMoveOut).await;
                 let begun = begun.map_err(|_| CallError::Stopped)??;
                 Ok(OutReply::Begun {

@@ -283,7 +283,12 @@ impl Archive {
         Ok(())
     }
 
-    /// Idempotency entries added since the process started (see `PendingViews`).
+    /// Whether every order is in the store order index (a move reads a store's orders
+    /// through it).
+    pub fn store_orders_indexed(&self) -> Result<bool, WalError> {
+        Ok(self.storage.meta.contains_key(STORE_ORDERS_INDEXED)?)
+    }
+
     /// A chunk of a store's history for a move (see `wal::moving`).
     pub fn store_history(
         &self,
@@ -299,6 +304,7 @@ impl Archive {
         super::moving::holds_history(&self.storage, store)
     }
 
+    /// Idempotency entries added since the process started (see `PendingViews`).
     pub fn answers_added(&self) -> u64 {
         self.storage.pending.idem_added()
     }
