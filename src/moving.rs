@@ -22,7 +22,7 @@ use crate::actor::{CallError, Directory, StoreEntry, StoreError, TakeSnapshot};
 use crate::domain::{StoreId, StoreState};
 use crate::wal::moving::{HistoryBounds, HistoryCursor, HistoryEntry};
 use crate::wal::writer::Durable;
-use crate::wal::{Archive, ItemBody, WalError, WalItem};
+use crate::wal::{Archive, ItemBody, WalError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -319,7 +319,7 @@ impl Moves {
         let forget = ItemBody::Forget {
             store_id: store.clone(),
         };
-        durable(self.submit(forget)).await?;
+        durable(self.dir.wal.submit_unbounded(forget)).await?;
         if let Some(d) = &self.deliverer {
             webhooks.iter().for_each(|w| d.stop(&w.webhook_id));
         }
@@ -341,7 +341,12 @@ impl Moves {
                 let frame = crate::wal::format::encode_frame(&entry);
                 let views = crate::wal::moving::history_views(&entry)
                     .map_err(|e| MoveError::Invalid(e.to_string()))?;
-                durable(self.submit(ItemBody::History { frame, views })).await
+                durable(
+                    self.dir
+                        .wal
+                        .submit_unbounded(ItemBody::History { frame, views }),
+                )
+                .await
             }
             InStep::Records(frames) => {
                 let entry = self.arriving(store)?;
@@ -408,21 +413,7 @@ impl Moves {
         if let Some(rx) = rx.map_err(|_| CallError::Stopped)? {
             durable(rx).await?;
         }
-        durable(self.submit(ItemBody::Checkpoint)).await
-    }
-
-    /// Hands `body` to the log (past its in-flight bound, as expiry does: a move's steps
-    /// are few and each waits for the last).
-    fn submit(&self, body: ItemBody) -> tokio::sync::oneshot::Receiver<Durable> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.dir.wal.claim();
-        self.dir.wal.submit(WalItem {
-            weight: 0,
-            body,
-            done: Some(tx),
-            mark: None,
-        });
-        rx
+        durable(self.dir.wal.submit_unbounded(ItemBody::Checkpoint)).await
     }
 
     async fn activate(&self, store: &StoreId) -> Result<(), MoveError> {

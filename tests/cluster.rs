@@ -709,6 +709,18 @@ async fn move_client(
     done
 }
 
+/// The status of `GET /api/v1/stores/{store}` asked of one process directly (not nginx).
+async fn store_status(addr: SocketAddr, store: &str) -> u16 {
+    let auth = format!("Bearer {ADMIN}");
+    let mut conn = Conn::connect(addr).await.unwrap();
+    let headers = [("authorization", auth.as_str())];
+    let path = format!("/api/v1/stores/{store}");
+    conn.send("GET", &path, &headers, None)
+        .await
+        .unwrap()
+        .status
+}
+
 /// Waits until `acked` reaches `n`.
 async fn wait_acked(acked: &std::sync::atomic::AtomicUsize, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -838,16 +850,8 @@ async fn a_store_moved_between_processes_keeps_every_acknowledged_order() {
     check_moved_store(&nginx, &done).await;
 
     // n3 serves A; n1 does not (503 to a client, 421 to nginx's search).
-    let direct = |i: usize| addrs[i];
-    let status = |addr: SocketAddr| async move {
-        let auth = format!("Bearer {ADMIN}");
-        let mut conn = Conn::connect(addr).await.unwrap();
-        let headers = [("authorization", auth.as_str())];
-        let r = conn.send("GET", "/api/v1/stores/A", &headers, None).await;
-        r.unwrap().status
-    };
-    assert_eq!(status(direct(2)).await, 200);
-    assert_eq!(status(direct(0)).await, 503);
+    assert_eq!(store_status(addrs[2], "A").await, 200);
+    assert_eq!(store_status(addrs[0], "A").await, 503);
 
     // An order acknowledged before the move, sent again with its key: the same order,
     // nothing taken twice (the key's answer moved with the store).
@@ -870,7 +874,11 @@ async fn a_store_moved_between_processes_keeps_every_acknowledged_order() {
         region.start(i, &[]).await;
     }
     check_moved_store(&nginx, &done).await;
-    assert_eq!(status(direct(0)).await, 503, "A stays gone from n1");
+    assert_eq!(
+        store_status(addrs[0], "A").await,
+        503,
+        "A stays gone from n1"
+    );
 }
 
 /// Runs `godown cluster move` of `store` to `to` in `region` (with `env`); its exit status
@@ -1016,20 +1024,11 @@ async fn an_interrupted_move_is_given_back_or_finished() {
         .unwrap()
         .extend(place_orders(&nginx, "C", 5).await);
     check_orders(&nginx, "C", &ids["C"]).await;
-    let direct = |i: usize| {
-        let addr = addrs[i];
-        async move {
-            let auth = format!("Bearer {ADMIN}");
-            let mut conn = Conn::connect(addr).await.unwrap();
-            let headers = [("authorization", auth.as_str())];
-            conn.send("GET", "/api/v1/stores/C", &headers, None)
-                .await
-                .unwrap()
-                .status
-        }
-    };
     assert_eq!(
-        (direct(0).await, direct(2).await),
+        (
+            store_status(addrs[0], "C").await,
+            store_status(addrs[2], "C").await
+        ),
         (200, 503),
         "C lives on n1 only"
     );

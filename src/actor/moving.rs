@@ -8,9 +8,9 @@
 
 use super::store::{StoreActor, StoreError};
 use crate::domain::{Event, Tokens, Webhook};
+use crate::wal::ItemBody;
 use crate::wal::format::{decode_record, encode_state, view_writes};
 use crate::wal::writer::Durable;
-use crate::wal::{ItemBody, WalItem};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
@@ -99,15 +99,7 @@ impl Handler<DrainMoveOut> for StoreActor {
         tap.bytes = 0;
         let durable = msg.freeze.then(|| {
             self.frozen = true;
-            self.wal.claim();
-            let (tx, rx) = oneshot::channel();
-            self.wal.submit(WalItem {
-                weight: 0,
-                body: ItemBody::Barrier,
-                done: Some(tx),
-                mark: None,
-            });
-            rx
+            self.wal.submit_unbounded(ItemBody::Barrier)
         });
         MessageResult(Ok(Drained { frames, durable }))
     }
@@ -169,20 +161,12 @@ impl StoreActor {
             for order in record.events.iter().filter_map(Event::order) {
                 self.state.evict_order(order.order_id);
             }
-            self.wal.claim();
-            let (tx, rx) = oneshot::channel();
             let body = ItemBody::Record {
                 store_id: store.clone(),
                 frame,
                 views: view_writes(record),
             };
-            self.wal.submit(WalItem {
-                weight: 0,
-                body,
-                done: Some(tx),
-                mark: None,
-            });
-            last = Some(rx);
+            last = Some(self.wal.submit_unbounded(body));
         }
         Ok(last)
     }

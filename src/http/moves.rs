@@ -6,8 +6,9 @@
 
 use super::AppState;
 use super::json::parse_store_id;
+use crate::domain::StoreId;
 use crate::http::ApiError;
-use crate::moving::{InStep, MoveError, OutStep};
+use crate::moving::{InStep, MoveError, Moves, OutStep};
 use crate::wal::format::{decode_frame, encode_frame};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
@@ -34,18 +35,21 @@ impl From<MoveError> for ApiError {
     }
 }
 
-fn moves(state: &AppState) -> Result<&crate::moving::Moves, ApiError> {
+/// What both routes check first: the admin, the store id, the step; then that the process
+/// is ready.
+fn step<'a, T: for<'de> serde::Deserialize<'de>>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    path: &str,
+    body: &[u8],
+) -> Result<(&'a Moves, StoreId, T), ApiError> {
+    state.require_admin(req)?;
+    let store = parse_store_id(path)?;
+    let step = decode_frame(body, &|| "the move step".into())
+        .map_err(|e| ApiError::bad_request("Invalid move step", e.to_string()))?;
     state.dir()?;
-    state
-        .moves
-        .get()
-        .map(|m| &**m)
-        .ok_or_else(ApiError::not_ready)
-}
-
-fn step<T: for<'de> serde::Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    decode_frame(body, &|| "the move step".into())
-        .map_err(|e| ApiError::bad_request("Invalid move step", e.to_string()))
+    let moves = state.moves.get().ok_or_else(ApiError::not_ready)?;
+    Ok((moves, store, step))
 }
 
 /// `POST /api/v1/stores/{store_id}/move-out`: a step of the process the store leaves.
@@ -55,10 +59,7 @@ pub async fn post_move_out(
     path: web::Path<String>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
-    let store = parse_store_id(&path)?;
-    let step: OutStep = step(&body)?;
-    let moves = moves(&state)?;
+    let (moves, store, step): (_, _, OutStep) = step(&state, &req, &path, &body)?;
     let reply = moves.out(&store, step).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
@@ -72,10 +73,7 @@ pub async fn post_move_in(
     path: web::Path<String>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
-    let store = parse_store_id(&path)?;
-    let step: InStep = step(&body)?;
-    let moves = moves(&state)?;
+    let (moves, store, step): (_, _, InStep) = step(&state, &req, &path, &body)?;
     moves.arrive(&store, step).await?;
     Ok(HttpResponse::Ok().json(json!({"store_id": store.as_str(), "status": "ok"})))
 }

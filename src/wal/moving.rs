@@ -238,27 +238,14 @@ pub fn holds_history(storage: &Storage, store: &StoreId) -> Result<bool, WalErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::state::{DraftItem, OrderDraft};
     use crate::domain::*;
     use crate::wal::format::{IdemTag, WalRecord, view_writes};
-
-    fn config() -> StoreConfig {
-        StoreConfig {
-            store_id: StoreId::parse("S").unwrap(),
-            name: "s".into(),
-            tax_rate_bp: 0,
-            delivery_fee: Paise(0),
-            free_delivery_above: None,
-            location: None,
-            updated_ms: 0,
-            utc_offset_minutes: 330,
-        }
-    }
+    use crate::wal::recovery::tests::{one_p, product_p, store_s};
 
     /// Store S with product P and `orders` one-unit orders (the first with a key), as views
     /// in `storage`'s memory (and its key's answer in sled); the store's state after them.
     fn store_with_orders(storage: &Storage, orders: u64) -> StoreState {
-        let mut state = StoreState::new(config());
+        let mut state = StoreState::new(store_s());
         let mut idem = sled::Batch::default();
         let mut log = |state: &mut StoreState, command: Command, key: Option<&str>| {
             let first_event_id = state.next_event_id();
@@ -276,39 +263,9 @@ mod tests {
             };
             storage.pending.add(view_writes(record), &mut idem);
         };
-        let info = ProductInfo {
-            product_id: ProductId::parse("P").unwrap(),
-            name: "p".into(),
-            unit: Unit::Pieces,
-            unit_price: Paise(100),
-            low_stock_threshold: Qty::ZERO,
-            category: None,
-            lead_time_days: 2,
-            safety_stock_days: 1,
-        };
-        let stock = Some(Qty::from_units(100_000));
-        log(&mut state, Command::SetProduct { info, stock }, None);
+        log(&mut state, product_p(100_000), None);
         for seq in 1..=orders {
-            let draft = OrderDraft {
-                order_id: OrderId::from_seq(seq),
-                customer: Customer {
-                    phone: "1".into(),
-                    name: "c".into(),
-                    delivery_address: "a".into(),
-                },
-                items: vec![DraftItem {
-                    product_id: ProductId::parse("P").unwrap(),
-                    quantity: Qty::from_units(1),
-                    unit_price: None,
-                }],
-                payment_method: PaymentMethod::Cod,
-                reservation_id: None,
-                payment_ttl_ms: 1000,
-                allow_partial: false,
-                saga_key: None,
-            };
-            let key = (seq == 1).then_some("key-1");
-            log(&mut state, Command::PlaceOrder(Box::new(draft)), key);
+            log(&mut state, one_p(seq), (seq == 1).then_some("key-1"));
         }
         storage.idem.apply_batch(idem).unwrap();
         state

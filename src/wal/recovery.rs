@@ -425,7 +425,7 @@ fn replay(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::state::{DraftItem, OrderDraft};
     use crate::domain::*;
@@ -442,10 +442,9 @@ mod tests {
         }
     }
 
-    /// Six records of store `S`: the store, its product `P` (100 units), and orders 1..=4
-    /// of one unit each.
-    fn six_records() -> Vec<WalRecord> {
-        let config = StoreConfig {
+    /// Store `S` (also for other modules' tests).
+    pub(crate) fn store_s() -> StoreConfig {
+        StoreConfig {
             store_id: StoreId::parse("S").unwrap(),
             name: "s".into(),
             tax_rate_bp: 0,
@@ -454,16 +453,11 @@ mod tests {
             location: None,
             updated_ms: 0,
             utc_offset_minutes: 330,
-        };
-        let mut state = StoreState::new(config.clone());
-        let mut records = vec![WalRecord {
-            store_id: config.store_id.clone(),
-            events: vec![Event::StoreSet(config.clone())],
-            idem: None,
-            first_event_id: 0,
-            batch: None,
-        }];
-        state.apply_event(&records[0].events[0]);
+        }
+    }
+
+    /// Sets product `P` with `units` in stock.
+    pub(crate) fn product_p(units: u64) -> Command {
         let info = ProductInfo {
             product_id: ProductId::parse("P").unwrap(),
             name: "p".into(),
@@ -474,28 +468,49 @@ mod tests {
             lead_time_days: 2,
             safety_stock_days: 1,
         };
-        let stock = Some(Qty::from_units(100));
-        records.push(record(&mut state, Command::SetProduct { info, stock }));
+        let stock = Some(Qty::from_units(units));
+        Command::SetProduct { info, stock }
+    }
+
+    /// Order `seq`: one unit of `P`, cash on delivery.
+    pub(crate) fn one_p(seq: u64) -> Command {
+        let draft = OrderDraft {
+            order_id: OrderId::from_seq(seq),
+            customer: Customer {
+                phone: "1".into(),
+                name: "c".into(),
+                delivery_address: "a".into(),
+            },
+            items: vec![DraftItem {
+                product_id: ProductId::parse("P").unwrap(),
+                quantity: Qty::from_units(1),
+                unit_price: None,
+            }],
+            payment_method: PaymentMethod::Cod,
+            reservation_id: None,
+            payment_ttl_ms: 1000,
+            allow_partial: false,
+            saga_key: None,
+        };
+        Command::PlaceOrder(Box::new(draft))
+    }
+
+    /// Six records of store `S`: the store, its product `P` (100 units), and orders 1..=4
+    /// of one unit each.
+    fn six_records() -> Vec<WalRecord> {
+        let config = store_s();
+        let mut state = StoreState::new(config.clone());
+        let mut records = vec![WalRecord {
+            store_id: config.store_id.clone(),
+            events: vec![Event::StoreSet(config.clone())],
+            idem: None,
+            first_event_id: 0,
+            batch: None,
+        }];
+        state.apply_event(&records[0].events[0]);
+        records.push(record(&mut state, product_p(100)));
         for seq in 1..=4 {
-            let draft = OrderDraft {
-                order_id: OrderId::from_seq(seq),
-                customer: Customer {
-                    phone: "1".into(),
-                    name: "c".into(),
-                    delivery_address: "a".into(),
-                },
-                items: vec![DraftItem {
-                    product_id: ProductId::parse("P").unwrap(),
-                    quantity: Qty::from_units(1),
-                    unit_price: None,
-                }],
-                payment_method: PaymentMethod::Cod,
-                reservation_id: None,
-                payment_ttl_ms: 1000,
-                allow_partial: false,
-                saga_key: None,
-            };
-            records.push(record(&mut state, Command::PlaceOrder(Box::new(draft))));
+            records.push(record(&mut state, one_p(seq)));
         }
         records
     }

@@ -238,6 +238,20 @@ impl WalHandle {
         }
     }
 
+    /// Submits past the in-flight bound (as expiry does: for the few items that must not be
+    /// refused, each awaited before the next) and returns the receiver to await durability on.
+    pub fn submit_unbounded(&self, body: ItemBody) -> oneshot::Receiver<Durable> {
+        self.claim();
+        let (tx, rx) = oneshot::channel();
+        self.submit(WalItem {
+            weight: 0,
+            body,
+            done: Some(tx),
+            mark: None,
+        });
+        rx
+    }
+
     /// Claims, submits and returns the receiver to await durability on.
     pub fn submit_waiting(&self, body: ItemBody) -> Option<oneshot::Receiver<Durable>> {
         if !self.try_claim() {
