@@ -5,7 +5,8 @@
 #   bash benches/recovery.sh            # ≈ 3–5 min on a 2-core machine; needs ~3 GB in /tmp
 #
 # Prints the restart's recovery report (records replayed, milliseconds), the time until
-# /ready answers 200, and the RSS live before the kill and after recovery. Everything runs on 127.0.0.1:8092 with
+# /ready answers 200, and the RSS (at /ready and 10 s later) with the products only, live
+# before the kill, and after recovery. GODOWN=path runs a given build. Everything runs on 127.0.0.1:8092 with
 # data in a temporary directory that is removed at the end (kept with KEEP=1).
 # STORES, PRODUCTS and ORDERS change the sizes.
 set -euo pipefail
@@ -26,8 +27,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-GODOWN=$ROOT/target/release/godown
+# GODOWN=path runs that binary instead of building this checkout (to compare two builds).
+if [[ -z "${GODOWN:-}" ]]; then
+    cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+    GODOWN=$ROOT/target/release/godown
+fi
 
 start() { # extra serve args...
     "$GODOWN" serve --listen "$ADDR" --data-dir "$TMP/db" "$@" >>"$TMP/server.log" 2>&1 &
@@ -58,6 +62,9 @@ wait "$PID" || true
 log "2. writing $ORDERS orders to the WAL (no snapshots)"
 start "${NO_SNAPSHOTS[@]}"
 echo "products only: ready after ${READY_S} s; RSS $(rss_mb) MB"
+# Recovery's reading buffers are given back to the OS over the next seconds.
+sleep 10
+echo "products only, 10 s later: RSS $(rss_mb) MB"
 "$GODOWN" load --target "http://$ADDR" --scenario throughput --stores "$STORES" \
     --products "$PRODUCTS" --requests "$ORDERS" --skip-setup --quiet --json >"$TMP/orders.json"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   %d orders at %.0f/s, failed %s" % (r["requests"], r["requests_per_s"], r["failed"]))' "$TMP/orders.json" >&2
