@@ -120,7 +120,10 @@ impl<'de> Deserialize<'de> for DaySeries {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a map of days to sales")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DaySeries, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DaySeries, A::Error> {
                 // Bounded by what a snapshot can hold: DAYS_KEPT days were written.
                 let hint = map.size_hint().unwrap_or(0).min(DAYS_KEPT as usize);
                 let mut days: Vec<(i32, DaySales)> = Vec::with_capacity(hint);

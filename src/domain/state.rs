@@ -355,6 +355,18 @@ fn sales_since_analytics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sales
     super::layout::added_after(super::layout::Layout::BeforeAnalytics, Sales::default(), d)
 }
 
+/// What `p` lacks for `requested` units, counting `held` (a hold's units) as its own.
+fn shortage_of(p: &Product, requested: Qty, held: Qty) -> Option<Shortage> {
+    let available = Qty(p.current_stock().0 + held.0);
+    (requested > available).then(|| Shortage {
+        product_id: p.info.product_id.clone(),
+        product_name: p.info.name.clone(),
+        unit: p.info.unit,
+        requested,
+        available,
+    })
+}
+
 /// Refuses a hold or unpaid order that would lock more than [`LOCK_MILLI_MAX`].
 fn check_lock(quantities: impl Iterator<Item = Qty>) -> Result<(), DomainError> {
     let total: u64 = quantities.map(|q| q.0).sum();
@@ -927,15 +939,16 @@ impl StoreState {
     }
 
     /// Checks lines for existence, duplicates and whole units; returns the products in order.
+    /// Checks the lines (products known, each once, quantities valid for their unit) and
+    /// returns their products in line order: each looked up once, for the caller too.
     fn check_lines<'a>(
         &self,
         lines: impl Iterator<Item = (&'a ProductId, Qty)>,
-    ) -> Result<(), DomainError> {
+    ) -> Result<Vec<&Product>, DomainError> {
         let mut seen = HashSet::new();
-        let mut count = 0;
+        let mut products = Vec::with_capacity(lines.size_hint().0.min(ITEMS_MAX));
         for (id, qty) in lines {
-            count += 1;
-            if count > ITEMS_MAX {
+            if products.len() == ITEMS_MAX {
                 return Err(DomainError::TooManyItems);
             }
             let p = self
@@ -948,11 +961,12 @@ impl StoreState {
             if qty == Qty::ZERO || (p.info.unit.is_counted() && !qty.is_whole()) {
                 return Err(DomainError::InvalidQuantity(id.clone()));
             }
+            products.push(p);
         }
-        if count == 0 {
+        if products.is_empty() {
             return Err(DomainError::NoItems);
         }
-        Ok(())
+        Ok(products)
     }
 
     fn reserve(
@@ -1005,15 +1019,7 @@ impl StoreState {
 
     /// The shortage of `requested` when `held` units are already set aside for the asker.
     fn shortage(&self, id: &ProductId, requested: Qty, held: Qty) -> Option<Shortage> {
-        let p = &self.products[id];
-        let available = Qty(p.current_stock().0 + held.0);
-        (requested > available).then(|| Shortage {
-            product_id: id.clone(),
-            product_name: p.info.name.clone(),
-            unit: p.info.unit,
-            requested,
-            available,
-        })
+        shortage_of(&self.products[id], requested, held)
     }
 
     /// Orders awaiting payment: every deadline is a hold's or such an order's.
@@ -1044,12 +1050,12 @@ impl StoreState {
                 .and_then(|h| h.lines.iter().find(|l| &l.product_id == id))
                 .map_or(Qty::ZERO, |l| l.quantity)
         };
-        self.check_lines(draft.items.iter().map(|i| (&i.product_id, i.quantity)))?;
+        let products = self.check_lines(draft.items.iter().map(|i| (&i.product_id, i.quantity)))?;
         if draft.payment_method.initial_status() == OrderStatus::PendingPayment {
             check_lock(draft.items.iter().map(|i| i.quantity))?;
         }
-        for item in &draft.items {
-            let price = self.products[&item.product_id].info.unit_price;
+        for (item, p) in draft.items.iter().zip(&products) {
+            let price = p.info.unit_price;
             if item.unit_price.is_some_and(|p| p != price) {
                 return Err(DomainError::PriceChanged {
                     product_id: item.product_id.clone(),
@@ -1060,7 +1066,8 @@ impl StoreState {
         let shortages: Vec<Shortage> = draft
             .items
             .iter()
-            .filter_map(|i| self.shortage(&i.product_id, i.quantity, held_of(&i.product_id)))
+            .zip(&products)
+            .filter_map(|(i, p)| shortage_of(p, i.quantity, held_of(&i.product_id)))
             .collect();
         if !shortages.is_empty() && draft.allow_partial {
             // Each short line ships what is there; a line with nothing is dropped.
@@ -1086,8 +1093,9 @@ impl StoreState {
         let lines: Vec<OrderLine> = draft
             .items
             .iter()
-            .map(|i| {
-                let info = &self.products[&i.product_id].info;
+            .zip(&products)
+            .map(|(i, p)| {
+                let info = &p.info;
                 OrderLine {
                     product_id: i.product_id.clone(),
                     product_name: info.name.clone(),
