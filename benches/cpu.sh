@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The server's CPU per durable order: `godown load --scenario throughput` (64 clients) against
 # a fresh `godown serve`, reading the server's user + system CPU time (/proc/PID/stat) when
-# the load's set-up ends and when the load ends. Less noisy on a shared box than orders/s:
-# it counts the work, not the wall time. Alternates the binaries given (A/B), ROUNDS each.
+# the load's set-up ends and when the load ends: the work an order costs rather than the
+# wall time (it still moves with the box's other tenants: 90–150 µs in one half hour here).
+# Alternates the binaries given (A/B), ROUNDS each; results in BENCHMARKS.md.
 #   bash benches/cpu.sh target/release/godown /tmp/godown-b    [ROUNDS=3 DURATION=20]
 set -u
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-20}; PORT=${PORT:-8311}
