@@ -7,6 +7,7 @@
 #   bash benches/cpu.sh target/release/godown /tmp/godown-b    [ROUNDS=3 DURATION=20]
 set -u
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-20}; PORT=${PORT:-8311}
+SCENARIO=${SCENARIO:-throughput} # or trivial (GET /health): the HTTP floor per request
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 TICK=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$TICK" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
@@ -24,12 +25,12 @@ for round in $(seq "$ROUNDS"); do
         *[0-9]" "*[0-9]" "*[0-9]" "*[0-9]" "*[0-9]" "*[0-9]" "*[0-9]" "*[0-9]) row=$line ;;
       esac
     done < <(GODOWN_ADMIN_TOKEN=s "$bin" load --target "http://127.0.0.1:$PORT" \
-      --clients 64 --duration "$DURATION" 2>&1)
+      --scenario "$SCENARIO" --clients 64 --duration "$DURATION" 2>&1)
     end=$(cpu_s "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null
     read -r reqs rps p50 _ p99 _ <<<"$row"
-    echo "round=$round bin=$bin orders=$reqs orders/s=$rps p50_us=$p50 p99_us=$p99" \
-      "server_cpu_us_per_order=$(python3 -c "print(round(($end-$start)*1e6/$reqs, 1))")" \
+    echo "round=$round bin=$bin $SCENARIO requests=$reqs req/s=$rps p50_us=$p50 p99_us=$p99" \
+      "server_cpu_us_per_request=$(python3 -c "print(round(($end-$start)*1e6/$reqs, 1))")" \
       "($answers)"
   done
 done
