@@ -938,7 +938,6 @@ impl StoreState {
         Ok(Outcome::TransferredIn { fresh: true })
     }
 
-    /// Checks lines for existence, duplicates and whole units; returns the products in order.
     /// Checks the lines (products known, each once, quantities valid for their unit) and
     /// returns their products in line order: each looked up once, for the caller too.
     fn check_lines<'a>(
