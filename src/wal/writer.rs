@@ -242,6 +242,17 @@ impl WalHandle {
     /// refused, each awaited before the next) and returns the receiver to await durability on.
     pub fn submit_unbounded(&self, body: ItemBody) -> oneshot::Receiver<Durable> {
         self.claim();
+        self.submit_claimed(body)
+    }
+
+    /// Claims, submits and returns the receiver to await durability on.
+    pub fn submit_waiting(&self, body: ItemBody) -> Option<oneshot::Receiver<Durable>> {
+        self.try_claim().then(|| self.submit_claimed(body))
+    }
+
+    /// Submits an item whose in-flight slot is already claimed; the receiver says when it
+    /// is durable.
+    fn submit_claimed(&self, body: ItemBody) -> oneshot::Receiver<Durable> {
         let (tx, rx) = oneshot::channel();
         self.submit(WalItem {
             weight: 0,
@@ -250,21 +261,6 @@ impl WalHandle {
             mark: None,
         });
         rx
-    }
-
-    /// Claims, submits and returns the receiver to await durability on.
-    pub fn submit_waiting(&self, body: ItemBody) -> Option<oneshot::Receiver<Durable>> {
-        if !self.try_claim() {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.submit(WalItem {
-            weight: 0,
-            body,
-            done: Some(tx),
-            mark: None,
-        });
-        Some(rx)
     }
 
     pub fn inflight(&self) -> usize {
